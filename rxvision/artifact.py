@@ -1,0 +1,220 @@
+"""Model artifacts: one directory holding ``model.safetensors`` and ``card.json``.
+
+The card is the single source of truth for everything but the weights: resolved config,
+labels with per-label metadata (NDC, name, strength), preprocessing, calibration, metrics,
+software versions and the SHA-256 of the weights file. :func:`load_artifact` rebuilds the
+exact model and preprocessing from the card alone and refuses corrupt, truncated,
+hash-mismatched or pickled weight files.
+
+Example:
+    >>> save_artifact("runs/x", model, cfg, labels=["a", "b"])
+    >>> art = load_artifact("runs/x")
+    >>> art.model(torch.randn(1, 3, *art.preprocessing["input_size"]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config, ConfigError, config_from_dict
+from .io_utils import atomic_write, atomic_write_json
+from .models import RxVisionModel, build_model
+
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "card.json"
+CARD_FORMAT = "rxvision-card/1"
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact is missing, corrupt, tampered with or inconsistent."""
+
+
+@dataclass
+class Artifact:
+    """A loaded model with everything needed to use it."""
+
+    model: RxVisionModel
+    config: Config
+    labels: list[str]
+    label_metadata: list[dict[str, str]]
+    preprocessing: dict[str, Any]
+    card: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("calibration", {}).get("temperature", 1.0))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    import timm
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+    }
+
+
+def unwrap(model: torch.nn.Module) -> RxVisionModel:
+    """Strip DDP / torch.compile wrappers so saved names carry no prefixes."""
+    while True:
+        if hasattr(model, "module"):  # DistributedDataParallel
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_artifact(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: Config,
+    labels: list[str],
+    label_metadata: list[dict[str, str]] | None = None,
+    metrics: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write weights and card atomically into ``directory``; return the directory.
+
+    Args:
+        half: store floating-point weights as fp16 (halves the size; loads back as fp32).
+    """
+    model = unwrap(model)
+    if len(labels) != model.num_classes:
+        raise ArtifactError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    weights = directory / WEIGHTS_NAME
+    atomic_write(weights, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    cfg = config.to_dict()
+    cfg["training"]["num_classes"] = model.num_classes
+    card = {
+        "format": CARD_FORMAT,
+        "config": cfg,
+        "labels": list(labels),
+        "label_metadata": label_metadata or [{} for _ in labels],
+        "preprocessing": model.data_config(config.training.input_size),
+        "calibration": calibration or {"temperature": 1.0},
+        "metrics": metrics or {},
+        "parameters": model.parameter_counts(),
+        "versions": software_versions(),
+        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_file(weights),
+                    "dtype": "float16" if half else "float32"},
+        **(extra or {}),
+    }
+    atomic_write_json(directory / CARD_NAME, card)
+    return directory
+
+
+def read_card(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    card_path = directory / CARD_NAME
+    if not directory.is_dir():
+        raise ArtifactError(f"model artifact not found: {directory} is not a directory")
+    if not card_path.is_file():
+        raise ArtifactError(f"{directory} has no {CARD_NAME}; is it an RxVision model directory?")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{card_path} is not valid JSON: {exc}") from exc
+    if card.get("format") != CARD_FORMAT:
+        raise ArtifactError(f"{card_path}: unknown card format {card.get('format')!r}")
+    return card
+
+
+def update_card(directory: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into an artifact's card (atomically)."""
+    card = read_card(directory)
+    card.update(fields)
+    atomic_write_json(Path(directory) / CARD_NAME, card)
+    return card
+
+
+def load_state_dict_safely(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+    """Load safetensors weights; refuse pickles, truncation and hash mismatches."""
+    if not path.is_file():
+        raise ArtifactError(f"weights file missing: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise ArtifactError(
+            f"{path} is a pickle/torch.save file; RxVision never unpickles weights. "
+            "Convert it to safetensors."
+        )
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise ArtifactError(
+            f"{path}: SHA-256 does not match the card; the file is corrupt or was replaced"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a valid safetensors file ({exc})") from exc
+
+
+def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """Rebuild the model and preprocessing from an artifact directory (model in eval mode)."""
+    directory = Path(directory)
+    card = read_card(directory)
+    try:
+        cfg = config_from_dict(card["config"])
+    except (ConfigError, KeyError) as exc:
+        raise ArtifactError(f"{directory}: card config is invalid: {exc}") from exc
+    # Architecture only: never download pretrained weights to rebuild a trained model.
+    cfg.architecture.backbone.pretrained = False
+    labels = card.get("labels") or []
+    if len(labels) != cfg.training.num_classes:
+        raise ArtifactError(
+            f"{directory}: card lists {len(labels)} labels but num_classes is "
+            f"{cfg.training.num_classes}"
+        )
+    weights = card.get("weights", {})
+    state = load_state_dict_safely(directory / weights.get("file", WEIGHTS_NAME),
+                                   weights.get("sha256"))
+    model = build_model(cfg, num_classes=len(labels))
+    own = model.state_dict()
+    if set(state) != set(own):
+        missing, extra = set(own) - set(state), set(state) - set(own)
+        raise ArtifactError(
+            f"{directory}: weights do not match the card's architecture "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})"
+        )
+    state = {k: v.to(own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    cfg.architecture.backbone.pretrained = card["config"]["architecture"]["backbone"]["pretrained"]
+    return Artifact(
+        model=model,
+        config=cfg,
+        labels=labels,
+        label_metadata=card.get("label_metadata") or [{} for _ in labels],
+        preprocessing=card["preprocessing"],
+        card=card,
+        path=directory,
+    )

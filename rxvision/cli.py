@@ -1,0 +1,52 @@
+"""Command-line interface: parses arguments and calls library functions, nothing more.
+
+Each command lives in ``rxvision/commands/<name>.py`` with ``add_parser(subparsers)`` that
+registers it and sets ``func``; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules under rxvision.commands, in the order `rxvision --help` lists them.
+COMMANDS = ["model", "data", "train", "evaluate", "calibrate", "predict", "enroll", "export",
+            "benchmark", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rxvision",
+        description="Identify prescription medications from photographs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"rxvision.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"rxvision.commands.{name}":
+                raise
+            continue  # command not implemented in this version
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"rxvision {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI command; each defines ``add_parser(subparsers)``."""

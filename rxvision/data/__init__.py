@@ -1,0 +1,18 @@
+"""Datasets, safe decoding, preprocessing and phone-photo augmentation."""
+
+from .datasets import DatasetError, EvalDataset, ImageSet, Sample, load_dataset
+from .decode import ImageDecodeError, ImageTooLargeError, load_image
+from .transforms import EvalTransform, letterbox
+
+__all__ = [
+    "DatasetError",
+    "EvalDataset",
+    "EvalTransform",
+    "ImageDecodeError",
+    "ImageSet",
+    "ImageTooLargeError",
+    "Sample",
+    "letterbox",
+    "load_dataset",
+    "load_image",
+]

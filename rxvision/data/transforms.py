@@ -1,0 +1,56 @@
+"""Evaluation-time preprocessing, derived only from an artifact's ``preprocessing`` card.
+
+Images are letterboxed (aspect kept, padded with the mean colour) to ``input_size`` and
+normalised with the card's mean/std, so training views, evaluation, export and the
+service all see pixels the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+_INTERPOLATION = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def letterbox(img: Image.Image, size: tuple[int, int], fill: tuple[int, int, int],
+              interpolation: str = "bicubic") -> Image.Image:
+    """Resize ``img`` to fit (height, width) ``size`` keeping its aspect, pad with ``fill``."""
+    h, w = size
+    scale = min(w / img.width, h / img.height)
+    nw, nh = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    resized = img.resize((nw, nh), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
+    canvas = Image.new("RGB", (w, h), fill)
+    canvas.paste(resized, ((w - nw) // 2, (h - nh) // 2))
+    return canvas
+
+
+class EvalTransform:
+    """PIL RGB image -> normalised float tensor (3, H, W), from a preprocessing card."""
+
+    def __init__(self, preprocessing: dict[str, Any]):
+        self.size = tuple(int(s) for s in preprocessing["input_size"])
+        self.mean = torch.tensor(preprocessing["mean"]).view(3, 1, 1)
+        self.std = torch.tensor(preprocessing["std"]).view(3, 1, 1)
+        self.interpolation = preprocessing.get("interpolation", "bicubic")
+        self.fill = tuple(int(round(m * 255)) for m in preprocessing["mean"])
+
+    def to_uint8(self, img: Image.Image) -> torch.Tensor:
+        """Letterboxed uint8 tensor (3, H, W), before normalisation."""
+        boxed = letterbox(img, self.size, self.fill, self.interpolation)
+        return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (…, 3, H, W) -> normalised float."""
+        return (x.float() / 255.0 - self.mean) / self.std
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.normalize(self.to_uint8(img))

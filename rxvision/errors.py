@@ -1,0 +1,10 @@
+"""Errors that are the user's to fix; the CLI prints them without a traceback."""
+
+from .artifact import ArtifactError
+from .config import ConfigError
+from .data.datasets import DatasetError
+from .data.decode import ImageDecodeError
+from .models.pretrained import PretrainedWeightsError
+
+UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,
+             FileNotFoundError)

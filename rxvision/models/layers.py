@@ -1,0 +1,136 @@
+"""The spec's building blocks: feature pyramid, multi-head self-attention, classification head.
+
+Each block follows ``shared/spec/model-architecture.md``; the few additions (fused attention,
+a list-of-maps head input) are written next to the line that makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, use_bn: bool) -> nn.Module:
+    """Conv + optional BatchNorm + ReLU (the spec's ``ConvBNReLU``), via torchvision."""
+    return Conv2dNormActivation(
+        in_channels,
+        out_channels,
+        kernel_size=kernel_size,
+        padding=kernel_size // 2,
+        norm_layer=nn.BatchNorm2d if use_bn else None,
+        activation_layer=nn.ReLU,
+    )
+
+
+class FeaturePyramidNetwork(nn.Module):
+    """Top-down feature pyramid with 1x1 lateral and 3x3 output Conv-BN-ReLU blocks.
+
+    torchvision's ``FeaturePyramidNetwork`` has no BatchNorm/ReLU in its blocks, so this is
+    the spec's own version: lateral 1x1 and output 3x3 blocks, nearest upsampling by size.
+    """
+
+    def __init__(self, in_channels_list: list[int], out_channels: int, use_bn: bool = True):
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(
+            conv_bn_relu(c, out_channels, 1, use_bn) for c in in_channels_list
+        )
+        self.output_convs = nn.ModuleList(
+            conv_bn_relu(out_channels, out_channels, 3, use_bn) for _ in in_channels_list
+        )
+
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        last_inner = self.lateral_convs[-1](x[-1])  # (B, C, H5, W5)
+        results = [self.output_convs[-1](last_inner)]
+        for idx in range(len(x) - 2, -1, -1):
+            inner_lateral = self.lateral_convs[idx](x[idx])  # (B, C, Hi, Wi)
+            top_down = F.interpolate(last_inner, size=inner_lateral.shape[-2:], mode="nearest")
+            last_inner = inner_lateral + top_down
+            results.insert(0, self.output_convs[idx](last_inner))
+        return results  # finest first, each (B, C, Hi, Wi)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention over tokens (B, N, C), as in the spec.
+
+    When the attention map is not requested, the fused ``scaled_dot_product_attention``
+    kernel computes the same result faster; ``fused=False`` forces the explicit path
+    (used for export to runtimes without a fused kernel).
+    """
+
+    def __init__(self, in_channels: int, num_heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        if in_channels % num_heads:
+            raise ValueError(f"{in_channels} channels cannot be split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = in_channels // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(in_channels, in_channels * 3)
+        self.proj = nn.Linear(in_channels, in_channels)
+        self.attn_drop = nn.Dropout(dropout)
+        self.proj_drop = nn.Dropout(dropout)
+        self.fused = True
+
+    def forward(
+        self, x: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+        attn = None
+        if self.fused and not return_attention:
+            p = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale  # (B, heads, N, N)
+            attn = attn.softmax(dim=-1)
+            x = self.attn_drop(attn) @ v
+        x = x.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        x = self.proj_drop(self.proj(x))
+        if return_attention:
+            return x, attn
+        return x
+
+
+class ClassificationHead(nn.Module):
+    """Global pool, dropout, Linear(C, hidden) + BN + ReLU, dropout, Linear(hidden, classes).
+
+    Accepts one map or a list of maps; a list is pooled map by map and averaged, which is
+    how the attention path and the pyramid path are combined (docs/architecture.md).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        dropout_rate: float = 0.3,
+        global_pool: str = "avg",
+        hidden_dim: int = 512,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm1d,
+    ):
+        super().__init__()
+        if global_pool not in ("avg", "max"):
+            raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
+        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(p=dropout_rate)
+        self.fc = nn.Sequential(
+            nn.Linear(in_channels, hidden_dim),
+            norm_layer(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout_rate),
+        )
+        self.classifier = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_features = hidden_dim
+
+    def pool(self, x: Tensor | list[Tensor]) -> Tensor:
+        maps = x if isinstance(x, list | tuple) else [x]
+        pooled = [self.flatten(self.global_pool(m)) for m in maps]  # each (B, C)
+        return torch.stack(pooled, 0).mean(0)  # (B, C)
+
+    def forward(self, x: Tensor | list[Tensor], pre_logits: bool = False) -> Tensor:
+        x = self.fc(self.dropout(self.pool(x)))  # (B, hidden)
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
