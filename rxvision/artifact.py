@@ -162,8 +162,13 @@ def load_state_dict_safely(path: Path, expected_sha256: str | None) -> dict[str,
     if not path.is_file():
         raise ArtifactError(f"weights file missing: {path}")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = fh.read(9)
+    # A safetensors file starts with its JSON header length (u64 LE) and then "{". Check that
+    # first: the length's low byte is legitimately 0x80 (a pickle PROTO opcode) for 1 in 32
+    # files, so sniffing the first byte alone would refuse valid weights.
+    header_len = int.from_bytes(head[:8], "little")
+    is_safetensors = head[8:9] == b"{" and 8 + header_len <= path.stat().st_size
+    if not is_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise ArtifactError(
             f"{path} is a pickle/torch.save file; RxVision never unpickles weights. "
             "Convert it to safetensors."

@@ -51,13 +51,16 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fh)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageTooLargeError(
-                    f"{label}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}"
-                )
-            img.load()
+            # ``with`` closes the file also when the size check or decoding fails.
+            with Image.open(fh) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{label}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}"
+                    )
+                img.load()
+                # Inside the try: a corrupt EXIF block or odd mode is a decode error too.
+                return to_rgb(ImageOps.exif_transpose(img))
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -66,7 +69,6 @@ def load_image(
         raise ImageDecodeError(f"{label}: not an image file (unrecognised format)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{label}: truncated or corrupt image ({exc})") from exc
-    return to_rgb(ImageOps.exif_transpose(img))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -21,6 +21,12 @@ _INTERPOLATION = {
 }
 
 
+def fill_colour(mean: list[float]) -> tuple[int, int, int]:
+    """Letterbox fill: the normalisation mean as 0-255 RGB (normalises to zero)."""
+    r, g, b = (round(m * 255) for m in mean)
+    return (r, g, b)
+
+
 def letterbox(img: Image.Image, size: tuple[int, int], fill: tuple[int, int, int],
               interpolation: str = "bicubic") -> Image.Image:
     """Resize ``img`` to fit (height, width) ``size`` keeping its aspect, pad with ``fill``."""
@@ -41,7 +47,7 @@ class EvalTransform:
         self.mean = torch.tensor(preprocessing["mean"]).view(3, 1, 1)
         self.std = torch.tensor(preprocessing["std"]).view(3, 1, 1)
         self.interpolation = preprocessing.get("interpolation", "bicubic")
-        self.fill = tuple(int(round(m * 255)) for m in preprocessing["mean"])
+        self.fill = fill_colour(preprocessing["mean"])
 
     def to_uint8(self, img: Image.Image) -> torch.Tensor:
         """Letterboxed uint8 tensor (3, H, W), before normalisation."""

@@ -114,7 +114,9 @@ class ClassificationHead(nn.Module):
         super().__init__()
         if global_pool not in ("avg", "max"):
             raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
-        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        self.global_pool = (
+            nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        )
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(p=dropout_rate)
         self.fc = nn.Sequential(

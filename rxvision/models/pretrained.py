@@ -47,7 +47,7 @@ def create_backbone(name: str, pretrained: bool | str, out_indices: list[int]) -
         pretrained: config value; see :func:`parse_source`.
         out_indices: feature levels to return, e.g. ``[2, 3, 4]`` for strides 8, 16, 32.
     """
-    if name not in timm.list_models():
+    if not timm.is_model(name):  # accepts pretrained tags too, e.g. "resnet50.a1_in1k"
         raise PretrainedWeightsError(
             f"unknown timm backbone {name!r} (architecture.backbone.name); "
             "see timm.list_models() for valid names"
@@ -66,9 +66,11 @@ def create_backbone(name: str, pretrained: bool | str, out_indices: list[int]) -
             ) from exc
     try:
         backbone = timm.create_model(name, pretrained=False, **kwargs)
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        # e.g. out_indices past the last stage: timm raises a bare IndexError
         raise PretrainedWeightsError(
-            f"backbone {name!r} cannot be built with out_indices={out_indices}: {exc}"
+            f"backbone {name!r} cannot be built with out_indices={out_indices} "
+            f"(architecture.backbone.output_indices): {exc!r}"
         ) from exc
     if kind == "file":
         state = load_weights_file(Path(arg))

@@ -19,7 +19,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ..config import ArchitectureConfig, Config
+from ..config import ArchitectureConfig, Config, ConfigError
 from .layers import ClassificationHead, FeaturePyramidNetwork, MultiHeadSelfAttention
 from .pretrained import create_backbone
 
@@ -66,6 +66,7 @@ class RxVisionModel(nn.Module):
         )
         self.num_features = hidden_dim
         self.frozen_parameters: list[str] = self._freeze_early_stages() if freeze_layers else []
+        self.train()  # put frozen BatchNorms in eval mode from the start, not only after .train()
 
     @classmethod
     def from_config(cls, arch: ArchitectureConfig | Config, num_classes: int) -> RxVisionModel:
@@ -89,25 +90,33 @@ class RxVisionModel(nn.Module):
     # --- freezing -------------------------------------------------------------------------
     def _freeze_early_stages(self) -> list[str]:
         """Freeze the stem and every stage with stride <= FREEZE_MAX_REDUCTION."""
-        later = [i["module"] for i in self.feature_info.info if i["reduction"] > FREEZE_MAX_REDUCTION]
+        info = self.feature_info.info
+        later = [i["module"] for i in info if i["reduction"] > FREEZE_MAX_REDUCTION]
         if not later:
             return []
         boundary = later[0]  # first module whose stride exceeds the limit, e.g. "layer2"
+        # timm's FeatureListNet flattens the first level of Sequentials ("stages.1" becomes
+        # "stages_1"), so match either spelling; modules are visited in registration order.
+        names = {boundary, boundary.replace(".", "_", 1)}
         frozen = []
-        for name, param in self.backbone.named_parameters():
-            if name == boundary or name.startswith(boundary + "."):
-                break
-            param.requires_grad_(False)
-            frozen.append(f"backbone.{name}")
-        return frozen
+        for mod_name, module in self.backbone.named_modules():
+            if mod_name in names:
+                return frozen
+            for p_name, param in module.named_parameters(recurse=False):
+                param.requires_grad_(False)
+                frozen.append(f"backbone.{mod_name}.{p_name}" if mod_name else f"backbone.{p_name}")
+        raise ConfigError(
+            f"freeze_layers: stage {boundary!r} not found in backbone "
+            f"{type(self.backbone).__name__}; set architecture.backbone.freeze_layers=false"
+        )
 
     def train(self, mode: bool = True) -> RxVisionModel:
         super().train(mode)
         if mode and self.frozen_parameters:
             # Frozen stages keep their ImageNet BatchNorm statistics.
             for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None \
-                        and not module.weight.requires_grad:
+                is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+                if is_bn and module.weight is not None and not module.weight.requires_grad:
                     module.eval()
         return self
 

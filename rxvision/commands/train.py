@@ -1,0 +1,50 @@
+"""`rxvision train`: train a model on studio references; single process or torchrun/DDP."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train on reference photos (works under torchrun for multi-GPU/multi-machine)",
+        description="Train RxVision on reference photos with phone-style synthesised views. "
+        "Multi-GPU: torchrun --nproc_per_node N -m rxvision train ...",
+    )
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/c3pi-1k.yaml")
+    p.add_argument("--data", required=True, help="manifest CSV or class-per-folder directory")
+    p.add_argument("--out", required=True, help="run directory (becomes a model artifact)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. training.epochs=5 (repeatable)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimiser steps (smoke tests)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..engine.train import train
+
+    overrides = list(args.overrides)
+    config_path = args.config
+    if args.resume and (Path(args.out) / "config.yaml").is_file():
+        config_path = str(Path(args.out) / "config.yaml")  # the run's own resolved config
+    cfg = load_config(config_path, overrides)
+    result = train(cfg, args.data, args.out, resume=args.resume, device=args.device,
+                   max_steps=args.max_steps)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    print(f"best val top-1 {result.best_top1:.4f} after {result.epochs_run} epoch(s); "
+          f"model artifact: {result.run_dir}")
+    return 0

@@ -1,0 +1,295 @@
+"""Phone-style views synthesised from one studio reference photo per pill.
+
+Training and validation in the low-shot setting (one C3PI studio photo per pill) need
+views that look like phone photos. :class:`PhoneViewSynthesizer` cuts each pill side out
+of its reference (:mod:`rxvision.data.cutout`) once, then composes whole batches in torch:
+
+- one side or both sides of the pill, each rotated through 360 degrees, scaled, sheared
+  (mild perspective) and placed on a procedural background (flat, gradient, mottled,
+  grain) with a soft drop shadow;
+- uneven lighting, brightness, contrast, gamma, colour cast and saturation;
+- Gaussian blur, low resolution, sensor noise, JPEG compression, letterbox bands.
+
+Batches are built with ``grid_sample`` and convolutions, so synthesis costs a few percent
+of a training step and needs no DataLoader workers on a 2-core CPU. Every random draw
+comes from an explicit ``torch.Generator``: validation views use their own fixed seed and
+never share a stream with training draws.
+
+Example:
+    >>> synth = PhoneViewSynthesizer.from_images([img_a, img_b], size=(224, 224))
+    >>> views, modes = synth.render(torch.tensor([0, 1, 1]), torch.Generator().manual_seed(0))
+    >>> views.shape, views.dtype, modes
+    (torch.Size([3, 3, 224, 224]), torch.uint8, ['both', 'one', 'both'])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from .cutout import cut_out_sides
+
+SIDE_CANVAS = 160  # stored pixels along a side's longest dimension
+
+
+@dataclass
+class SynthParams:
+    """Ranges of the phone-photo model; ``strength`` scales the photometric ones."""
+
+    strength: float = 1.0
+    one_side_prob: float = 0.5
+    both_size: tuple[float, float] = (0.30, 0.46)  # pill length / image width, both sides
+    one_size: tuple[float, float] = (0.45, 0.85)  # the same with one side
+    shear: float = 0.12
+    shadow_prob: float = 0.6
+    blur_prob: float = 0.5
+    blur_sigma: float = 1.6
+    noise_prob: float = 0.5
+    noise_std: float = 0.035
+    lowres_prob: float = 0.25
+    jpeg_prob: float = 0.5
+    jpeg_quality: tuple[int, int] = (35, 95)
+    letterbox_prob: float = 0.15
+    studio_background_prob: float = 0.1
+
+
+def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
+    """RGBA side -> (4, canvas, canvas) uint8, aspect kept, centred, transparent padding."""
+    s = side.copy()
+    scale = canvas / max(s.size)
+    s = s.resize((max(1, round(s.width * scale)), max(1, round(s.height * scale))),
+                 Image.Resampling.BICUBIC)
+    out = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
+    out.paste(s, ((canvas - s.width) // 2, (canvas - s.height) // 2))
+    return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
+
+
+class PhoneViewSynthesizer:
+    """Render batches of phone-style views of reference pills (see module docstring)."""
+
+    def __init__(self, sides: torch.Tensor, num_sides: torch.Tensor, size: tuple[int, int],
+                 params: SynthParams | None = None, fill: tuple[int, int, int] = (124, 116, 104)):
+        self.sides = sides  # (C, 2, 4, S, S) uint8
+        self.num_sides = num_sides  # (C,) 1 or 2
+        self.size = (int(size[0]), int(size[1]))
+        self.params = params or SynthParams()
+        self.fill = torch.tensor(fill, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+        H, W = self.size
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        self._yy, self._xx = yy, xx  # (H, W) normalised coordinates, reused every batch
+
+    @classmethod
+    def from_images(cls, images: list[Image.Image], size: tuple[int, int],
+                    params: SynthParams | None = None,
+                    fill: tuple[int, int, int] = (124, 116, 104)) -> PhoneViewSynthesizer:
+        """Cut out the sides of each reference image (index = class index)."""
+        tensors, counts = [], []
+        for img in images:
+            cut = cut_out_sides(img)
+            sides = [_side_tensor(s) for s in cut.sides[:2]]
+            counts.append(len(sides))
+            if len(sides) == 1:
+                sides.append(sides[0])
+            tensors.append(torch.stack(sides))
+        return cls(torch.stack(tensors), torch.tensor(counts), size, params, fill)
+
+    def __len__(self) -> int:
+        return self.sides.shape[0]
+
+    # --- random helpers ------------------------------------------------------------------
+    @staticmethod
+    def _u(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    @staticmethod
+    def _p(g: torch.Generator, n: int, p: float) -> torch.Tensor:
+        return torch.rand(n, generator=g) < p
+
+    # --- rendering -----------------------------------------------------------------------
+    def render(self, classes: torch.Tensor, g: torch.Generator,
+               modes: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Views (B, 3, H, W) uint8 of ``classes``; ``modes`` forces 'one'/'both' per view."""
+        B = classes.numel()
+        p = self.params
+        if modes is None:
+            one = self._p(g, B, p.one_side_prob)
+        else:
+            one = torch.tensor([m == "one" for m in modes])
+        bg = self._background(B, g)  # (B, 3, H, W) float
+        pills, alpha = self._place_pills(classes, one, g)  # (B, 3, H, W), (B, 1, H, W)
+        bg = self._shadow(bg, alpha, g)
+        img = bg * (1 - alpha) + pills * alpha
+        img = self._photometric(img, g)
+        img = self._degrade(img, g)
+        out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        out = self._jpeg(out, g)
+        return out, ["one" if o else "both" for o in one.tolist()]
+
+    def _background(self, B: int, g: torch.Generator) -> torch.Tensor:
+        H, W = self.size
+        p = self.params
+        level = self._u(g, B, 0.12, 0.95).view(B, 1, 1, 1)
+        tint = (torch.randn(B, 3, 1, 1, generator=g) * 0.10).clamp(-0.3, 0.3)
+        base = (level + tint).expand(B, 3, H, W)
+        low = F.interpolate(torch.rand(B, 3, 3, 3, generator=g) - 0.5, size=(H, W),
+                            mode="bilinear", align_corners=False)
+        base = base + low * self._u(g, B, 0.0, 0.35).view(B, 1, 1, 1)
+        grain = F.interpolate(torch.rand(B, 1, H // 4, W // 4, generator=g) - 0.5, size=(H, W),
+                              mode="bilinear", align_corners=False)
+        base = base + grain * self._u(g, B, 0.0, 0.18).view(B, 1, 1, 1)
+        # Wood/fabric-like stripes on some backgrounds.
+        yy, xx = self._yy, self._xx
+        phi = self._u(g, B, 0, math.pi).view(B, 1, 1)
+        freq = self._u(g, B, 4, 40).view(B, 1, 1)
+        stripes = torch.sin(freq * (xx * torch.cos(phi) + yy * torch.sin(phi))).unsqueeze(1)
+        on = self._p(g, B, 0.3).float().view(B, 1, 1, 1)
+        base = base + stripes * on * self._u(g, B, 0.0, 0.08).view(B, 1, 1, 1)
+        studio = self._p(g, B, p.studio_background_prob).view(B, 1, 1, 1)
+        grey = self._u(g, B, 0.42, 0.55).view(B, 1, 1, 1).expand(B, 3, H, W)
+        return torch.where(studio, grey, base).clamp(0, 1)
+
+    def _place_pills(self, classes: torch.Tensor, one: torch.Tensor,
+                     g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        H, W = self.size
+        p = self.params
+        B = classes.numel()
+        aspect = W / H  # normalised y spans a shorter distance when W > H
+        size_both = self._u(g, B, *p.both_size)
+        size_one = self._u(g, B, *p.one_size)
+        d = torch.where(one, size_one, size_both)  # pill length / image width
+        # Centres: two sides apart along a random direction, or one side near the middle.
+        direction = self._u(g, B, 0, 2 * math.pi)
+        r = torch.where(one, torch.zeros(B), d * self._u(g, B, 1.0, 1.2))
+        slack = (1 - r - d).clamp(min=0)
+        mx = (torch.rand(B, generator=g) * 2 - 1) * slack * 0.8
+        my = (torch.rand(B, generator=g) * 2 - 1) * slack * 0.8
+        ux, uy = torch.cos(direction), torch.sin(direction)
+        centres = [(mx + ux * r, my + uy * r), (mx - ux * r, my - uy * r)]
+        # Which stored side goes in each slot: both -> random order; one -> a random side.
+        two_sides = self.num_sides[classes] == 2
+        first = torch.where(two_sides, (torch.rand(B, generator=g) < 0.5).long(), 0)
+        slots = [first, 1 - first]
+        rgb_sum = torch.zeros(B, 3, H, W)
+        alpha_sum = torch.zeros(B, 1, H, W)
+        for k in range(2):
+            src = self.sides[classes, slots[k]].float() / 255.0  # (B, 4, S, S)
+            theta = self._affine(d, centres[k], aspect, g)
+            grid = F.affine_grid(theta, (B, 4, H, W), align_corners=False)
+            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
+                                   align_corners=False)  # (B, 4, H, W)
+            a = warped[:, 3:4]
+            if k == 1:
+                a = a * (~one).float().view(B, 1, 1, 1)
+            # Slot 0 lies on top where the two sides overlap.
+            rgb_sum = rgb_sum * (1 - a) + warped[:, :3] * a if k == 0 else \
+                warped[:, :3] * a * (1 - alpha_sum) + rgb_sum
+            alpha_sum = alpha_sum + a * (1 - alpha_sum)
+        pills = rgb_sum / alpha_sum.clamp(min=1e-6)
+        return pills, alpha_sum
+
+    def _affine(self, d: torch.Tensor, centre: tuple[torch.Tensor, torch.Tensor], aspect: float,
+                g: torch.Generator) -> torch.Tensor:
+        """Output->source sampling matrices (B, 2, 3) for a rotated, sheared side."""
+        B = d.numel()
+        angle = self._u(g, B, 0, 2 * math.pi)
+        c, s = torch.cos(angle), torch.sin(angle)
+        sh = self._u(g, B, -self.params.shear, self.params.shear)
+        stretch = 1 + self._u(g, B, -self.params.shear, self.params.shear)
+        # Output coords (x, y*1/aspect in pixels-equivalent) -> rotate -> scale to source.
+        m = torch.zeros(B, 2, 2)
+        m[:, 0, 0], m[:, 0, 1] = c * stretch, (-s + sh) / aspect
+        m[:, 1, 0], m[:, 1, 1] = s, c / stretch / aspect
+        m = m / d.view(B, 1, 1)
+        cx, cy = centre
+        t = -(m @ torch.stack([cx, cy * aspect], dim=1).unsqueeze(-1)).squeeze(-1)
+        return torch.cat([m, t.unsqueeze(-1)], dim=2)
+
+    def _shadow(self, bg: torch.Tensor, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        B, _, H, W = bg.shape
+        p = self.params
+        shift = (self._u(g, 2, -0.04, 0.04) * torch.tensor([H, W])).round().long().tolist()
+        shadow = torch.roll(alpha, shifts=(shift[0], shift[1]), dims=(2, 3))
+        # Blur at quarter resolution: a soft shadow has no fine detail to lose.
+        small = F.avg_pool2d(shadow, 4)
+        small = F.avg_pool2d(F.avg_pool2d(small, 3, 1, 1), 3, 1, 1)
+        shadow = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        on = self._p(g, B, p.shadow_prob).float().view(B, 1, 1, 1)
+        depth = self._u(g, B, 0.15, 0.55).view(B, 1, 1, 1) * min(p.strength, 1.5)
+        return bg * (1 - on * depth * shadow)
+
+    def _photometric(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        B = img.shape[0]
+        st = self.params.strength
+
+        def jitter(spread: float) -> torch.Tensor:
+            return 1 + self._u(g, B, -spread * st, spread * st).view(B, 1, 1, 1)
+
+        # Uneven light: a linear gradient across the frame.
+        yy, xx = self._yy, self._xx
+        phi = self._u(g, B, 0, 2 * math.pi).view(B, 1, 1)
+        ramp = (xx * torch.cos(phi) + yy * torch.sin(phi)).unsqueeze(1)
+        img = img * (1 + ramp * self._u(g, B, 0, 0.25 * st).view(B, 1, 1, 1))
+        img = img * jitter(0.3)  # brightness
+        mean = img.mean(dim=(1, 2, 3), keepdim=True)
+        img = (img - mean) * jitter(0.3) + mean  # contrast
+        gray = img.mean(dim=1, keepdim=True)
+        img = (img - gray) * jitter(0.35) + gray  # saturation
+        cast = 1 + (torch.randn(B, 3, 1, 1, generator=g) * 0.06 * st).clamp(-0.2, 0.2)
+        img = (img * cast).clamp(0, 1)  # colour cast (white balance)
+        gamma = torch.exp(self._u(g, B, -0.25 * st, 0.25 * st)).view(B, 1, 1, 1)
+        return img.clamp(1e-4, 1) ** gamma
+
+    def _degrade(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        B, C, H, W = img.shape
+        p = self.params
+        st = min(p.strength, 1.5)
+        # Gaussian blur, one sigma per image, as a grouped separable convolution.
+        sigma = self._u(g, B, 0.3, max(0.31, p.blur_sigma * st))
+        sigma = torch.where(self._p(g, B, p.blur_prob), sigma, torch.full((B,), 1e-3))
+        radius = 4
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-(x.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
+        k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B*C, K)
+        flat = img.reshape(1, B * C, H, W)
+        flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
+                        k.view(B * C, 1, 1, -1), groups=B * C)
+        flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
+                        k.view(B * C, 1, -1, 1), groups=B * C)
+        img = flat.view(B, C, H, W)
+        # Low resolution: down- then up-sample a subset of the batch.
+        low = self._p(g, B, p.lowres_prob)
+        if low.any():
+            f = float(self._u(g, 1, 0.35, 0.7))
+            small = F.interpolate(img[low], scale_factor=f, mode="bilinear", antialias=True)
+            img[low] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        noise_on = self._p(g, B, p.noise_prob).float().view(B, 1, 1, 1)
+        std = self._u(g, B, 0.005, p.noise_std * st).view(B, 1, 1, 1)
+        img = img + torch.randn(img.shape, generator=g) * std * noise_on
+        # Letterbox bands, as the evaluation transform adds for non-square photos.
+        band = self._p(g, B, p.letterbox_prob)
+        for i in torch.nonzero(band).flatten().tolist():
+            frac = float(self._u(g, 1, 0.05, 0.125))
+            if bool(self._p(g, 1, 0.5)):
+                n = int(H * frac)
+                img[i, :, :n] = self.fill[0]
+                img[i, :, H - n :] = self.fill[0]
+            else:
+                n = int(W * frac)
+                img[i, :, :, :n] = self.fill[0]
+                img[i, :, :, W - n :] = self.fill[0]
+        return img
+
+    def _jpeg(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        p = self.params
+        on = self._p(g, img.shape[0], p.jpeg_prob)
+        q = torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (img.shape[0],), generator=g)
+        for i in torch.nonzero(on).flatten().tolist():
+            img[i] = decode_jpeg(encode_jpeg(img[i], quality=int(q[i])))
+        return img
+
