@@ -55,7 +55,7 @@ class ImageSet:
 
     def targets(self, labels: list[str] | None = None) -> list[int]:
         """Class index of each sample in ``labels`` (default: this set's); -1 if unknown."""
-        index = {lab: i for i, lab in enumerate(labels or self.labels)}
+        index = {lab: i for i, lab in enumerate(self.labels if labels is None else labels)}
         return [index.get(s.label, -1) for s in self.samples]
 
     def column(self, name: str) -> list[str]:
@@ -73,14 +73,17 @@ def load_dataset(path: str | Path) -> ImageSet:
 
 
 def _from_manifest(path: Path) -> ImageSet:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        missing = {"image", "label"} - set(cols)
-        if missing:
-            raise DatasetError(f"{path}: manifest lacks column(s) {sorted(missing)}; "
-                               f"found {cols}")
-        rows = list(reader)
+    # utf-8-sig: spreadsheet exports start with a BOM that would rename the first column.
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: not a UTF-8 CSV manifest ({exc})") from exc
+    missing = {"image", "label"} - set(cols)
+    if missing:
+        raise DatasetError(f"{path}: manifest lacks column(s) {sorted(missing)}; found {cols}")
     if not rows:
         raise DatasetError(f"{path}: manifest has no rows")
     samples, meta = [], {}
@@ -88,6 +91,8 @@ def _from_manifest(path: Path) -> ImageSet:
         image, label = (row.get("image") or "").strip(), (row.get("label") or "").strip()
         if not image or not label:
             raise DatasetError(f"{path}:{line}: empty image or label")
+        if None in row:  # csv.DictReader files surplus fields under the key None
+            raise DatasetError(f"{path}:{line}: more fields than the header's {len(cols)}")
         label_meta = {k: v for k, v in row.items() if k not in SAMPLE_COLUMNS and v}
         extra = {k: v for k, v in row.items() if k in SAMPLE_COLUMNS - {"image", "label"} and v}
         meta.setdefault(label, {}).update(label_meta)

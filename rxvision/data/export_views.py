@@ -42,7 +42,8 @@ def write_views(images: ImageSet, out: str | Path, views_per_image: int, seed: i
             views, _ = synth.render(idx, g, [mode] * len(idx))
             for i, view in zip(idx.tolist(), views, strict=True):
                 label = images.labels[targets[i]]
-                name = f"images/{Path(images.samples[i].path).stem}_v{v}_{mode}.jpg"
+                # The index keeps names unique: class folders often reuse file names.
+                name = f"images/{i:05d}_{Path(images.samples[i].path).stem}_v{v}_{mode}.jpg"
                 buf = io.BytesIO()
                 Image.fromarray(view.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
                 atomic_write_bytes(out / name, buf.getvalue())

@@ -120,7 +120,9 @@ class PhoneViewSynthesizer:
         if modes is None:
             one = self._p(g, B, p.one_side_prob)
         else:
-            one = torch.tensor([m == "one" for m in modes])
+            if len(modes) != B or not set(modes) <= {"one", "both"}:
+                raise ValueError(f"modes must be {B} values of 'one'/'both', got {modes!r}")
+            one = torch.tensor([m == "one" for m in modes], dtype=torch.bool)
         bg = self._background(B, g)  # (B, 3, H, W) float
         pills, alpha = self._place_pills(classes, one, g)  # (B, 3, H, W), (B, 1, H, W)
         bg = self._shadow(bg, alpha, g)
@@ -179,17 +181,20 @@ class PhoneViewSynthesizer:
         alpha_sum = torch.zeros(B, 1, H, W)
         for k in range(2):
             src = self.sides[classes, slots[k]].float() / 255.0  # (B, 4, S, S)
+            # Premultiply before resampling: interpolating straight RGB towards the
+            # transparent black padding would draw a dark ring round every cut edge.
+            src = torch.cat([src[:, :3] * src[:, 3:4], src[:, 3:4]], dim=1)
             theta = self._affine(d, centres[k], aspect, g)
             grid = F.affine_grid(theta, (B, 4, H, W), align_corners=False)
             warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)  # (B, 4, H, W)
-            a = warped[:, 3:4]
+                                   align_corners=False)  # (B, 4, H, W) premultiplied
             if k == 1:
-                a = a * (~one).float().view(B, 1, 1, 1)
-            # Slot 0 lies on top where the two sides overlap.
-            rgb_sum = rgb_sum * (1 - a) + warped[:, :3] * a if k == 0 else \
-                warped[:, :3] * a * (1 - alpha_sum) + rgb_sum
-            alpha_sum = alpha_sum + a * (1 - alpha_sum)
+                # The second slot shows only in 'both' views of references with two sides
+                # (an unsegmented reference already holds both sides in one crop).
+                warped = warped * (~one & two_sides).float().view(B, 1, 1, 1)
+            # Slot 0 lies on top where the two sides overlap ("over" on premultiplied colour).
+            rgb_sum = rgb_sum + warped[:, :3] * (1 - alpha_sum)
+            alpha_sum = alpha_sum + warped[:, 3:4] * (1 - alpha_sum)
         pills = rgb_sum / alpha_sum.clamp(min=1e-6)
         return pills, alpha_sum
 

@@ -1,0 +1,176 @@
+"""Phone-view synthesis contract: shapes, forced modes, seeded determinism, held-out views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from rxvision.data import load_dataset, load_image
+from rxvision.data.synth import PhoneViewSynthesizer, SynthParams, _side_tensor
+from rxvision.data.transforms import fill_colour
+from rxvision.engine.train import validation_views
+
+SIZE = (64, 64)
+# The synthesiser's JPEG step uses torchvision.io, which announces its future move to
+# torchcodec on every call; that says nothing about these contracts.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def sample_synth(sample_dir: Path) -> PhoneViewSynthesizer:
+    refs = [load_image(s.path) for s in load_dataset(sample_dir / "manifest.csv").samples]
+    return PhoneViewSynthesizer.from_images(refs, SIZE)
+
+
+@pytest.fixture(scope="module")
+def two_colour_synth() -> PhoneViewSynthesizer:
+    """A studio-style photo whose front is red and back is blue, on grey with no rulers."""
+    img = Image.new("RGB", (300, 225), (128, 128, 128))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((50, 40, 150, 170), fill=(220, 30, 30))
+    draw.ellipse((180, 40, 280, 170), fill=(30, 30, 220))
+    return PhoneViewSynthesizer.from_images([img], (96, 96))
+
+
+def _render(synth: PhoneViewSynthesizer, seed: int, n: int = 8,
+            modes: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    classes = torch.arange(n) % len(synth)
+    return synth.render(classes, torch.Generator().manual_seed(seed), modes)
+
+
+def test_render_shape_dtype_and_forced_modes(sample_synth: PhoneViewSynthesizer) -> None:
+    assert len(sample_synth) == 24
+    assert int(sample_synth.num_sides.min()) == 2  # every sample photo split in two
+    modes = ["one", "both", "both", "one", "one", "both"]
+    views, got = _render(sample_synth, 0, 6, modes)
+    assert views.shape == (6, 3, *SIZE) and views.dtype == torch.uint8
+    assert got == modes
+    # Views are images, not constants: each has real contrast.
+    assert (views.float().flatten(1).std(1) > 3).all()
+
+
+def test_random_modes_follow_one_side_prob(sample_synth: PhoneViewSynthesizer) -> None:
+    _, modes = _render(sample_synth, 1, 64)
+    assert set(modes) == {"one", "both"} and 12 < modes.count("one") < 52
+    only_both = PhoneViewSynthesizer(sample_synth.sides, sample_synth.num_sides, SIZE,
+                                     SynthParams(one_side_prob=0.0))
+    assert set(_render(only_both, 1, 16)[1]) == {"both"}
+
+
+def test_bad_modes_raise(sample_synth: PhoneViewSynthesizer) -> None:
+    with pytest.raises(ValueError, match="'one'/'both'"):
+        _render(sample_synth, 0, 2, ["one", "front"])
+    with pytest.raises(ValueError, match="2 values"):
+        _render(sample_synth, 0, 2, ["one"])
+
+
+def test_same_seed_same_views_different_seed_different(sample_synth: PhoneViewSynthesizer
+                                                       ) -> None:
+    a, ma = _render(sample_synth, 7)
+    b, mb = _render(sample_synth, 7)
+    c, _ = _render(sample_synth, 8)
+    assert torch.equal(a, b) and ma == mb
+    assert (a.float() - c.float()).abs().mean() > 10
+
+
+def test_one_side_views_show_one_side(two_colour_synth: PhoneViewSynthesizer) -> None:
+    """The red front and blue back: 'one' views show exactly one colour, 'both' views both."""
+    assert int(two_colour_synth.num_sides[0]) == 2
+    n = 16
+    classes = torch.zeros(n, dtype=torch.long)
+    areas = {}
+    for mode in ("one", "both"):
+        one = torch.full((n,), mode == "one")
+        pills, alpha = two_colour_synth._place_pills(classes, one, torch.Generator().manual_seed(3))
+        assert pills.shape == (n, 3, 96, 96) and alpha.shape == (n, 1, 96, 96)
+        solid = alpha[:, 0] > 0.9
+        red = ((pills[:, 0] > 0.6) & (pills[:, 2] < 0.4) & solid).flatten(1).sum(1)
+        blue = ((pills[:, 2] > 0.6) & (pills[:, 0] < 0.4) & solid).flatten(1).sum(1)
+        if mode == "one":
+            assert ((red > 50) ^ (blue > 50)).all()  # one side, never both
+            assert ((red == 0) | (blue == 0)).all()
+            assert (red > 50).any() and (blue > 50).any()  # either side can be the one shown
+        else:
+            assert ((red > 50) & (blue > 50)).all()
+        areas[mode] = alpha.flatten(1).mean(1)
+    # A single side is framed closer (SynthParams.one_size > both_size), so it is larger
+    # than either side of a two-side view.
+    assert areas["one"].mean() > areas["both"].mean() / 2
+
+
+def test_cut_edges_have_no_dark_fringe() -> None:
+    # A white side on a transparent canvas: resampled edge pixels keep the side's colour.
+    side = _side_tensor(Image.new("RGBA", (120, 60), (255, 255, 255, 255)))
+    synth = PhoneViewSynthesizer(torch.stack([torch.stack([side, side])]), torch.tensor([2]),
+                                 (96, 96))
+    one = torch.ones(8, dtype=torch.bool)
+    pills, alpha = synth._place_pills(torch.zeros(8, dtype=torch.long), one,
+                                      torch.Generator().manual_seed(0))
+    edge = ((alpha > 0.05) & (alpha < 0.95)).expand_as(pills)
+    assert edge.any()
+    assert float(pills[edge].min()) > 0.98
+
+
+def test_unsegmented_reference_is_drawn_once() -> None:
+    # When the cutout falls back to one crop (both sides inside it), 'both' must not
+    # draw that crop twice.
+    blank = Image.new("RGB", (300, 225), (128, 128, 128))
+    synth = PhoneViewSynthesizer.from_images([blank], (96, 96))
+    assert int(synth.num_sides[0]) == 1
+    classes = torch.zeros(4, dtype=torch.long)
+    _, a_both = synth._place_pills(classes, torch.zeros(4, dtype=torch.bool),
+                                   torch.Generator().manual_seed(0))
+    from scipy import ndimage
+
+    for a in a_both[:, 0].numpy():
+        assert ndimage.label(a > 0.5)[1] == 1
+
+
+def test_validation_views_are_fixed_and_apart_from_training(
+        sample_synth: PhoneViewSynthesizer) -> None:
+    targets = torch.arange(24)
+    val = validation_views(sample_synth, targets, views_per_image=2, seed=1234, batch=16)
+    again = validation_views(sample_synth, targets, views_per_image=2, seed=1234, batch=16)
+    assert val.images.shape == (48, 3, *SIZE) and val.images.dtype == torch.uint8
+    assert torch.equal(val.images, again.images)
+    assert val.modes == ["both"] * 24 + ["one"] * 24
+    assert torch.equal(val.targets, targets.repeat(2))
+    # Another seed gives other views of the same pills.
+    other = validation_views(sample_synth, targets, views_per_image=2, seed=1235, batch=16)
+    assert (val.images.float() - other.images.float()).abs().mean() > 10
+    # A training generator (seeded from the run seed, epoch and rank) draws different views
+    # of the same classes and modes.
+    index = torch.arange(24).repeat(2)
+    for train_seed in (42 * 1_000_003 + 1, 0, 1):
+        g = torch.Generator().manual_seed(train_seed)
+        train_views = torch.cat([sample_synth.render(index[i:i + 16], g, val.modes[i:i + 16])[0]
+                                 for i in range(0, 48, 16)])
+        diff = (train_views.float() - val.images.float()).abs().flatten(1).mean(1)
+        assert (diff > 5).all()
+
+
+def test_strength_zero_still_renders(sample_synth: PhoneViewSynthesizer) -> None:
+    calm = PhoneViewSynthesizer(sample_synth.sides, sample_synth.num_sides, SIZE,
+                                SynthParams(strength=0.0))
+    views, _ = _render(calm, 0, 8)
+    assert views.shape == (8, 3, *SIZE) and views.dtype == torch.uint8
+    assert (views.float().flatten(1).std(1) > 3).all()
+    strong = PhoneViewSynthesizer(sample_synth.sides, sample_synth.num_sides, SIZE,
+                                  SynthParams(strength=1.5))
+    assert _render(strong, 0, 8)[0].shape == views.shape
+
+
+def test_non_square_output_and_fill() -> None:
+    img = Image.new("RGB", (300, 225), (128, 128, 128))
+    ImageDraw.Draw(img).ellipse((60, 40, 160, 170), fill=(240, 240, 240))
+    ImageDraw.Draw(img).ellipse((180, 40, 280, 170), fill=(240, 240, 240))
+    synth = PhoneViewSynthesizer.from_images([img], (48, 80))
+    views, _ = synth.render(torch.zeros(3, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert views.shape == (3, 3, 48, 80)
+    assert fill_colour([0.485, 0.456, 0.406]) == (124, 116, 104)
+    assert np.isfinite(views.numpy()).all()
