@@ -1,0 +1,203 @@
+"""Robustness sweep in the style of ImageNet-C (Hendrycks & Dietterich, 2019).
+
+Seven corruptions at five severities are applied to every image *after* it is letterboxed
+to the model's input size (as ImageNet-C corrupts 224-px crops), so a severity means the
+same thing whatever the source resolution. Parameters follow ImageNet-C where it has the
+corruption (gaussian blur, gaussian noise, brightness, contrast, JPEG, pixelate-style
+downscale); rotation is ours, since phone photos are taken at any angle. Noise is seeded
+per (image, corruption, severity), so sweeps are reproducible.
+
+Corruption error, normalised by the model's *own* clean error (ImageNet-C's unnormalised
+"relative" form, without the AlexNet baseline, which does not exist for pills)::
+
+    CE_c = sum_s err_{c,s} / (5 * err_clean)        mCE = mean_c CE_c
+
+CE_c = 1 means corruption c costs nothing; 2 means it doubles the error. With a perfect
+clean score (err_clean = 0) the ratio is undefined and reported as None; the mean relative
+accuracy drop, ``mean_{c,s} (acc_clean - acc_{c,s}) / acc_clean``, is reported alongside
+because it stays defined there.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import EvalTransform, ImageSet, load_image
+from .evaluate import batches
+
+if TYPE_CHECKING:
+    from ..inference.backends import Backend
+
+SEVERITIES = (1, 2, 3, 4, 5)
+DEFINITION = ("CE_c = sum_s err_{c,s} / (5 * err_clean); mCE = mean_c CE_c "
+              "(ImageNet-C relative style, normalised by this model's clean top-1 error; "
+              "applied after letterboxing to the model input size)")
+
+# Severity parameters, index = severity - 1.
+BLUR_SIGMA = (1.0, 2.0, 3.0, 4.0, 6.0)  # px at 224 px, scaled with the input size
+NOISE_STD = (0.08, 0.12, 0.18, 0.26, 0.38)  # on [0, 1] intensities
+BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)  # added to HSV value
+CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)  # scale of deviations from the image mean
+ROTATION_DEG = (15.0, 30.0, 60.0, 90.0, 180.0)
+JPEG_QUALITY = (25, 18, 15, 10, 7)
+DOWNSCALE = (0.6, 0.5, 0.4, 0.3, 0.25)  # down by this factor (box), back up (bilinear)
+
+
+def _blur(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    sigma = BLUR_SIGMA[s - 1] * min(img.size) / 224
+    return img.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+
+def _noise(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = x + rng.normal(0.0, NOISE_STD[s - 1], size=x.shape).astype(np.float32)
+    return Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def _brightness(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    hsv = np.asarray(img.convert("HSV"), dtype=np.float32)
+    hsv[..., 2] = np.clip(hsv[..., 2] + BRIGHTNESS[s - 1] * 255, 0, 255)
+    return Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB")
+
+
+def _contrast(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    x = np.asarray(img, dtype=np.float32)
+    mean = x.mean()
+    x = (x - mean) * CONTRAST[s - 1] + mean
+    return Image.fromarray(np.clip(x + 0.5, 0, 255).astype(np.uint8))
+
+
+def _rotation(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    # Corners exposed by the turn take the letterbox fill (the top-left pixel).
+    return img.rotate(ROTATION_DEG[s - 1], resample=Image.Resampling.BILINEAR,
+                      fillcolor=img.getpixel((0, 0)))
+
+
+def _jpeg(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY[s - 1])
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _downscale(img: Image.Image, s: int, rng: np.random.Generator) -> Image.Image:
+    w, h = img.size
+    f = DOWNSCALE[s - 1]
+    small = img.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BOX)
+    return small.resize((w, h), Image.Resampling.BILINEAR)
+
+
+CORRUPTIONS: dict[str, Callable[[Image.Image, int, np.random.Generator], Image.Image]] = {
+    "blur": _blur,
+    "noise": _noise,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "rotation": _rotation,
+    "jpeg": _jpeg,
+    "downscale": _downscale,
+}
+
+
+def corrupt(img: Image.Image, name: str, severity: int, seed: int = 0) -> Image.Image:
+    """Apply corruption ``name`` at ``severity`` (1-5) to an RGB image."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; choose from {sorted(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be 1..5, got {severity}")
+    rng = np.random.default_rng([seed, list(CORRUPTIONS).index(name), severity])
+    return CORRUPTIONS[name](img, severity, rng)
+
+
+class CorruptedViews(Dataset):
+    """Item i: every corrupted view of image i, uint8 (len(CORRUPTIONS) * 5, 3, H, W).
+
+    One decode per image feeds all 35 views; views are in (corruption, severity) order.
+    """
+
+    def __init__(self, images: ImageSet, transform: EvalTransform):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.transform.to_uint8(load_image(self.images.samples[i].path))  # (3, H, W)
+        boxed = Image.fromarray(x.permute(1, 2, 0).numpy())
+        views = [
+            torch.from_numpy(np.asarray(corrupt(boxed, name, s, seed=i)).copy())
+            for name in CORRUPTIONS for s in SEVERITIES
+        ]
+        return torch.stack(views).permute(0, 3, 1, 2)  # (35, 3, H, W)
+
+
+def corruption_sweep(
+    backend: Backend,
+    images: ImageSet,
+    clean_top1: float,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Top-1 accuracy per corruption and severity, corruption errors and mCE.
+
+    Args:
+        images: samples whose labels the model knows (others are skipped).
+        clean_top1: the model's top-1 on the same images without corruption.
+
+    Returns:
+        ``{"definition", "n", "clean_top1", "accuracy": {corruption: {"1".."5": acc}},
+        "corruption_error": {corruption: CE_c or None}, "mce", "mean_accuracy",
+        "mean_relative_accuracy_drop"}``.
+    """
+    index = {lab: i for i, lab in enumerate(backend.labels)}
+    known = [s for s in images.samples if s.label in index]
+    images = ImageSet(known, images.labels, images.label_metadata, images.source)
+    transform = EvalTransform(backend.preprocessing)
+    targets = torch.tensor([index[s.label] for s in known], dtype=torch.int64)
+    n_views = len(CORRUPTIONS) * len(SEVERITIES)
+    # Each item carries 35 views; load enough images to fill about one forward batch.
+    loader = DataLoader(CorruptedViews(images, transform), num_workers=workers,
+                        batch_size=max(1, batch_size // n_views), shuffle=False)
+    hits = torch.zeros(n_views, dtype=torch.int64)
+    seen = 0
+    with torch.inference_mode():
+        for views in batches(loader, progress, "corruptions"):
+            k = views.shape[0]
+            flat = transform.normalize(views.flatten(0, 1))  # (k * 35, 3, H, W)
+            preds = torch.cat([
+                backend(chunk.contiguous(memory_format=torch.channels_last)).argmax(1)
+                for chunk in flat.split(batch_size)
+            ]).view(k, n_views)
+            hits += (preds == targets[seen:seen + k, None]).sum(0)
+            seen += k
+    acc = (hits.double() / max(seen, 1)).view(len(CORRUPTIONS), len(SEVERITIES)).numpy()
+    return summarize_sweep(acc, clean_top1, seen)
+
+
+def summarize_sweep(acc: np.ndarray, clean_top1: float, n: int) -> dict[str, Any]:
+    """Corruption errors and mCE from accuracies (len(CORRUPTIONS), 5)."""
+    clean_err = 1.0 - clean_top1
+    accuracy, ce = {}, {}
+    for c, name in enumerate(CORRUPTIONS):
+        accuracy[name] = {str(s): float(acc[c, j]) for j, s in enumerate(SEVERITIES)}
+        err_sum = float((1.0 - acc[c]).sum())
+        ce[name] = err_sum / (len(SEVERITIES) * clean_err) if clean_err > 0 else None
+    defined = [v for v in ce.values() if v is not None]
+    return {
+        "definition": DEFINITION,
+        "n": n,
+        "clean_top1": clean_top1,
+        "accuracy": accuracy,
+        "corruption_error": ce,
+        "mce": float(np.mean(defined)) if defined and n else None,
+        "mean_accuracy": float(acc.mean()) if n else None,
+        "mean_relative_accuracy_drop": (float(((clean_top1 - acc) / clean_top1).mean())
+                                        if clean_top1 > 0 and n else None),
+    }
