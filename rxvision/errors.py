@@ -4,7 +4,10 @@ from .artifact import ArtifactError
 from .config import ConfigError
 from .data.datasets import DatasetError
 from .data.decode import ImageDecodeError
+from .inference.benchmark import BenchmarkError
+from .inference.export import ExportError
+from .inference.identifier import IdentifierError
 from .models.pretrained import PretrainedWeightsError
 
 UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,
-             FileNotFoundError)
+             FileNotFoundError, IdentifierError, ExportError, BenchmarkError)

@@ -1,0 +1,98 @@
+"""`rxvision enroll`: add new pills to a trained model from reference photos, no training.
+
+Example:
+    rxvision enroll --data new_pills/manifest.csv --out runs/c3pi+new
+    rxvision predict --model runs/c3pi+new photo.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..inference.bundled import add_model_argument
+    from ..inference.enroll import (
+        DEFAULT_IMPRINT,
+        DEFAULT_MAX_DROP,
+        DEFAULT_SEED,
+        DEFAULT_VIEWS,
+        IMPRINT_METHODS,
+    )
+
+    p = sub.add_parser("enroll", help="add new pills from reference photos (no retraining)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_argument(p, "the model to extend; it is not modified")
+    p.add_argument("--data", required=True, metavar="NEW",
+                   help="manifest CSV (image,label,+ndc,name,strength,...) or class folders "
+                        "with one or more reference photos per new pill")
+    p.add_argument("--out", required=True, metavar="RUN2", help="directory for the new model")
+    p.add_argument("--views", type=int, default=DEFAULT_VIEWS,
+                   help=f"synthetic phone-style views per reference photo (default "
+                        f"{DEFAULT_VIEWS}; 0 = the letterboxed photo only)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
+    p.add_argument("--imprint", choices=IMPRINT_METHODS, default=DEFAULT_IMPRINT,
+                   help="how new classifier rows are built (default centred; see "
+                        "docs/identification.md)")
+    p.add_argument("--scale", type=_scale, default=1.0,
+                   help="length of the new rows relative to the trained ones (default 1.0): "
+                        "higher favours new pills, lower protects old pills' answers; 'auto' "
+                        "picks the largest that costs the old pills at most --max-drop top-1 "
+                        "on --old-data")
+    p.add_argument("--old-data", metavar="D",
+                   help="labelled photos of the model's own classes (e.g. `rxvision data "
+                        "synth` views) for --scale auto")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                   help=f"old-class top-1 that --scale auto may cost (default "
+                        f"{DEFAULT_MAX_DROP})")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip labels the model already knows (default: refuse them)")
+    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
+    p.add_argument("--json", action="store_true", help="print the enrollment record as JSON")
+    p.set_defaults(func=enroll)
+
+
+def _scale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'auto', got {text!r}")
+    return value
+
+
+def enroll(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ..inference.bundled import resolve_model_path
+    from ..inference.enroll import enroll_artifact
+
+    result = enroll_artifact(
+        resolve_model_path(args.model), args.data, args.out, views=args.views, seed=args.seed,
+        on_existing="skip" if args.skip_existing else "error", batch_size=args.batch_size,
+        method=args.imprint, scale=args.scale, old_data=args.old_data, max_drop=args.max_drop,
+    )
+    fit = result.scale_fit
+    if fit:
+        table = ", ".join(f"{r['scale']}: {r['old_top1']:.3f}" for r in fit["table"])
+        print(f"old-class top-1 on {fit['n']} images: {fit['old_top1_before']:.3f} before; "
+              f"after, by scale: {table}; chose {fit['chosen']}", file=sys.stderr)
+        if "warning" in fit:
+            print(f"warning: {fit['warning']}", file=sys.stderr)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} label(s) the model already knows: "
+              f"{', '.join(result.skipped[:5])}{' ...' if len(result.skipped) > 5 else ''}",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        refs = sum(result.references.values())
+        print(f"enrolled {len(result.enrolled)} new label(s) from {refs} reference photo(s) "
+              f"({result.views_per_reference} synthetic views each, {result.imprint} "
+              f"imprinting, scale {result.scale}) -> {result.output}")
+    return 0

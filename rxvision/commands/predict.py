@@ -1,0 +1,123 @@
+"""`rxvision predict`: identify pills in photos (top-k, calibrated, with abstention).
+
+Examples:
+    rxvision predict photo.jpg                       # bundled model, readable output
+    rxvision predict --json photo.jpg                # JSON: top-k with metadata and flags
+    rxvision predict --pair front.jpg back.jpg       # fuse both sides of one pill
+    rxvision predict --explain overlays/ photo.jpg   # attention and Grad-CAM PNGs
+    rxvision predict photos/ --out results.csv       # a folder or manifest -> CSV/JSONL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..inference.bundled import add_model_argument
+    from ..inference.identifier import BACKENDS
+
+    p = sub.add_parser("predict", help="identify pills in photos",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images (recursive) or manifest CSVs")
+    add_model_argument(p)
+    p.add_argument("--topk", type=int, default=5, help="candidates per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON to stdout")
+    p.add_argument("--pair", action="store_true",
+                   help="take the images two by two as the front and back of one pill and "
+                        "fuse both views into one ranking")
+    p.add_argument("--explain", metavar="OUT_DIR",
+                   help="write attention and Grad-CAM overlay PNGs per image (torch backend)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="inference backend (default torch)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--abstain-threshold", type=float, metavar="P",
+                   help="abstain below this top probability (default: the model card's)")
+    p.add_argument("--ood-threshold", type=float, metavar="S",
+                   help="flag unknown pills above this open-set score (default: the card's)")
+    p.add_argument("--out", metavar="FILE", help="write all results to FILE.csv or FILE.jsonl")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=predict)
+
+
+def predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..data import DatasetError, ImageDecodeError
+    from ..inference.explain import write_overlays
+    from ..inference.identifier import Identifier, IdentifierError
+    from ..inference.predict_io import (
+        OUTPUT_SUFFIXES,
+        expand_inputs,
+        format_text,
+        result_row,
+        write_rows,
+    )
+
+    if args.out and Path(args.out).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise IdentifierError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}: {args.out}")
+    if args.explain and args.backend != "torch":
+        raise IdentifierError("--explain needs the torch backend (use --backend torch)")
+    if args.topk < 1:
+        raise IdentifierError(f"--topk must be >= 1, got {args.topk}")
+    items, batch = expand_inputs(args.images)
+    if not items:
+        raise DatasetError(f"no images found in {' '.join(args.images)}")
+    if args.pair and len(items) % 2:
+        raise IdentifierError(f"--pair takes images two by two (front, back); got {len(items)}")
+    ident = Identifier.load(args.model, backend=args.backend, device=args.device,
+                            abstain_threshold=args.abstain_threshold,
+                            ood_threshold=args.ood_threshold, batch_size=args.batch_size)
+    if ident.ood_threshold is None:
+        print("note: no open-set threshold in the model card; unknown pills are not flagged "
+              "(see docs/identification.md, fit_thresholds)", file=sys.stderr)
+
+    show_progress = (batch or args.out) and not args.no_progress
+    rows = []
+    with tqdm(total=len(items), disable=not show_progress, unit="img", file=sys.stderr) as bar:
+        if args.pair:
+            for front, back in zip(items[::2], items[1::2], strict=True):
+                try:
+                    result = ident.identify_pair(front.path, back.path, args.topk)
+                except ImageDecodeError as exc:
+                    result = exc
+                rows.append(result_row(f"{front.path} + {back.path}", result, front.true_label))
+                bar.update(2)
+        else:
+            pairs = ident.iter_identify([it.path for it in items], args.topk)
+            for item, (_, result) in zip(items, pairs, strict=True):
+                rows.append(result_row(str(item.path), result, item.true_label))
+                bar.update(1)
+
+    failed = [r for r in rows if "error" in r]
+    if args.explain:
+        good = {str(it.path): it.path for it in items}
+        bad = {p for r in failed for p in r["image"].split(" + ")}
+        used: set[str] = set()
+        for key, path in good.items():
+            if key in bad:
+                continue
+            stem, n = path.stem, 1
+            while stem in used:  # same file name in two folders
+                n += 1
+                stem = f"{path.stem}_{n}"
+            used.add(stem)
+            write_overlays(args.explain, stem, ident.explain(path))
+    for row in failed:
+        print(f"rxvision predict: error: {row['error']}", file=sys.stderr)
+    if args.out:
+        write_rows(args.out, rows, args.topk)
+        print(f"wrote {len(rows)} result(s) to {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not (batch and args.out):
+        print("\n".join(format_text(r) for r in rows if "error" not in r))
+    if failed:
+        print(f"{len(failed)} of {len(rows)} input(s) failed", file=sys.stderr)
+        return 1
+    return 0

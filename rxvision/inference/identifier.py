@@ -1,0 +1,408 @@
+"""The Identifier: photo(s) of a pill in, ranked candidates with calibrated confidence out.
+
+One object wraps a model artifact (or an exported backend) and everything needed to use it
+from its card: labels and drug metadata, preprocessing, temperature, abstention and
+open-set thresholds. The CLI, the HTTP service and the evaluation use it.
+
+Stages are separate so a caller can batch (the service micro-batches requests):
+:meth:`Identifier.preprocess` (one image -> tensor), :meth:`Identifier.forward` (one batch
+-> logits and embeddings), :meth:`Identifier.postprocess` (logits -> typed results).
+
+Decisions, per image:
+
+- probabilities are ``softmax(logits / T)`` with the card's calibrated temperature ``T``;
+- ``unknown`` when the open-set score (see :mod:`.openset`) exceeds the card's
+  ``identification.ood_threshold`` (never, if the card has none);
+- ``abstain`` when the top probability is below ``identification.abstain_threshold``
+  (default 0.5) *or* the pill is unknown: in both cases the top answer must not be shown as
+  the identification; the candidates are still returned.
+
+Example:
+    >>> ident = Identifier.load("runs/c3pi")            # None -> the bundled model
+    >>> [r] = ident.identify("photo.jpg", topk=5)
+    >>> r.candidates[0].label, r.confidence, r.abstain, r.message
+    >>> ident.identify_pair("front.jpg", "back.jpg").candidates[0].metadata["ndc"]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..artifact import Artifact, ArtifactError
+from ..data import EvalTransform, ImageDecodeError, ImageSet, load_image
+from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
+from ..models import RxVisionModel
+from .bundled import resolve_model_path
+from .fusion import fuse_log_probs, fuse_ood_scores
+from .openset import OOD_METHODS, class_prototypes, fit_thresholds, ood_scores
+
+ImageInput = str | Path | bytes | Image.Image
+
+DEFAULT_ABSTAIN_THRESHOLD = 0.5
+DEFAULT_OOD_METHOD = "energy"
+MESSAGE_OK = "ok"
+MESSAGE_UNSURE = "not sure"
+MESSAGE_UNKNOWN = "not a pill I know"
+BACKENDS = ("torch", "onnx")
+
+
+class IdentifierError(ValueError):
+    """A request the identifier cannot serve as asked (bad option, missing capability)."""
+
+
+@dataclass
+class Candidate:
+    """One ranked answer: a label, its drug metadata and calibrated probability."""
+
+    label: str
+    probability: float
+    metadata: dict[str, str]
+    rank: int  # 1 = most probable
+
+
+@dataclass
+class Identification:
+    """The answer for one pill (one photo, or a fused front/back pair)."""
+
+    candidates: list[Candidate]
+    abstain: bool  # do not present candidates[0] as the answer ("not sure" or unknown)
+    unknown: bool  # open-set score says: not a pill this model knows
+    confidence: float  # calibrated probability of candidates[0]
+    ood_score: float  # higher = more likely unknown (method in Identifier.ood_method)
+    message: str  # "ok" | "not sure" | "not a pill I know"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    source: str | None = None  # file name(s) the answer is about, when known
+
+    @property
+    def top(self) -> Candidate:
+        return self.candidates[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; every candidate repeats the abstain/unknown flags."""
+        out = asdict(self)
+        for cand in out["candidates"]:
+            cand["abstain"], cand["unknown"] = self.abstain, self.unknown
+        return out
+
+
+class TorchRunner:
+    """Batch (B, 3, H, W) -> (logits (B, C), pre-logit embeddings (B, D)) in one pass."""
+
+    has_embeddings = True
+
+    def __init__(self, model: RxVisionModel, device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def __call__(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        maps = self.model.forward_features(batch.to(self.device))
+        emb = self.model.forward_head(maps, pre_logits=True)  # (B, D)
+        logits = self.model.get_classifier()(emb)  # (B, C), same as model(batch)
+        return logits.float().cpu(), emb.float().cpu()
+
+
+def _load_runner(path: Path, backend: str, device: str, threads: int | None
+                 ) -> tuple[Any, Artifact | None]:
+    if backend not in BACKENDS:
+        raise IdentifierError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    from .backends import load_backend  # lazily: it loads onnxruntime
+
+    loaded = load_backend(path, backend=backend, threads=threads)
+    if backend == "torch":  # keep the model itself: embeddings and explanations need it
+        art = loaded.artifact
+        art.model.to(device)
+        return TorchRunner(art.model, device), art
+    # Exported backends: normalised batch -> logits, with the artifact's card attached.
+    return loaded, None
+
+
+class Identifier:
+    """Identify pills with one model; see the module docstring for the decision rules."""
+
+    def __init__(
+        self,
+        runner: Any,
+        labels: list[str],
+        label_metadata: list[dict[str, str]],
+        preprocessing: dict[str, Any],
+        card: dict[str, Any],
+        *,
+        model: RxVisionModel | None = None,
+        backend: str = "torch",
+        path: Path | None = None,
+        abstain_threshold: float | None = None,
+        ood_threshold: float | None = None,
+        ood_method: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        batch_size: int = 32,
+    ):
+        self.runner = runner
+        self.labels = list(labels)
+        self.label_metadata = label_metadata or [{} for _ in labels]
+        self.preprocessing = preprocessing
+        self.transform = EvalTransform(preprocessing)
+        self.card = card
+        self.model = model
+        self.backend = backend
+        self.path = path
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
+        if not self.temperature > 0:
+            raise ArtifactError(f"card temperature must be positive, got {self.temperature}")
+        settings = card.get("identification", {})
+        self.abstain_threshold = float(
+            settings.get("abstain_threshold", DEFAULT_ABSTAIN_THRESHOLD)
+            if abstain_threshold is None else abstain_threshold
+        )
+        if not 0.0 <= self.abstain_threshold <= 1.0:
+            raise IdentifierError(f"abstain threshold must be in [0, 1], got "
+                                  f"{self.abstain_threshold}")
+        self.ood_method = ood_method or settings.get("ood_method", DEFAULT_OOD_METHOD)
+        if self.ood_method not in OOD_METHODS:
+            raise IdentifierError(f"unknown OOD method {self.ood_method!r}; "
+                                  f"choose one of {OOD_METHODS}")
+        if ood_threshold is None and self.ood_method == settings.get("ood_method",
+                                                                      DEFAULT_OOD_METHOD):
+            # A card threshold only applies to the score it was fitted for.
+            ood_threshold = settings.get("ood_threshold")
+        self.ood_threshold = None if ood_threshold is None else float(ood_threshold)
+        self.prototypes: Tensor | None = None
+        if self.ood_method == "cosine":
+            if model is None or not getattr(runner, "has_embeddings", False):
+                raise IdentifierError("the cosine OOD score needs embeddings: use the torch "
+                                      "backend or another OOD method")
+            self.prototypes = class_prototypes(model.get_classifier().weight).cpu()
+
+    # --- construction -----------------------------------------------------------------
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, backend: str = "torch", device: str = "cpu",
+        threads: int | None = None, **options: Any,
+    ) -> Identifier:
+        """Load a model artifact (``None``: the bundled model) for identification.
+
+        Args:
+            path: artifact directory; ``None`` uses the bundled model.
+            backend: ``"torch"`` (everything) or ``"onnx"`` (no explanations, no cosine OOD).
+            device: torch device for the torch backend.
+            threads: onnxruntime intra-op threads (onnx backend; None: its default).
+            **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
+                ``max_pixels``, ``batch_size`` overriding the card's settings.
+        """
+        path = resolve_model_path(path)
+        runner, art = _load_runner(path, backend, device, threads)
+        if art is not None:
+            return cls.from_artifact(art, runner=runner, **options)
+        card = runner.card  # exported backends carry the same card
+        return cls(runner, card["labels"], card.get("label_metadata"), card["preprocessing"],
+                   card, backend=backend, path=path, **options)
+
+    @classmethod
+    def from_artifact(cls, art: Artifact, runner: Any = None, **options: Any) -> Identifier:
+        """Wrap an already loaded :class:`Artifact` (torch backend)."""
+        return cls(runner or TorchRunner(art.model, next(art.model.parameters()).device),
+                   art.labels, art.label_metadata, art.preprocessing, art.card,
+                   model=art.model, backend="torch", path=art.path, **options)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    # --- stages ---------------------------------------------------------------------------
+    def decode(self, image: ImageInput, name: str | None = None) -> Image.Image:
+        """Path, bytes or PIL image -> RGB PIL image (safe decode, pixel limit)."""
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        if not isinstance(image, str | Path | bytes):
+            raise IdentifierError(f"expected a path, bytes or PIL image, got "
+                                  f"{type(image).__name__}")
+        return load_image(image, max_pixels=self.max_pixels, name=name)
+
+    def preprocess(self, image: ImageInput, name: str | None = None) -> Tensor:
+        """One image -> normalised tensor (3, H, W) exactly as the card prescribes."""
+        return self.transform(self.decode(image, name))
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One forward pass: batch (B, 3, H, W) -> logits (B, C), embeddings (B, D) or None."""
+        out = self.runner(batch)
+        logits, emb = out if isinstance(out, tuple) else (out, None)
+        logits = torch.as_tensor(logits).float()  # exported backends may return NumPy
+        if logits.shape[-1] != self.num_classes:
+            raise ArtifactError(f"model returned {logits.shape[-1]} logits for "
+                                f"{self.num_classes} labels")
+        return logits, emb
+
+    def log_probs(self, logits: Tensor) -> Tensor:
+        """Calibrated log-probabilities ``log_softmax(logits / T)`` (B, C)."""
+        return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+
+    def ood(self, logits: Tensor, embeddings: Tensor | None = None) -> Tensor:
+        """Open-set scores (B,), higher = more likely unknown."""
+        return ood_scores(logits, embeddings, self.prototypes, self.ood_method)
+
+    def postprocess(
+        self, logits: Tensor, embeddings: Tensor | None = None, topk: int = 5
+    ) -> list[Identification]:
+        """Logits (B, C) (+ embeddings) -> one :class:`Identification` per row."""
+        lp, scores = self.log_probs(logits), self.ood(logits, embeddings)
+        return [self.decide(lp[i], float(scores[i]), topk) for i in range(len(lp))]
+
+    def decide(self, log_probs: Tensor, ood_score: float, topk: int = 5) -> Identification:
+        """Calibrated log-probabilities (C,) and an open-set score -> an Identification."""
+        if topk < 1:
+            raise IdentifierError(f"topk must be >= 1, got {topk}")
+        probs = log_probs.exp()
+        values, indices = probs.topk(min(topk, self.num_classes))
+        candidates = [
+            Candidate(self.labels[i], float(p), dict(self.label_metadata[i]), rank)
+            for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True),
+                                          start=1)
+        ]
+        confidence = candidates[0].probability
+        unknown = self.ood_threshold is not None and ood_score > self.ood_threshold
+        unsure = confidence < self.abstain_threshold
+        message = MESSAGE_UNKNOWN if unknown else MESSAGE_UNSURE if unsure else MESSAGE_OK
+        return Identification(candidates, unknown or unsure, unknown, confidence, ood_score,
+                              message)
+
+    # --- whole pipeline -------------------------------------------------------------------
+    def identify(self, images: ImageInput | Sequence[ImageInput], topk: int = 5
+                 ) -> list[Identification]:
+        """Identify one image or a list of images (batched by ``batch_size``)."""
+        if isinstance(images, str | Path | bytes | Image.Image):
+            images = [images]
+        results: list[Identification] = []
+        for start in range(0, len(images), self.batch_size):
+            results += self.identify_batch(list(images[start:start + self.batch_size]), topk)
+        return results
+
+    def identify_batch(self, images: Sequence[ImageInput], topk: int = 5
+                       ) -> list[Identification]:
+        """Identify ``images`` with ONE forward pass; a bad image raises ImageDecodeError."""
+        if not images:
+            return []
+        prep_ms, tensors = [], []
+        for image in images:
+            t0 = time.perf_counter()
+            tensors.append(self.preprocess(image))
+            prep_ms.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        logits, emb = self.forward(torch.stack(tensors))
+        forward_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        results = self.postprocess(logits, emb, topk)
+        post_ms = (time.perf_counter() - t0) * 1e3
+        for image, result, prep in zip(images, results, prep_ms, strict=True):
+            result.source = _name(image)
+            result.timings_ms = _timings(prep, forward_ms / len(images), post_ms / len(images))
+        return results
+
+    def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5
+                      ) -> Identification:
+        """Fuse two photos of one pill (front and back) into one ranking; see :mod:`.fusion`."""
+        t0 = time.perf_counter()
+        batch = torch.stack([self.preprocess(front), self.preprocess(back)])
+        prep = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        logits, emb = self.forward(batch)
+        forward_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        lp, scores = self.log_probs(logits), self.ood(logits, emb)
+        result = self.decide(fuse_log_probs(lp[0], lp[1]),
+                             fuse_ood_scores(float(scores[0]), float(scores[1])), topk)
+        result.source = f"{_name(front)} + {_name(back)}"
+        result.timings_ms = _timings(prep, forward_ms, (time.perf_counter() - t0) * 1e3)
+        return result
+
+    def iter_identify(
+        self, sources: Iterable[ImageInput], topk: int = 5, batch_size: int | None = None
+    ) -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
+        """Identify many images in batches; a bad image yields its error and the rest go on."""
+        size = batch_size or self.batch_size
+        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float]] = []
+
+        def flush() -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
+            good = [i for i, (_, x, _) in enumerate(pending) if isinstance(x, Tensor)]
+            results: dict[int, Identification] = {}
+            if good:
+                t0 = time.perf_counter()
+                logits, emb = self.forward(torch.stack([pending[i][1] for i in good]))
+                fwd = (time.perf_counter() - t0) * 1e3 / len(good)
+                for i, res in zip(good, self.postprocess(logits, emb, topk), strict=True):
+                    res.source, res.timings_ms = _name(pending[i][0]), _timings(
+                        pending[i][2], fwd, 0.0)
+                    results[i] = res
+            for i, (src, x, _) in enumerate(pending):
+                yield src, results.get(i, x)
+            pending.clear()
+
+        for source in sources:
+            t0 = time.perf_counter()
+            try:
+                x: Tensor | ImageDecodeError = self.preprocess(source)
+            except ImageDecodeError as exc:
+                x = exc
+            pending.append((source, x, (time.perf_counter() - t0) * 1e3))
+            if len(pending) >= size:
+                yield from flush()
+        yield from flush()
+
+    def fit_thresholds(self, images: ImageSet, tpr: float = 0.95,
+                       target_accuracy: float = 0.95) -> dict[str, Any]:
+        """Fit abstention and open-set thresholds on labelled validation views.
+
+        See :func:`.openset.fit_thresholds`; views of labels the model does not know are
+        ignored. Store the result with ``update_card(run, identification=fit)``.
+        """
+        logits, embs = [], []
+        paths = [s.path for s in images.samples]
+        for start in range(0, len(paths), self.batch_size):
+            batch = torch.stack([self.preprocess(p) for p in paths[start:start + self.batch_size]])
+            lg, emb = self.forward(batch)
+            logits.append(lg)
+            embs.append(emb)
+        emb_all = None if any(e is None for e in embs) else torch.cat(embs)
+        fit = fit_thresholds(torch.cat(logits), torch.tensor(images.targets(self.labels)),
+                             self.temperature, self.ood_method, emb_all, self.prototypes,
+                             tpr, target_accuracy)
+        return {**fit, "fitted_on": str(images.source)}
+
+    # --- torch-only extras ----------------------------------------------------------------
+    def _torch_model(self, what: str) -> RxVisionModel:
+        if self.model is None:
+            raise IdentifierError(f"{what} needs the torch model; the {self.backend} backend "
+                                  "cannot provide it (use --backend torch)")
+        return self.model
+
+    def embed(self, images: Sequence[ImageInput]) -> Tensor:
+        """Pre-logit embeddings (N, D) of ``images`` (torch backend)."""
+        self._torch_model("embed()")
+        _, emb = self.forward(torch.stack([self.preprocess(im) for im in images]))
+        return emb
+
+    def explain(self, image: ImageInput) -> dict[str, Image.Image]:
+        """Overlays on the letterboxed input: ``attention`` and ``gradcam`` (PIL RGB images)."""
+        from .explain import explain_image
+
+        model = self._torch_model("explain()")
+        return explain_image(model, self.transform, self.decode(image))
+
+
+def _name(image: ImageInput) -> str | None:
+    return str(image) if isinstance(image, str | Path) else None
+
+
+def _timings(preprocess_ms: float, forward_ms: float, postprocess_ms: float) -> dict[str, float]:
+    return {"preprocess": round(preprocess_ms, 3), "forward": round(forward_ms, 3),
+            "postprocess": round(postprocess_ms, 3),
+            "total": round(preprocess_ms + forward_ms + postprocess_ms, 3)}

@@ -1,0 +1,119 @@
+"""Inputs and outputs of ``rxvision predict``: expanding folders/manifests, rows, files.
+
+Kept out of the command module so the command only parses arguments, and so the same
+row format serves the CLI's ``--json``, CSV and JSONL outputs.
+
+Row format (one per image, or per front/back pair): ``image``, optional ``true_label``
+(manifest input), ``abstain``, ``unknown``, ``message``, ``confidence``, ``ood_score``,
+``topk`` (list of ``rank, label, probability, metadata, abstain, unknown``),
+``timings_ms``; or ``image`` and ``error`` for an input that could not be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import load_dataset
+from ..data.datasets import IMAGE_SUFFIXES
+from ..io_utils import atomic_write_text
+from .identifier import Identification, IdentifierError
+
+METADATA_COLUMNS = ("ndc", "name", "strength")  # per-candidate columns in CSV output
+OUTPUT_SUFFIXES = (".csv", ".jsonl")
+
+
+@dataclass
+class PredictInput:
+    """One image to identify, with its true label when a manifest gives one."""
+
+    path: Path
+    true_label: str | None = None
+
+
+def expand_inputs(args: list[str]) -> tuple[list[PredictInput], bool]:
+    """Image files, folders (recursive) and manifest CSVs -> inputs, and whether any
+    argument was a folder or manifest (batch mode)."""
+    items: list[PredictInput] = []
+    batch = False
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            batch = True
+            files = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            items += [PredictInput(p) for p in files]
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            batch = True
+            items += [PredictInput(s.path, s.label) for s in load_dataset(path).samples]
+        else:
+            items.append(PredictInput(path))  # a bad path is reported when it is decoded
+    return items, batch
+
+
+def result_row(image: str, result: Identification | Exception,
+               true_label: str | None = None) -> dict[str, Any]:
+    """One output row (see module docstring)."""
+    row: dict[str, Any] = {"image": image}
+    if true_label is not None:
+        row["true_label"] = true_label
+    if isinstance(result, Exception):
+        row["error"] = str(result)
+        return row
+    d = result.to_dict()
+    row.update({k: d[k] for k in ("abstain", "unknown", "message", "confidence", "ood_score")})
+    row["topk"] = d["candidates"]
+    row["timings_ms"] = d["timings_ms"]
+    return row
+
+
+def format_text(row: dict[str, Any]) -> str:
+    """Human-readable lines for one row."""
+    if "error" in row:
+        return f"{row['image']}: error: {row['error']}"
+    if row["abstain"]:
+        head = f"{row['image']}: {row['message']} (top probability {row['confidence']:.3f})"
+    else:
+        head = f"{row['image']}: {row['topk'][0]['label']} (p={row['confidence']:.3f})"
+    lines = [head]
+    for c in row["topk"]:
+        meta = ", ".join(f"{k}={v}" for k, v in c["metadata"].items() if k != "label")
+        lines.append(f"  {c['rank']}. {c['label']:<24} p={c['probability']:.3f}"
+                     + (f"  {meta}" if meta else ""))
+    return "\n".join(lines)
+
+
+def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
+    """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r."""
+    has_truth = any("true_label" in r for r in rows)
+    fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
+              "message", "confidence", "ood_score"]
+    for r in range(1, topk + 1):
+        fields += [f"label_{r}", f"probability_{r}", *(f"{m}_{r}" for m in METADATA_COLUMNS)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = {k: v for k, v in row.items() if k not in ("topk", "timings_ms")}
+        for c in row.get("topk", []):
+            r = c["rank"]
+            flat[f"label_{r}"], flat[f"probability_{r}"] = c["label"], f"{c['probability']:.6f}"
+            for m in METADATA_COLUMNS:
+                flat[f"{m}_{r}"] = c["metadata"].get(m, "")
+        writer.writerow(flat)
+    return buf.getvalue()
+
+
+def write_rows(path: str | Path, rows: list[dict[str, Any]], topk: int) -> Path:
+    """Write rows atomically as CSV or JSONL, chosen by the file's suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return atomic_write_text(path, csv_text(rows, topk))
+    if suffix == ".jsonl":
+        return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    raise IdentifierError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {path.name}")

@@ -1,0 +1,222 @@
+"""Enrollment by weight imprinting: new pills become predictable, old ones do not move."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
+from rxvision.cli import main
+from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
+from rxvision.inference.enroll import (
+    SCALE_GRID,
+    enroll_artifact,
+    imprint,
+    mean_embedding,
+    reference_views,
+)
+from rxvision.inference.identifier import Identifier
+
+CLASSIFIER = ("classifier.classifier.weight", "classifier.classifier.bias")
+
+
+@pytest.fixture(scope="module")
+def split(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sample split in two: a base model over 12 labels, a manifest of 12 new pills."""
+    images = load_dataset(sample_dir / "manifest.csv")
+    old, new = images.labels[:12], images.labels[12:]
+    root = tmp_path_factory.mktemp("enroll")
+    with open(sample_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    new_manifest = root / "new.csv"
+    with open(new_manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*rows[0].keys(), "name"])
+        writer.writeheader()
+        for row in rows:
+            if row["label"] in new:
+                writer.writerow({**row, "image": str(sample_dir / row["image"]),
+                                 "name": f"drug {row['label']}"})
+    from rxvision.config import config_from_dict
+    from rxvision.models import build_model
+
+    cfg = config_from_dict({"architecture": {"backbone": {"name": "resnet18", "pretrained": False,
+                                                           "freeze_layers": False}},
+                            "training": {"input_size": [64, 64], "num_classes": len(old)}})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    meta = images.label_metadata[:12]
+    base = save_artifact(root / "base", model, cfg, old, meta,
+                         calibration={"temperature": 1.5},
+                         extra={"identification": {"abstain_threshold": 0.4}})
+    base16 = save_artifact(root / "base16", model, cfg, old, meta, half=True)
+    return {"base": base, "base16": base16, "new": new_manifest, "root": root,
+            "sample": sample_dir / "manifest.csv"}
+
+
+def _logits(run: Path, paths: list[Path]) -> torch.Tensor:
+    art = load_artifact(run)
+    t = EvalTransform(art.preprocessing)
+    with torch.no_grad():
+        return art.model(torch.stack([t(load_image(p)) for p in paths]))
+
+
+@pytest.mark.parametrize("method", ["centred", "plain"])
+def test_enrolled_pills_become_predictable_and_old_logits_do_not_move(
+    split: dict[str, Path], tmp_path: Path, method: str
+) -> None:
+    out = tmp_path / "run2"
+    result = enroll_artifact(split["base"], split["new"], out, views=0, method=method)
+    assert len(result.enrolled) == 12 and result.references == dict.fromkeys(result.enrolled, 1)
+    ident = Identifier.load(out, abstain_threshold=0.0)
+    assert ident.labels[:12] == load_artifact(split["base"]).labels
+    assert ident.labels[12:] == result.enrolled
+    new = load_dataset(split["new"])
+    answers = ident.identify([s.path for s in new.samples], topk=1)
+    hits = sum(a.top.label == s.label for a, s in zip(answers, new.samples, strict=True))
+    assert hits >= 10, f"only {hits}/12 enrolled pills recognised on their own reference"
+    assert answers[0].top.metadata["name"].startswith("drug ")
+    # Old classes: the same logits, exactly, on every photo.
+    photos = [s.path for s in load_dataset(split["sample"]).samples]
+    before, after = _logits(split["base"], photos), _logits(out, photos)
+    assert after.shape == (len(photos), 24)
+    assert torch.equal(after[:, :12], before)
+
+
+def test_weights_other_than_new_rows_are_byte_identical(
+    split: dict[str, Path], tmp_path: Path
+) -> None:
+    for base in (split["base"], split["base16"]):
+        out = tmp_path / f"{base.name}-plus"
+        enroll_artifact(base, split["new"], out, views=2)
+        old = load_file(str(base / "model.safetensors"))
+        new = load_file(str(out / "model.safetensors"))
+        assert set(old) == set(new)
+        for key, tensor in old.items():
+            assert new[key].dtype == tensor.dtype
+            if key in CLASSIFIER:
+                assert new[key].shape[0] == 24
+                assert new[key][:12].numpy().tobytes() == tensor.numpy().tobytes()
+            else:
+                assert new[key].numpy().tobytes() == tensor.numpy().tobytes(), key
+
+
+def test_imprinted_rows_follow_the_rules(tiny_model) -> None:
+    model = tiny_model
+    w, b = model.get_classifier().weight.detach().clone(), model.get_classifier().bias.detach()
+    b = b.clone()
+    protos = torch.rand(3, w.shape[1])
+    plain = copy.deepcopy(model)
+    imprint(plain, protos, method="plain", scale=2.0)
+    rows = plain.get_classifier().weight.detach()[4:]
+    assert torch.allclose(rows.norm(dim=1), 2.0 * w.norm(dim=1).mean().expand(3), rtol=1e-5)
+    assert torch.allclose(F.normalize(rows, dim=1), F.normalize(protos, dim=1), atol=1e-6)
+    assert torch.allclose(plain.get_classifier().bias.detach()[4:], b.mean().expand(3))
+    imprint(model, protos, method="centred", scale=0.5)
+    rows, biases = model.get_classifier().weight.detach()[4:], model.get_classifier().bias[4:]
+    w_mean, mu = w.mean(0), mean_embedding(model)
+    dev = rows - w_mean
+    alpha = 0.5 * (w - w_mean).norm(dim=1).mean()
+    assert torch.allclose(dev.norm(dim=1), alpha.expand(3), rtol=1e-5)
+    assert torch.allclose(F.normalize(dev, dim=1), F.normalize(protos - mu, dim=1), atol=1e-5)
+    # At the mean embedding every new logit equals the mean old logit.
+    new_at_mu = rows @ mu + biases.detach()
+    assert torch.allclose(new_at_mu, (w @ mu + b).mean().expand(3), atol=1e-5)
+    # A fresh BatchNorm (beta 0, gamma 1) gives the mean of a rectified standard normal.
+    assert torch.allclose(mu, torch.full_like(mu, 1 / math.sqrt(2 * math.pi)))
+
+
+def test_card_records_enrollment_and_keeps_settings(split: dict[str, Path], tmp_path: Path
+                                                     ) -> None:
+    out = enroll_artifact(split["base"], split["new"], tmp_path / "r2", views=1).output
+    card = read_card(out)
+    assert card["calibration"] == {"temperature": 1.5}
+    assert card["identification"] == {"abstain_threshold": 0.4}
+    assert card["config"]["training"]["num_classes"] == 24
+    [record] = card["enrollment"]
+    assert len(record["enrolled"]) == 12 and record["views_per_reference"] == 1
+    assert record["imprint"] == "centred" and record["scale"] == 1.0
+    assert record["base_model"]["num_classes"] == 12
+    assert card["metrics"] == {}
+    # Enrolling again onto the enrolled model appends a second record.
+    more = tmp_path / "more.csv"
+    more.write_text(f"image,label\n{load_dataset(split['sample']).samples[0].path},extra-pill\n")
+    third = enroll_artifact(out, more, tmp_path / "r3", views=0).output
+    assert len(read_card(third)["enrollment"]) == 2
+    assert len(read_card(third)["labels"]) == 25
+
+
+def test_existing_labels_are_refused_or_skipped(split: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"already in the model.*--skip-existing"):
+        enroll_artifact(split["base"], split["sample"], tmp_path / "x", views=0)
+    assert not (tmp_path / "x").exists()
+    result = enroll_artifact(split["base"], split["sample"], tmp_path / "y", views=0,
+                             on_existing="skip")
+    assert len(result.skipped) == 12 and len(result.enrolled) == 12
+    with pytest.raises(ArtifactError, match="must differ"):
+        enroll_artifact(split["base"], split["new"], split["base"], views=0)
+    with pytest.raises(ArtifactError, match="already holds a model"):
+        enroll_artifact(split["base"], split["new"], tmp_path / "y", views=0)
+
+
+def test_auto_scale_is_measured_on_old_classes(split: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="--scale auto needs --old-data"):
+        enroll_artifact(split["base"], split["new"], tmp_path / "a", views=0, scale="auto")
+    result = enroll_artifact(split["base"], split["new"], tmp_path / "b", views=0, scale="auto",
+                             old_data=split["sample"], max_drop=0.0)
+    fit = result.scale_fit
+    assert fit["n"] == 12  # only the sample photos of the model's own 12 labels count
+    assert [r["scale"] for r in fit["table"]] == list(SCALE_GRID)
+    tops = [r["old_top1"] for r in fit["table"]]
+    assert tops == sorted(tops, reverse=True)  # longer new rows never help old classes
+    ok = [r["scale"] for r in fit["table"] if fit["old_top1_before"] - r["old_top1"] <= 0.0]
+    assert result.scale == fit["chosen"] == (max(ok) if ok else min(SCALE_GRID))
+    [record] = read_card(tmp_path / "b")["enrollment"]
+    assert record["scale_fit"]["chosen"] == result.scale
+    # The table is the truth: the saved model loses exactly what it predicted.
+    photos = [s for s in load_dataset(split["sample"]).samples
+              if s.label in load_artifact(split["base"]).labels]
+    labels = load_artifact(tmp_path / "b").labels
+    logits = _logits(tmp_path / "b", [s.path for s in photos])
+    top1 = (logits.argmax(1) == torch.tensor([labels.index(s.label) for s in photos])).float()
+    chosen = next(r for r in fit["table"] if r["scale"] == result.scale)
+    assert math.isclose(float(top1.mean()), chosen["old_top1"], abs_tol=1e-4)
+
+
+def test_reference_views_shape(split: dict[str, Path]) -> None:
+    art = load_artifact(split["base"])
+    t = EvalTransform(art.preprocessing)
+    refs = [load_image(s.path) for s in load_dataset(split["new"]).samples[:2]]
+    views = reference_views(refs, t, views=3, seed=0)
+    assert views.shape == (2 * 4, 3, 64, 64) and views.dtype == torch.uint8
+    assert torch.equal(views, reference_views(refs, t, views=3, seed=0))  # seeded
+
+
+def test_enroll_cli(split: dict[str, Path], tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "folders"
+    for s in load_dataset(split["new"]).samples[:3]:
+        (folder / s.label).mkdir(parents=True)
+        shutil.copy(s.path, folder / s.label / s.path.name)
+    out = tmp_path / "cli-run"
+    assert main(["enroll", "--model", str(split["base"]), "--data", str(folder),
+                 "--out", str(out), "--views", "2", "--json", "--scale", "auto",
+                 "--old-data", str(split["sample"])]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert len(record["enrolled"]) == 3 and record["output"] == str(out)
+    assert record["scale"] == record["scale_fit"]["chosen"]
+    assert "old-class top-1 on 12 images" in captured.err
+    assert main(["predict", "--model", str(out), "--json", "--topk", "1",
+                 str(next(folder.rglob("*.jpg")))]) == 0
+    capsys.readouterr()
+    assert main(["enroll", "--model", str(split["base"]), "--data", str(split["sample"]),
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "--skip-existing" in capsys.readouterr().err

@@ -1,0 +1,218 @@
+"""ONNX export, parity with PyTorch, int8 quantisation and the inference backends."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from rxvision import cli
+from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
+from rxvision.config import Config
+from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.inference.backends import load_backend
+from rxvision.inference.export import ExportError, export_artifact, export_onnx
+from rxvision.inference.onnx_backend import OnnxModel
+from rxvision.models import build_model
+
+# int8 agreement threshold on the 24 sample photos. The fixture model is fitted to them, so
+# its top-1 margins are wide and int8 noise should flip none; 90% leaves room for one or
+# two flips on images whose two best classes stay close after a few steps of fitting.
+INT8_MIN_AGREEMENT = 0.9
+
+
+def sample_batch(manifest: Path, preprocessing: dict, n: int | None = None) -> torch.Tensor:
+    transform = EvalTransform(preprocessing)
+    samples = load_dataset(manifest).samples[:n]
+    return torch.stack([transform(load_image(s.path)) for s in samples])  # (N, 3, H, W)
+
+
+@pytest.fixture(scope="module")
+def manifest(sample_dir: Path) -> Path:
+    return sample_dir / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def fitted_artifact(
+    tmp_path_factory: pytest.TempPathFactory, manifest: Path,
+    config_factory: Callable[..., Config],
+) -> Path:
+    """resnet18 at 64 px whose classifier is fitted to the sample, so predictions have margins.
+
+    Random weights give near-tied logits whose top-1 flips under any numeric noise; fitting
+    the last Linear layer on the (random, frozen) 512-d embeddings of the 24 photos takes a
+    second and separates every class, which makes top-1 agreement a meaningful check.
+    """
+    images = load_dataset(manifest)
+    cfg = config_factory(num_classes=images.num_classes)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = sample_batch(manifest, model.data_config(cfg.training.input_size))
+    y = torch.tensor(images.targets())
+    with torch.no_grad():
+        emb = model.forward_head(model.forward_features(x), pre_logits=True)  # (24, 512)
+    head = model.get_classifier()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(400):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(emb), y).backward()
+        opt.step()
+    assert (model(x).argmax(1) == y).all()
+    out = tmp_path_factory.mktemp("export") / "fitted"
+    return save_artifact(out, model, cfg, images.labels, label_metadata=images.label_metadata,
+                         calibration={"temperature": 1.7}, metrics={"top1": 0.5})
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fp32_export(fitted_artifact: Path, manifest: Path) -> tuple[Path, str]:
+    out = fitted_artifact.parent / "fp32"
+    code, stdout, stderr = run_cli(["export", "--model", str(fitted_artifact), "--format", "onnx",
+                                    "--parity-data", str(manifest), "--out", str(out)])
+    assert code == 0, stderr
+    return out, stdout
+
+
+@pytest.fixture(scope="module")
+def int8_export(fitted_artifact: Path, manifest: Path):
+    out = fitted_artifact.parent / "int8"
+    report = export_artifact(fitted_artifact, out, int8=True, calibration=manifest,
+                             num_calibration=16, num_parity=24)
+    return out, report
+
+
+def test_onnx_file_is_valid_with_dynamic_batch(fp32_export: tuple[Path, str]) -> None:
+    model = onnx.load(str(fp32_export[0] / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 17
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch axis
+    assert [d.dim_value for d in dims[1:]] == [3, 64, 64]
+    # Exported unfused: plain matmul + softmax, no fused attention contrib op.
+    ops = {n.op_type for n in model.graph.node}
+    assert {"MatMul", "Softmax"} <= ops
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_logits_match_pytorch(fp32_export: tuple[Path, str], fitted_artifact: Path,
+                                   manifest: Path, batch: int) -> None:
+    art = load_artifact(fitted_artifact)
+    x = sample_batch(manifest, art.preprocessing, batch)
+    with torch.no_grad():
+        ref = art.model(x)
+    got = OnnxModel(fp32_export[0] / "model.onnx")(x)
+    assert got.shape == (batch, len(art.labels))
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_export_prints_parity_and_copies_card(fp32_export: tuple[Path, str],
+                                              fitted_artifact: Path) -> None:
+    out, stdout = fp32_export
+    assert "max |logit diff|" in stdout and "top-1 agreement 100.0%" in stdout
+    src, card = read_card(fitted_artifact), read_card(out)
+    for key in ("labels", "label_metadata", "preprocessing", "calibration", "metrics", "config"):
+        assert card[key] == src[key]
+    assert "weights" not in card  # the torch weights are not in this folder
+    export = card["export"]
+    assert export["format"] == "onnx" and export["int8"] is False and export["opset"] >= 17
+    assert export["source"]["weights_sha256"] == src["weights"]["sha256"]
+    assert export["parity"]["images"] == 24
+    assert export["parity"]["fp32_top1_agreement"] == 1.0
+    assert export["parity"]["fp32_max_abs_logit_diff"] < 1e-4
+
+
+def test_int8_model_runs_and_agrees(int8_export, fitted_artifact: Path, fp32_export,
+                                    manifest: Path) -> None:
+    out, report = int8_export
+    card = read_card(out)
+    assert card["export"]["int8"] is True
+    q = card["export"]["quantization"]
+    assert q["format"] == "QDQ" and q["per_channel"] is True and q["calibration_images"] == 16
+    # 24 parity images: 8 never seen by calibration, 16 also used for it (recorded).
+    assert report.parity_images == 24 and report.parity_images_in_calibration == 16
+    assert report.int8_top1_agreement >= INT8_MIN_AGREEMENT
+    fp32_size = (fp32_export[0] / "model.onnx").stat().st_size
+    assert (out / "model.onnx").stat().st_size < fp32_size / 2.5  # int8 weights
+    graph_ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "QuantizeLinear" in graph_ops and "DequantizeLinear" in graph_ops
+
+    onnx_backend = load_backend(out, backend="onnx")
+    torch_backend = load_backend(fitted_artifact, backend="torch")
+    x = sample_batch(manifest, onnx_backend.preprocessing)
+    agree = (onnx_backend(x).argmax(1) == torch_backend(x).argmax(1)).float().mean()
+    assert agree >= INT8_MIN_AGREEMENT
+
+
+def test_backends_share_the_card_interface(fp32_export, fitted_artifact: Path,
+                                           manifest: Path) -> None:
+    onnx_b = load_backend(fp32_export[0], backend="onnx")
+    torch_b = load_backend(fitted_artifact, backend="torch")
+    for b in (onnx_b, torch_b):
+        assert b.temperature == pytest.approx(1.7)
+        assert len(b.labels) == 24 and b.label_metadata[0]["ndc"]
+        assert b.preprocessing["input_size"] == [64, 64]
+    x = sample_batch(manifest, torch_b.preprocessing, 5)
+    cl = x.contiguous(memory_format=torch.channels_last)  # what evaluate hands backends
+    torch.testing.assert_close(onnx_b(cl), torch_b(x), atol=1e-4, rtol=1e-4)
+    assert torch_b.embed(x).shape == (5, 512)
+
+
+def test_bf16_autocast_keeps_top1(fitted_artifact: Path, manifest: Path) -> None:
+    fp32 = load_backend(fitted_artifact, backend="torch")
+    bf16 = load_backend(fitted_artifact, backend="torch", bf16=True)
+    x = sample_batch(manifest, fp32.preprocessing)
+    assert torch.equal(bf16(x).argmax(1), fp32(x).argmax(1))
+
+
+def test_backend_errors(fp32_export, fitted_artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="rxvision export"):
+        load_backend(fitted_artifact, backend="onnx")  # a torch artifact, not an export
+    with pytest.raises(ArtifactError, match="backend='onnx'"):
+        load_backend(fp32_export[0], backend="torch")
+    with pytest.raises(ArtifactError, match="unknown backend"):
+        load_backend(fitted_artifact, backend="tensorrt")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(fp32_export[0], tampered)
+    with open(tampered / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        load_backend(tampered, backend="onnx")
+    model = OnnxModel(fp32_export[0] / "model.onnx")
+    with pytest.raises(ValueError, match="expected input of shape"):
+        model(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_export_errors(fitted_artifact: Path, manifest: Path, tmp_path: Path) -> None:
+    code, _, err = run_cli(["export", "--model", str(tmp_path / "missing"), "--format", "onnx",
+                            "--parity-data", str(manifest), "--out", str(tmp_path / "o")])
+    assert code == 2 and "not found" in err
+    code, _, err = run_cli(["export", "--model", str(fitted_artifact), "--int8",
+                            "--out", str(tmp_path / "o")])
+    assert code == 2 and "--int8 needs calibration images" in err
+    with pytest.raises(ExportError, match="real images"):
+        export_artifact(fitted_artifact, tmp_path / "o")
+    with pytest.raises(ExportError, match="is the source artifact"):
+        export_artifact(fitted_artifact, fitted_artifact, parity_data=manifest)
+    with pytest.raises(ExportError, match="opset 16"):
+        export_onnx(torch.nn.Conv2d(3, 4, 1), tmp_path / "m.onnx", (32, 32), opset=16)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_card_is_json_with_versions(fp32_export) -> None:
+    card = json.loads((fp32_export[0] / "card.json").read_text())
+    assert card["export"]["onnxruntime"] and card["export"]["exporter"].startswith("torch.onnx")
