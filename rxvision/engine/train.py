@@ -117,6 +117,41 @@ def class_balanced_batches(image_targets: torch.Tensor, num_classes: int, steps:
     return picks.view(steps, batch_size)
 
 
+class SyntheticBatches(torch.utils.data.IterableDataset):
+    """Rendered training batches for one epoch, in plan order.
+
+    With ``num_workers`` DataLoader workers, worker ``w`` renders batches ``w, w+n, ...``
+    from its own generator (seed + w) and the DataLoader interleaves them back in order,
+    so the stream is deterministic for a given worker count. Rendering in a worker
+    process overlaps it with the training step.
+    """
+
+    def __init__(self, synth: PhoneViewSynthesizer, batches: torch.Tensor, seed: int):
+        self.synth, self.batches, self.seed = synth, batches, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):  # type: ignore[override]
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info:
+            torch.set_num_threads(1)  # leave the cores to the training step
+        g = torch.Generator().manual_seed(self.seed + worker)
+        for idx in self.batches[worker::workers]:
+            views, _ = self.synth.render(idx, g)
+            yield idx, views
+
+
+def epoch_batches(synth: PhoneViewSynthesizer, batches: torch.Tensor, seed: int,
+                  num_workers: int) -> torch.utils.data.DataLoader | SyntheticBatches:
+    data = SyntheticBatches(synth, batches, seed)
+    if num_workers == 0:
+        return data
+    return torch.utils.data.DataLoader(data, batch_size=None, num_workers=num_workers,
+                                       prefetch_factor=2)
+
+
 def uniform_batches(num_images: int, steps: int, batch_size: int,
                     g: torch.Generator) -> torch.Tensor:
     """Image indices (steps, batch) drawn by shuffled passes over all images."""
@@ -269,7 +304,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         # Everything random in this epoch derives from (seed, epoch, rank): exact resume.
         torch.manual_seed(t.seed * 1_000_003 + epoch * 7919 + rank)
         g_order = torch.Generator().manual_seed(t.seed * 7 + epoch)  # same on every rank
-        g_view = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch * 7919 + rank + 1)
+        view_seed = t.seed * 1_000_003 + epoch * 7919 + rank + 1
+        g_mix = torch.Generator().manual_seed(view_seed + 500_009)
         if t.balanced_sampling:
             batches = class_balanced_batches(image_targets, images.num_classes, steps_per_epoch,
                                              t.batch_size * world, g_order)
@@ -278,12 +314,12 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         batches = batches[:, rank * t.batch_size:(rank + 1) * t.batch_size]
         train_model.train()
         seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not is_main,
-                   leave=False, dynamic_ncols=True)
-        for idx in bar:
+        stream = epoch_batches(synth, batches, view_seed, t.num_workers)
+        bar = tqdm(stream, total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}",
+                   disable=not is_main, leave=False, dynamic_ncols=True)
+        for idx, views in bar:
             if max_steps is not None and step >= max_steps:
                 break
-            views, _ = synth.render(idx, g_view)
             y = image_targets[idx].to(dev)
             x = views.to(dev).float().div_(255).sub_(mean).div_(std)
             if t.channels_last:
@@ -294,7 +330,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             with autocast_context(dev, precision):
                 if t.mixup_alpha > 0:
                     x, soft = _mixup(x, y, images.num_classes, t.mixup_alpha, t.label_smoothing,
-                                     g_view)
+                                     g_mix)
                     logits = train_model(x)
                     loss = torch.sum(-soft * F.log_softmax(logits.float(), 1), 1).mean()
                 else:
