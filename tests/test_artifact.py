@@ -262,3 +262,14 @@ def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
     atomic_write(target, lambda p: p.write_text("new"))
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_atomic_write_gives_plain_file_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    target = tmp_path / "card.json"
+    atomic_write(target, lambda p: p.write_text("{}"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask

@@ -33,7 +33,10 @@ def letterbox(img: Image.Image, size: tuple[int, int], fill: tuple[int, int, int
     h, w = size
     scale = min(w / img.width, h / img.height)
     nw, nh = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    resized = img.resize((nw, nh), _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC))
+    if interpolation not in _INTERPOLATION:
+        raise ValueError(f"unknown interpolation {interpolation!r} in the preprocessing card; "
+                         f"expected one of {sorted(_INTERPOLATION)}")
+    resized = img.resize((nw, nh), _INTERPOLATION[interpolation])
     canvas = Image.new("RGB", (w, h), fill)
     canvas.paste(resized, ((w - nw) // 2, (h - nh) // 2))
     return canvas
