@@ -1,13 +1,43 @@
-"""`rxvision calibrate`: fit the temperature on held-out views and store it in the card."""
+"""`rxvision calibrate`: fit the temperature (and, with --thresholds, the abstention and
+open-set thresholds) on held-out views and store them in the card."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+THRESHOLD_OPTIONS = ("target_tpr", "abstain_precision", "abstain_threshold", "ood_method")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _positive_fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    value = _number(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..inference.openset import OOD_METHODS
+
     p = sub.add_parser(
-        "calibrate", help="fit temperature scaling on held-out photos; store it in the model")
+        "calibrate", help="fit temperature scaling (and identification thresholds) on "
+                          "held-out photos; store them in the model")
     p.add_argument("--model", required=True, metavar="RUN",
                    help="model artifact directory (its card.json is updated)")
     p.add_argument("--data", required=True, metavar="D",
@@ -19,6 +49,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="use a fixed random subset of N images")
     p.add_argument("--dry-run", action="store_true", help="print the fit; leave the card as is")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t = p.add_argument_group(
+        "identification thresholds (with --thresholds; fitted after, and with, the new T)")
+    t.add_argument("--thresholds", action="store_true",
+                   help="also fit identification.ood_threshold and abstain_threshold")
+    t.add_argument("--target-tpr", type=_positive_fraction, metavar="F",
+                   help="share of known views kept below the OOD threshold (default 0.95)")
+    abstain = t.add_mutually_exclusive_group()
+    abstain.add_argument("--abstain-precision", type=_fraction, metavar="P",
+                         help="abstain threshold = the lowest calibrated confidence at which "
+                              "the answers it accepts are right at least this often "
+                              "(default 0.99)")
+    abstain.add_argument("--abstain-threshold", type=_fraction, metavar="P",
+                         help="store this abstain threshold instead of fitting one")
+    t.add_argument("--ood-method", choices=OOD_METHODS,
+                   help="open-set score (default: the card's, else energy)")
     p.set_defaults(func=run)
 
 
@@ -27,12 +72,20 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DatasetError, load_dataset
     from ..engine.calibration import calibrate
     from ..engine.evaluate import predict, subset
+    from ..engine.openset_eval import resolve_method
     from ..inference.backends import load_backend
+    from ..inference.identifier import IdentifierError
 
+    given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
+             if getattr(args, name) is not None]
+    if given and not args.thresholds:
+        raise IdentifierError(f"{', '.join(given)} apply to threshold fitting: add --thresholds")
     backend = load_backend(args.model, backend="torch", bf16=args.precision == "bf16")
+    method = resolve_method(backend, args.ood_method) if args.thresholds else None
     images = subset(load_dataset(args.data), args.limit)
     pred = predict(backend, images, batch_size=args.batch_size, workers=args.workers,
-                   progress=not args.no_progress, desc="calibrate")
+                   embeddings=method == "cosine", progress=not args.no_progress,
+                   desc="calibrate")
     known = pred.known
     if not known.any():
         raise DatasetError(f"{args.data}: none of its labels are in the model; "
@@ -44,9 +97,56 @@ def run(args: argparse.Namespace) -> int:
     print(f"T = {fit['temperature']:.4f} on {fit['n']} images: "
           f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f}, "
           f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}")
+    identification = None
+    if args.thresholds:
+        identification = fit_identification(backend, pred, fit["temperature"], method, args)
+    else:
+        _warn_stale_thresholds(backend.card, fit["temperature"])
     if not args.dry_run:
         # Keep other calibration entries (e.g. abstention thresholds) other tools stored.
-        merged = {**backend.card.get("calibration", {}), **record}
-        update_card(args.model, calibration=merged)
-        print(f"wrote calibration into {args.model}/card.json")
+        fields: dict[str, Any] = {"calibration": {**backend.card.get("calibration", {}),
+                                                  **record}}
+        if identification is not None:
+            fields["identification"] = {**backend.card.get("identification", {}),
+                                        **identification}
+        update_card(args.model, **fields)
+        print(f"wrote {' and '.join(fields)} into {args.model}/card.json")
     return 0
+
+
+def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the card's ``identification`` thresholds with the freshly fitted temperature."""
+    from ..data import DatasetError
+    from ..inference.openset import class_prototypes, fit_thresholds
+
+    tpr = 0.95 if args.target_tpr is None else args.target_tpr
+    precision = 0.99 if args.abstain_precision is None else args.abstain_precision
+    prototypes = (class_prototypes(backend.model.get_classifier().weight).cpu()
+                  if method == "cosine" else None)
+    try:
+        fit = fit_thresholds(pred.logits, pred.targets, temperature, method, pred.embeddings,
+                             prototypes, tpr, precision, args.abstain_threshold)
+    except ValueError as exc:  # the only data-dependent failure: precision out of reach
+        raise DatasetError(f"{args.data}: {exc}; lower --abstain-precision or set "
+                           "--abstain-threshold P") from exc
+    fit.update(temperature=temperature, fitted_on=str(args.data))
+    rule = (f"fixed {fit['abstain_threshold']:.4g}" if fit["abstain_rule"] == "fixed"
+            else f"{fit['abstain_threshold']:.4g} (accepted answers >= {precision:.2%} right)")
+    print(f"abstain_threshold {rule}; {method} ood_threshold {fit['ood_threshold']:.4g} "
+          f"(keeps {tpr:.0%} of known views); on these {fit['n']} views: answered "
+          f"{fit['answered']:.4f}, top-1 on answered "
+          + ("n/a" if fit["accuracy_on_answered"] is None
+             else f"{fit['accuracy_on_answered']:.4f}"))
+    return fit
+
+
+def _warn_stale_thresholds(card: dict[str, Any], temperature: float) -> None:
+    """Abstain thresholds are on calibrated confidence: a new T changes what they mean."""
+    ident = card.get("identification") or {}
+    fitted_t = ident.get("temperature")
+    if "abstain_threshold" in ident and (fitted_t is None or abs(fitted_t - temperature)
+                                         > 1e-6 * max(1.0, temperature)):
+        print("note: the card's identification.abstain_threshold was fitted "
+              + ("at an unrecorded temperature" if fitted_t is None else f"at T = {fitted_t:.4g}")
+              + "; rerun with --thresholds to refit it for the new T")

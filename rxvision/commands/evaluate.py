@@ -9,6 +9,7 @@ from typing import Any
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
+    from ..inference.openset import OOD_METHODS
 
     p = sub.add_parser("evaluate", help="measure a model on labelled images")
     add_model_argument(p)
@@ -31,7 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also run the robustness sweep (7 corruptions x 5 severities; "
                         "35 passes over the data, so combine with --limit)")
     p.add_argument("--limit", type=int, metavar="N",
-                   help="evaluate a fixed random subset of N images")
+                   help="evaluate a fixed random subset of N images (of --unknown as well)")
+    p.add_argument("--unknown", metavar="D2",
+                   help="photos of pills NOT in the model (manifest or class folders): "
+                        "open-set AUROC of known (--data) vs unknown photos, and the "
+                        "accuracy/coverage trade-off")
+    p.add_argument("--ood-method", choices=OOD_METHODS,
+                   help="open-set score for --unknown (default: the card's "
+                        "identification.ood_method, else energy; cosine needs --backend torch)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -40,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..engine.corruptions import corruption_sweep
     from ..engine.evaluate import predict, subset, summarize, write_json
+    from ..engine.openset_eval import evaluate_open_set, resolve_method
     from ..inference.backends import load_backend
     from ..inference.bundled import resolve_model_path
 
@@ -48,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress}
+    method = resolve_method(backend, args.ood_method) if args.unknown else None
+    unknown_images = subset(load_dataset(args.unknown), args.limit) if args.unknown else None
     start = time.perf_counter()
-    pred = predict(backend, images, **opts)
+    pred = predict(backend, images, embeddings=method == "cosine", **opts)
     seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
@@ -58,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
     }
-    # Further analyses reuse `pred` and `images` (the open-set --unknown study plugs in here).
+    open_set = None
+    if unknown_images is not None:
+        start = time.perf_counter()
+        open_set, study = evaluate_open_set(backend, pred, unknown_images, method, **opts)
+        result["open_set"] = {"data": str(args.unknown), **study,
+                              "seconds": round(time.perf_counter() - start, 2)}
     if args.corruptions:
         start = time.perf_counter()
         result["corruptions"] = corruption_sweep(backend, images, result["top1"] or 0.0, **opts)
@@ -70,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         refs = load_dataset(args.references) if args.references else images
         write_report(args.report, result, pred, backend.labels, backend.temperature,
-                     run_dir=model_dir, thumbnails=refs)
+                     run_dir=model_dir, thumbnails=refs, open_set=open_set)
     print_summary(result)
     return 0
 
@@ -97,7 +113,25 @@ def print_summary(result: dict[str, Any]) -> None:
     for name, m in (result.get("groups") or {}).items():
         print(f"  [{result['group_by']}={name}] n {m['n']}  top1 {_f(m['top1'])}  "
               f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}")
+    print_open_set(result.get("open_set"))
     sweep = result.get("corruptions")
     if sweep:
         print(f"  corruptions: mCE {_f(sweep['mce'])}  mean accuracy "
               f"{_f(sweep['mean_accuracy'])} (clean {_f(sweep['clean_top1'])})")
+
+
+def print_open_set(study: dict[str, Any] | None) -> None:
+    """The --unknown study in three lines."""
+    if not study:
+        return
+    print(f"  open set ({study['score']}): {study['n_known']} known vs {study['n_unknown']} "
+          f"unknown photos, AUROC {_f(study['auroc'])}, unknown let through at 95% TPR "
+          f"{_f(study['fpr_at_95_tpr'])}"
+          + (f" ({study['skipped_known_labels']} --unknown photos of known pills left out)"
+             if study.get("skipped_known_labels") else ""))
+    ab = study["abstention"]
+    ood = ("no OOD threshold in the card" if ab["ood_threshold"] is None
+           else f"ood_threshold {ab['ood_threshold']:.4g}")
+    print(f"  card rule (abstain_threshold {ab['abstain_threshold']:.4g}, {ood}): "
+          f"known answered {_f(ab['known_answered'])}, top-1 on answered "
+          f"{_f(ab['accuracy_on_answered'])}, unknown answered {_f(ab['unknown_answered'])}")

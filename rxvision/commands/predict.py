@@ -75,7 +75,7 @@ def predict(args: argparse.Namespace) -> int:
                             ood_threshold=args.ood_threshold, batch_size=args.batch_size)
     if ident.ood_threshold is None:
         print("note: no open-set threshold in the model card; unknown pills are not flagged "
-              "(see docs/identification.md, fit_thresholds)", file=sys.stderr)
+              "(fit one: rxvision calibrate --thresholds)", file=sys.stderr)
 
     show_progress = (batch or args.out) and not args.no_progress
     rows = []

@@ -112,15 +112,17 @@ def predict(
         channels_last: hand the backend NHWC-strided batches and, for a torch backend,
             convert its model to channels-last once (1.7x faster fp32 convolutions on
             this CPU with efficientnet_lite0; results equal to rounding).
-        embeddings: also collect ``backend.embed(batch)`` (B, D), e.g. for open-set scores.
+        embeddings: also collect pre-logit embeddings (B, D), e.g. for the cosine open-set
+            score, from ``backend.logits_and_embeddings(batch)`` in the same forward pass.
         progress: show a progress bar.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
                          f"{workers})")
-    embed = getattr(backend, "embed", None) if embeddings else None
-    if embeddings and not callable(embed):
-        raise TypeError(f"{type(backend).__name__} has no embed(batch) method")
+    both = getattr(backend, "logits_and_embeddings", None) if embeddings else None
+    if embeddings and not callable(both):
+        raise TypeError(f"{type(backend).__name__} has no logits_and_embeddings(batch) method "
+                        "(embeddings need the torch backend)")
     model = getattr(backend, "model", None)
     if channels_last and isinstance(model, torch.nn.Module):
         model.to(memory_format=torch.channels_last)  # in place and idempotent
@@ -131,9 +133,12 @@ def predict(
         for x, _ in batches(loader, progress, desc):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC
-            logits.append(backend(x).float().cpu())  # (B, C)
-            if embed is not None:
-                embeds.append(embed(x).float().cpu())  # (B, D)
+            if both is not None:
+                lg, emb = both(x)  # one forward pass for both
+                embeds.append(emb.float().cpu())  # (B, D)
+            else:
+                lg = backend(x)
+            logits.append(lg.float().cpu())  # (B, C)
     num_classes = len(backend.labels)
     return Predictions(
         logits=torch.cat(logits).numpy() if logits else np.zeros((0, num_classes), np.float32),

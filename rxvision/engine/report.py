@@ -29,6 +29,7 @@ from ..data import ImageDecodeError, ImageSet, load_image
 from ..io_utils import atomic_write, atomic_write_text
 from . import metrics as M
 from .evaluate import Predictions, per_class_csv
+from .openset_eval import OpenSetScores, coverage_curve
 
 MAX_CONFUSED_CLASSES = 10
 THUMB_PX = 72
@@ -259,6 +260,68 @@ def plot_corruptions(sweep: dict[str, Any], path: Path) -> str:
     return _save(fig, path)
 
 
+def plot_open_set(scores: OpenSetScores, study: dict[str, Any], path: Path) -> str:
+    """Known vs unknown photos: ROC of the open-set score, and accuracy/coverage with unknowns.
+
+    The card's OOD threshold (if any) is marked on both panels.
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.r_[np.zeros(scores.known.size), np.ones(scores.unknown.size)]
+    fpr, tpr, _ = roc_curve(y, np.r_[scores.known, scores.unknown])
+    curve = coverage_curve(scores)
+    card = study["abstention"].get("ood_threshold")
+    fig = Figure(figsize=(11, 4.4))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(fpr, tpr, color="#4c72b0", label=f"{scores.method} (AUROC {study['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
+    if card is not None:
+        ax.plot([float((scores.known > card).mean())], [float((scores.unknown > card).mean())],
+                "o", color="#c44e52", label="card threshold")
+    ax.set_xlabel("known photos flagged unknown")
+    ax.set_ylabel("unknown photos flagged unknown")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax = fig.add_subplot(1, 2, 2)
+    ax.plot(curve["known_coverage"], curve["known_accuracy"], color="#4c72b0",
+            label="top-1 on accepted known photos")
+    ax.plot(curve["known_coverage"], curve["unknown_accepted"], color="#c44e52",
+            linestyle="--", label="unknown photos accepted")
+    if card is not None:
+        row = next(r for r in study["accuracy_coverage"] if r["tpr"] == "card")
+        ax.axvline(row["known_coverage"], color="k", linestyle=":", label="card threshold")
+    ax.set_xlabel("known photos accepted (coverage), as the score threshold rises")
+    ax.set_ylabel("fraction")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.01, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _open_set_section(scores: OpenSetScores, study: dict[str, Any], out: Path) -> str:
+    ab = study["abstention"]
+    text = (f"Photos of pills the model does not know ({study['n_unknown']}) against photos "
+            f"of known pills ({study['n_known']}), told apart by the <code>"
+            f"{html.escape(study['score'])}</code> score (higher = more likely unknown). "
+            f"AUROC {_fmt(study['auroc'])}; at the threshold that keeps 95% of known photos, "
+            f"{_fmt(study['fpr_at_95_tpr'])} of unknown photos get through. With the card's "
+            f"rule (answer when confidence &ge; {_fmt(ab['abstain_threshold'])}"
+            + (f" and score &le; {_fmt(ab['ood_threshold'])}" if ab["ood_threshold"] is not None
+               else "; no OOD threshold in the card")
+            + f"): {_fmt(ab['known_answered'])} of known photos are answered with top-1 "
+            f"{_fmt(ab['accuracy_on_answered'])}, and {_fmt(ab['unknown_answered'])} of "
+            f"unknown photos are (wrongly) answered.")
+    rows = [[r["tpr"], r["threshold"], r["known_coverage"], r["known_accuracy_on_accepted"],
+             r["unknown_rejected"]] for r in study["accuracy_coverage"]]
+    return _section("Unknown pills (open set)", text,
+                    _img(plot_open_set(scores, study, out / "open_set.png"))
+                    + _table(["known TPR", "threshold", "known accepted", "top-1 on accepted",
+                              "unknown rejected"], rows))
+
+
 # --- HTML -------------------------------------------------------------------------------
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -300,6 +363,7 @@ def write_report(
     run_dir: str | Path | None = None,
     thumbnails: ImageSet | None = None,
     title: str = "RxVision evaluation",
+    open_set: OpenSetScores | None = None,
 ) -> Path:
     """Write ``index.html``, its PNGs and ``per_class.csv`` into ``out_dir``.
 
@@ -310,6 +374,7 @@ def write_report(
         labels, temperature: the model's labels and calibrated temperature.
         run_dir: model directory; its ``log.jsonl`` gives the training curves.
         thumbnails: images whose first photo per label illustrates the confusion matrix.
+        open_set: scores behind ``result["open_set"]`` (``evaluate --unknown``), plotted.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,6 +440,8 @@ def write_report(
             "The headline metrics for each value of this column of the data.",
             _img(plot_groups(result, out / "groups.png"))
             + _table(["group", "n", "top1", "top5", "f1_macro", "ece", "unknown"], rows)))
+    if open_set is not None and result.get("open_set"):
+        parts.append(_open_set_section(open_set, result["open_set"], out))
     sweep = result.get("corruptions")
     if sweep:
         rows = [[c, *by.values(), sweep["corruption_error"][c]]

@@ -88,6 +88,18 @@ class TorchBackend(_CardFields):
             maps = self.model.forward_features(batch.float())
             return self.model.forward_head(maps, pre_logits=True).float()
 
+    def logits_and_embeddings(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: batch (B, 3, H, W) -> float32 logits (B, classes) and embeddings (B, D).
+
+        The logits are the classifier applied to the returned embeddings, i.e. exactly
+        ``model(batch)``; open-set scores that need both then cost one forward pass.
+        """
+        with torch.inference_mode(), self._autocast():
+            maps = self.model.forward_features(batch.float())
+            emb = self.model.forward_head(maps, pre_logits=True)  # (B, D)
+            logits = self.model.get_classifier()(emb)  # (B, classes)
+            return logits.float(), emb.float()
+
 
 class OnnxBackend(_CardFields):
     """An exported ``model.onnx`` + ``card.json`` directory run by onnxruntime."""

@@ -157,7 +157,8 @@ def fit_thresholds(
     prototypes: Tensor | None = None,
     tpr: float = 0.95,
     target_accuracy: float = 0.95,
-) -> dict[str, float | int | str]:
+    abstain_threshold: float | None = None,
+) -> dict[str, float | int | str | None]:
     """Card-ready ``identification`` thresholds from validation views of *known* pills.
 
     Args:
@@ -168,10 +169,14 @@ def fit_thresholds(
         method, embeddings, prototypes: the open-set score, see :func:`ood_scores`.
         tpr: fraction of known views that must stay below the OOD threshold.
         target_accuracy: accuracy required of the answers that are not abstained on.
+        abstain_threshold: use this fixed confidence threshold instead of fitting one
+            (``target_accuracy`` is then ignored and stored as None).
 
     Returns:
-        ``{"abstain_threshold", "ood_method", "ood_threshold", "tpr", "target_accuracy",
-        "n"}``; store it with ``update_card(run, identification=...)``.
+        ``{"abstain_threshold", "abstain_rule" ("target_accuracy" | "fixed"),
+        "ood_method", "ood_threshold", "tpr", "target_accuracy", "n", "answered",
+        "accuracy_on_answered"}``, the last two measured on these views with both
+        thresholds applied; store it with ``update_card(run, identification=...)``.
 
     Example:
         >>> fit = fit_thresholds(pred.logits, pred.targets, temperature=art.temperature)
@@ -186,13 +191,25 @@ def fit_thresholds(
     emb = None if embeddings is None else torch.as_tensor(embeddings).float()[known]
     probs = torch.softmax(logits / temperature, dim=1)
     confidence, predicted = probs.max(dim=1)
-    scores = ood_scores(logits, emb, prototypes, method)
+    scores = ood_scores(logits, emb, prototypes, method).numpy()
+    correct = (predicted == targets).numpy()
+    if abstain_threshold is None:
+        abstain = fit_abstain_threshold(confidence.numpy(), correct, target_accuracy)
+    elif 0.0 <= abstain_threshold <= 1.0:
+        abstain = float(abstain_threshold)
+    else:
+        raise ValueError(f"abstain threshold must be in [0, 1], got {abstain_threshold}")
+    ood_threshold = fit_ood_threshold(scores, tpr)
+    # The Identifier's rule: answer only if confident enough and not flagged unknown.
+    answered = (confidence.numpy() >= abstain) & (scores <= ood_threshold)
     return {
-        "abstain_threshold": fit_abstain_threshold(
-            confidence.numpy(), (predicted == targets).numpy(), target_accuracy),
+        "abstain_threshold": abstain,
+        "abstain_rule": "target_accuracy" if abstain_threshold is None else "fixed",
         "ood_method": method,
-        "ood_threshold": fit_ood_threshold(scores.numpy(), tpr),
+        "ood_threshold": ood_threshold,
         "tpr": tpr,
-        "target_accuracy": target_accuracy,
+        "target_accuracy": target_accuracy if abstain_threshold is None else None,
         "n": int(known.sum()),
+        "answered": float(answered.mean()),
+        "accuracy_on_answered": float(correct[answered].mean()) if answered.any() else None,
     }

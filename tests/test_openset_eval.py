@@ -1,0 +1,321 @@
+"""Open-set evaluation (`evaluate --unknown`) and threshold fitting (`calibrate --thresholds`).
+
+The model knows 12 of the 24 sample pills; the other 12 photos are the unknown pills.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rxvision.artifact import read_card, save_artifact, update_card
+from rxvision.cli import main
+from rxvision.data import load_dataset
+from rxvision.engine.evaluate import predict
+from rxvision.engine.metrics import softmax
+from rxvision.engine.openset_eval import (
+    OpenSetScores,
+    card_thresholds,
+    coverage_curve,
+    open_set_study,
+)
+from rxvision.inference.backends import load_backend
+from rxvision.inference.identifier import MESSAGE_UNKNOWN, Identifier
+from rxvision.inference.openset import (
+    binary_auroc,
+    fit_abstain_threshold,
+    fit_ood_threshold,
+    ood_scores,
+)
+from rxvision.models import build_model
+
+CLI_OPTS = ["--workers", "0", "--batch-size", "8", "--no-progress"]
+
+
+def _write_manifest(path: Path, rows: list[tuple[Path, str]]) -> Path:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "label", "ndc"])
+        writer.writerows([str(p.resolve()), lab, lab] for p, lab in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict[str, Path]:
+    """known.csv / unknown.csv: 12 sample pills each (alternate labels)."""
+    images = load_dataset(sample_dir / "manifest.csv")
+    known = set(images.labels[::2])
+    out = tmp_path_factory.mktemp("openset")
+    rows = [(s.path, s.label) for s in images.samples]
+    return {
+        "known": _write_manifest(out / "known.csv", [r for r in rows if r[1] in known]),
+        "unknown": _write_manifest(out / "unknown.csv", [r for r in rows if r[1] not in known]),
+    }
+
+
+@pytest.fixture(scope="module")
+def known_artifact(tmp_path_factory: pytest.TempPathFactory, config_factory,
+                   split: dict[str, Path]) -> Path:
+    """Random-weight resnet18 (64 px) whose labels are the 12 known pills. Read only."""
+    labels = load_dataset(split["known"]).labels
+    cfg = config_factory(num_classes=len(labels))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    return save_artifact(tmp_path_factory.mktemp("art") / "known12", model, cfg, labels)
+
+
+@pytest.fixture(scope="module")
+def known_logits(known_artifact: Path, split: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
+    """Raw logits of the known photos (via the Identifier) and the labels it predicts."""
+    ident = Identifier.load(known_artifact)
+    x = torch.stack([ident.preprocess(s.path) for s in load_dataset(split["known"]).samples])
+    logits, _ = ident.forward(x)
+    return logits.numpy(), [ident.labels[i] for i in logits.argmax(1).tolist()]
+
+
+# --- the study on hand-made scores ------------------------------------------------------
+def test_open_set_study_on_known_values() -> None:
+    s = OpenSetScores(
+        method="energy",
+        known=np.arange(10, dtype=float),  # 0..9
+        unknown=np.arange(5, 15, dtype=float),  # 5..14: half overlap
+        known_correct=np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool),
+        known_confidence=np.linspace(0.9, 0.45, 10),
+        unknown_confidence=np.full(10, 0.6),
+    )
+    thr = {"ood_method": "energy", "abstain_threshold": 0.5, "ood_threshold": 4.0}
+    study = open_set_study(s, thr, sweep=(0.5, 1.0))
+    assert study["auroc"] == pytest.approx(binary_auroc(s.known, s.unknown))
+    assert study["threshold_at_95_tpr"] == 9.0 and study["fpr_at_95_tpr"] == 0.5
+    assert (study["n_known"], study["n_unknown"]) == (10, 10)
+    rows = {r["tpr"]: r for r in study["accuracy_coverage"]}
+    assert [r["threshold"] for r in study["accuracy_coverage"]] == [4.0, 4.0, 9.0]
+    assert rows[0.5] == rows["card"] | {"tpr": 0.5}
+    assert rows[0.5]["known_coverage"] == 0.5 and rows[0.5]["known_accuracy_on_accepted"] == 1.0
+    assert rows[0.5]["unknown_rejected"] == 1.0
+    assert rows[1.0]["known_accuracy_on_accepted"] == 0.5
+    assert rows[1.0]["unknown_rejected"] == 0.5  # 10..14
+    ab = study["abstention"]
+    # Known answered: confidence >= 0.5 (first 9) and score <= 4 (first 5) -> 5, all right.
+    assert ab["known_answered"] == 0.5 and ab["accuracy_on_answered"] == 1.0
+    assert ab["unknown_answered"] == 0.0 and ab["precision_with_unknowns"] == 1.0
+    no_ood = open_set_study(s, {**thr, "ood_threshold": None})["abstention"]
+    assert no_ood["known_answered"] == 0.9 and no_ood["unknown_answered"] == 1.0
+    assert no_ood["precision_with_unknowns"] == pytest.approx(5 / 19)
+    curve = coverage_curve(s)
+    i = int(np.searchsorted(curve["threshold"], 4.0))
+    assert curve["known_coverage"][i] == 0.5 and curve["known_accuracy"][i] == 1.0
+    assert curve["unknown_accepted"][i] == 0.0 and curve["known_coverage"][-1] == 1.0
+    assert np.all(np.diff(curve["unknown_accepted"]) >= 0)
+
+
+def test_card_thresholds_follow_the_identifier_rules() -> None:
+    assert card_thresholds({}) == {"ood_method": "energy", "abstain_threshold": 0.5,
+                                   "ood_threshold": None,
+                                   "source": {"abstain_threshold": "default",
+                                              "ood_threshold": "none"}}
+    card = {"identification": {"ood_method": "max_logit", "ood_threshold": -3.0,
+                               "abstain_threshold": 0.7}}
+    assert card_thresholds(card)["ood_threshold"] == -3.0
+    assert card_thresholds(card)["abstain_threshold"] == 0.7
+    # A threshold fitted for one score does not apply to another.
+    assert card_thresholds(card, "energy")["ood_threshold"] is None
+
+
+# --- evaluate --unknown -----------------------------------------------------------------
+def test_evaluate_unknown_writes_open_set_json_and_report(
+    known_artifact: Path, split: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    out, rep = tmp_path / "m.json", tmp_path / "rep"
+    rc = main(["evaluate", "--model", str(known_artifact), "--data", str(split["known"]),
+               "--unknown", str(split["unknown"]), "--json", str(out), "--report", str(rep),
+               *CLI_OPTS])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    os_ = doc["open_set"]
+    assert os_["score"] == "energy" and (os_["n_known"], os_["n_unknown"]) == (12, 12)
+    assert 0.0 <= os_["auroc"] <= 1.0 and 0.0 <= os_["fpr_at_95_tpr"] <= 1.0
+    assert os_["skipped_known_labels"] == 0 and os_["data"].endswith("unknown.csv")
+    for row in os_["accuracy_coverage"]:
+        assert {"tpr", "threshold", "known_coverage", "known_accuracy_on_accepted",
+                "unknown_rejected"} <= set(row)
+        assert row["known_coverage"] >= row["tpr"]  # each threshold keeps its TPR
+        for key in ("known_coverage", "known_accuracy_on_accepted", "unknown_rejected"):
+            assert 0.0 <= row[key] <= 1.0
+    ab = os_["abstention"]
+    assert ab["abstain_threshold"] == 0.5 and ab["ood_threshold"] is None
+    assert ab["source"] == {"abstain_threshold": "default", "ood_threshold": "none"}
+    for key in ("known_answered", "unknown_answered"):
+        assert 0.0 <= ab[key] <= 1.0
+    # Same scores as the Identifier gives photo by photo.
+    ident = Identifier.load(known_artifact)
+    scores = {name: [r.ood_score for r in ident.identify(
+        [s.path for s in load_dataset(split[name]).samples])] for name in ("known", "unknown")}
+    assert os_["auroc"] == pytest.approx(binary_auroc(scores["known"], scores["unknown"]))
+    assert os_["threshold_at_95_tpr"] == pytest.approx(fit_ood_threshold(scores["known"]),
+                                                       abs=1e-4)
+    html = (rep / "index.html").read_text()
+    assert "Unknown pills (open set)" in html and 'src="open_set.png"' in html
+    assert (rep / "open_set.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "open set (energy): 12 known vs 12 unknown photos, AUROC" in printed
+    assert "unknown answered" in printed
+
+
+def test_evaluate_unknown_uses_card_thresholds_and_skips_known_labels(
+    known_artifact: Path, copy_artifact, sample_dir: Path, split: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    run = copy_artifact(known_artifact)
+    update_card(run, identification={"ood_method": "max_logit", "ood_threshold": 1e9,
+                                     "abstain_threshold": 0.0})
+    out = tmp_path / "m.json"
+    # The whole sample as --unknown: its 12 known pills are left out and counted.
+    assert main(["evaluate", "--model", str(run), "--data", str(split["known"]),
+                 "--unknown", str(sample_dir / "manifest.csv"), "--json", str(out),
+                 *CLI_OPTS]) == 0
+    os_ = json.loads(out.read_text())["open_set"]
+    assert os_["score"] == "max_logit" and os_["skipped_known_labels"] == 12
+    assert os_["n_unknown"] == 12
+    card_row = [r for r in os_["accuracy_coverage"] if r["tpr"] == "card"]
+    assert len(card_row) == 1 and card_row[0]["known_coverage"] == 1.0
+    ab = os_["abstention"]  # nothing abstains, nothing is flagged: everything is answered
+    assert ab["known_answered"] == 1.0 and ab["unknown_answered"] == 1.0
+    assert ab["source"] == {"abstain_threshold": "card", "ood_threshold": "card"}
+
+
+def test_evaluate_unknown_refuses_an_unknown_set_of_known_pills(
+    known_artifact: Path, split: dict[str, Path], capsys
+) -> None:
+    rc = main(["evaluate", "--model", str(known_artifact), "--data", str(split["known"]),
+               "--unknown", str(split["known"]), *CLI_OPTS])
+    assert rc == 2
+    assert "--unknown must show pills that are not in the model" in capsys.readouterr().err
+
+
+def test_cosine_scores_come_from_one_forward_pass(
+    known_artifact: Path, split: dict[str, Path], tmp_path: Path
+) -> None:
+    backend = load_backend(known_artifact)
+    calls = []
+    backend.model.forward_features = _counting(backend.model.forward_features, calls)
+    images = load_dataset(split["known"])
+    pred = predict(backend, images, batch_size=8, workers=0, embeddings=True, progress=False)
+    assert len(calls) == 2  # 12 images, batches of 8: one pass per batch
+    x = torch.stack(_preprocessed(known_artifact, images))  # (12, 3, 64, 64)
+    with torch.inference_mode():
+        np.testing.assert_allclose(pred.logits, backend(x).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(pred.embeddings, backend.embed(x).numpy(), rtol=1e-4,
+                                   atol=1e-4)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", str(known_artifact), "--data", str(split["known"]),
+                 "--unknown", str(split["unknown"]), "--ood-method", "cosine",
+                 "--json", str(out), *CLI_OPTS]) == 0
+    os_ = json.loads(out.read_text())["open_set"]
+    assert os_["score"] == "cosine" and 0.0 <= os_["auroc"] <= 1.0
+
+
+def _counting(fn, calls: list):
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+    return wrapped
+
+
+def _preprocessed(artifact: Path, images) -> list[torch.Tensor]:
+    ident = Identifier.load(artifact)
+    return [ident.preprocess(s.path) for s in images.samples]
+
+
+# --- calibrate --thresholds -------------------------------------------------------------
+def test_calibrate_thresholds_writes_card_and_drives_identifier(
+    known_artifact: Path, copy_artifact, split: dict[str, Path], known_logits
+) -> None:
+    run = copy_artifact(known_artifact)
+    update_card(run, identification={"note": "kept"})
+    rc = main(["calibrate", "--model", str(run), "--data", str(split["known"]), "--thresholds",
+               "--target-tpr", "0.5", "--abstain-threshold", "0.2", *CLI_OPTS])
+    assert rc == 0
+    card = read_card(run)
+    ident_card, cal = card["identification"], card["calibration"]
+    assert ident_card["note"] == "kept"  # merged, not replaced
+    assert ident_card["temperature"] == cal["temperature"]  # thresholds use the new T
+    assert ident_card["abstain_threshold"] == 0.2 and ident_card["abstain_rule"] == "fixed"
+    assert ident_card["ood_method"] == "energy" and ident_card["tpr"] == 0.5
+    assert ident_card["n"] == 12 and ident_card["fitted_on"].endswith("known.csv")
+    logits, _ = known_logits
+    energy = ood_scores(torch.from_numpy(logits), method="energy").numpy()
+    assert ident_card["ood_threshold"] == pytest.approx(fit_ood_threshold(energy, 0.5),
+                                                        abs=1e-4)
+    # The Identifier reads them: half the known photos now score as unknown.
+    ident = Identifier.load(run)
+    assert ident.abstain_threshold == 0.2
+    assert ident.ood_threshold == ident_card["ood_threshold"]
+    results = ident.identify([s.path for s in load_dataset(split["known"]).samples])
+    assert sum(r.unknown for r in results) == 6
+    for r in results:
+        assert r.abstain == (r.unknown or r.confidence < 0.2)
+        if r.unknown:
+            assert r.message == MESSAGE_UNKNOWN
+    before = [r.unknown for r in Identifier.load(known_artifact).identify(
+        [s.path for s in load_dataset(split["known"]).samples])]
+    assert not any(before)  # no card threshold: nothing was flagged before
+
+
+def test_calibrate_abstain_precision_rule_with_new_temperature(
+    known_artifact: Path, copy_artifact, split: dict[str, Path], known_logits, tmp_path: Path
+) -> None:
+    logits, predicted = known_logits
+    images = load_dataset(split["known"])
+    labels = read_card(known_artifact)["labels"]
+    # Views labelled so that the model is right on 8 of 12: a reachable precision target.
+    rows = []
+    for i, (s, guess) in enumerate(zip(images.samples, predicted, strict=True)):
+        wrong = labels[(labels.index(guess) + 1) % len(labels)]
+        rows.append((s.path, guess if i % 3 else wrong))
+    views = _write_manifest(tmp_path / "views.csv", rows)
+    run = copy_artifact(known_artifact)
+    assert main(["calibrate", "--model", str(run), "--data", str(views), "--thresholds",
+                 "--abstain-precision", "0.75", *CLI_OPTS]) == 0
+    card = read_card(run)
+    t_new = card["calibration"]["temperature"]
+    assert not math.isclose(t_new, 1.0)
+    targets = np.array([labels.index(lab) for _, lab in rows])
+    probs = softmax(logits, t_new)
+    expected = fit_abstain_threshold(probs.max(1), probs.argmax(1) == targets, 0.75)
+    ident_card = card["identification"]
+    assert ident_card["abstain_rule"] == "target_accuracy"
+    assert ident_card["target_accuracy"] == 0.75 and ident_card["tpr"] == 0.95
+    assert ident_card["abstain_threshold"] == pytest.approx(expected, rel=1e-4)
+    answered = probs.max(1) >= ident_card["abstain_threshold"]
+    assert ident_card["accuracy_on_answered"] is not None
+    assert ident_card["answered"] <= answered.mean() + 1e-9  # OOD flags answer fewer
+
+
+def test_calibrate_threshold_errors(known_artifact: Path, copy_artifact,
+                                    split: dict[str, Path], known_logits, tmp_path: Path,
+                                    capsys) -> None:
+    run = copy_artifact(known_artifact)
+    before = (run / "card.json").read_text()
+    assert main(["calibrate", "--model", str(run), "--data", str(split["known"]),
+                 "--target-tpr", "0.5", *CLI_OPTS]) == 2
+    assert "add --thresholds" in capsys.readouterr().err
+    _, predicted = known_logits
+    labels = read_card(known_artifact)["labels"]
+    images = load_dataset(split["known"])
+    all_wrong = _write_manifest(tmp_path / "wrong.csv", [
+        (s.path, labels[(labels.index(g) + 1) % len(labels)])
+        for s, g in zip(images.samples, predicted, strict=True)])
+    assert main(["calibrate", "--model", str(run), "--data", str(all_wrong), "--thresholds",
+                 *CLI_OPTS]) == 2
+    assert "lower --abstain-precision" in capsys.readouterr().err
+    assert (run / "card.json").read_text() == before  # nothing written on failure
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--model", str(run), "--data", str(all_wrong), "--thresholds",
+              "--abstain-threshold", "0.5", "--abstain-precision", "0.9"])
