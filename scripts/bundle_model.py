@@ -1,0 +1,40 @@
+"""Copy a trained run into models/ as the bundled default model (fp16 weights + its card).
+
+    python scripts/bundle_model.py runs/c3pi-1k models/rxvision-c3pi-1k
+
+The card keeps everything the run's card holds (calibration, identification thresholds,
+metrics, training summary); only the weights file, its dtype and hash change. Loading
+converts the fp16 weights back to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rxvision.artifact import load_artifact, read_card, save_artifact
+
+# Card fields that save_artifact writes itself; every other field is carried over.
+_REBUILT = {"format", "config", "labels", "label_metadata", "preprocessing", "calibration",
+            "metrics", "parameters", "versions", "weights"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="trained run directory (model artifact)")
+    parser.add_argument("out", type=Path, help="bundle directory, e.g. models/rxvision-c3pi-1k")
+    args = parser.parse_args()
+    art = load_artifact(args.run)
+    card = read_card(args.run)
+    extra = {k: v for k, v in card.items() if k not in _REBUILT}
+    extra["bundled_from"] = {"run": str(args.run), "sha256_fp32": card["weights"]["sha256"]}
+    save_artifact(args.out, art.model, art.config, art.labels, art.label_metadata,
+                  metrics=card.get("metrics"), calibration=card.get("calibration"),
+                  extra=extra, half=True)
+    size = (args.out / "model.safetensors").stat().st_size / 2**20
+    print(f"bundled {args.run} -> {args.out} ({size:.1f} MB fp16)")
+
+
+if __name__ == "__main__":
+    main()
