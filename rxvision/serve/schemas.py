@@ -1,0 +1,92 @@
+"""Response bodies of the HTTP API (pydantic models; they also document /docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class CandidateOut(BaseModel):
+    """One ranked answer."""
+
+    rank: int = Field(description="1 = most probable")
+    label: str
+    probability: float = Field(description="calibrated probability in [0, 1]")
+    metadata: dict[str, str] = Field(description="drug metadata of the label (e.g. ndc)")
+
+
+class IdentificationOut(BaseModel):
+    """The answer for one pill (one photo, or a fused front/back pair)."""
+
+    candidates: list[CandidateOut]
+    abstain: bool = Field(description="do not present candidates[0] as the answer")
+    unknown: bool = Field(description="the open-set score says: not a pill this model knows")
+    confidence: float = Field(description="calibrated probability of candidates[0]")
+    ood_score: float = Field(description="open-set score, higher = more likely unknown")
+    message: str = Field(description='"ok" | "not sure" | "not a pill I know"')
+    source: str | None = Field(None, description="uploaded file name(s)")
+    explanations: dict[str, dict[str, str]] | None = Field(
+        None, description="per view (image/front/back): overlay kind -> PNG data URL")
+
+
+class Timings(BaseModel):
+    """Where the time of one request went, in milliseconds."""
+
+    decode_ms: float = Field(description="decode + letterbox of this request's images")
+    queue_ms: float = Field(description="waiting for the batched forward pass to start")
+    forward_ms: float = Field(description="the batched forward pass (shared)")
+    postprocess_ms: float
+    explain_ms: float = 0.0
+    total_ms: float
+    batch_size: int = Field(description="images in the forward pass this request rode in")
+    batch_requests: int = Field(description="requests sharing that forward pass")
+
+
+class IdentifyResponse(BaseModel):
+    """Answer of POST /v1/identify."""
+
+    model: str = Field(description="model id: name@sha256-prefix")
+    backend: str
+    mode: Literal["single", "pair"]
+    result: IdentificationOut
+    timings_ms: Timings
+
+
+class BatchResponse(BaseModel):
+    """Answer of POST /v1/identify/batch: one result per uploaded image, in order."""
+
+    model: str
+    backend: str
+    results: list[IdentificationOut]
+    timings_ms: Timings
+
+
+class ModelInfo(BaseModel):
+    """The loaded model's card, summarised (GET /v1/model)."""
+
+    id: str
+    name: str
+    backend: str
+    sha256: str | None = Field(description="hash of the weights or ONNX file")
+    version: dict[str, Any] = Field(description="rxvision, card format and software versions")
+    num_labels: int
+    input_size: list[int]
+    temperature: float
+    identification: dict[str, Any] = Field(description="abstain/open-set thresholds in use")
+    metrics: dict[str, Any]
+    capabilities: dict[str, bool]
+    limits: dict[str, int | float]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code, a human message and the HTTP status."""
+
+    error: str = Field(description="machine-readable code, e.g. payload_too_large")
+    detail: str
+    status: int
+    errors: list[dict[str, Any]] | None = Field(None, description="field errors (422)")
+
+
+class Health(BaseModel):
+    status: str

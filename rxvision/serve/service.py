@@ -1,0 +1,183 @@
+"""The model side of the service: load once, decode off the loop, batch, decide.
+
+:class:`Service` owns the :class:`~rxvision.inference.identifier.Identifier`, a small thread
+pool for decoding and letterboxing uploads, and the :class:`~.batcher.MicroBatcher` that
+runs every forward pass. The HTTP layer (:mod:`.app`) only parses requests and calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.metadata
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..data.decode import load_image
+from ..inference.fusion import fuse_log_probs, fuse_ood_scores
+from ..inference.identifier import Identification, Identifier
+from .batcher import BatchResult, MicroBatcher
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+
+
+@dataclass
+class Upload:
+    """One uploaded image: which form field (view) it came from, its name and bytes."""
+
+    view: str  # "image", "front", "back" or "images[i]"
+    filename: str | None
+    data: bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.view} ({self.filename})" if self.filename else self.view
+
+
+@dataclass
+class Decoded:
+    upload: Upload
+    image: Image.Image  # decoded RGB, kept for explanations
+    tensor: Tensor  # (3, H, W) uint8, letterboxed as the card prescribes (not normalised)
+    ms: float
+
+
+class Service:
+    """Identifier + decode pool + micro-batcher, started and stopped by the app lifespan."""
+
+    def __init__(self, settings: ServeSettings, metrics: ServeMetrics,
+                 identifier: Identifier | None = None):
+        self.settings, self.metrics = settings, metrics
+        self.identifier = identifier
+        self.batcher: MicroBatcher | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.info: dict[str, Any] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model (once), start the batcher, warm up; then report ready."""
+        s = self.settings
+        if self.identifier is None:
+            self.identifier = await asyncio.to_thread(
+                Identifier.load, s.model, backend=s.backend, device=s.device, threads=s.threads,
+                max_pixels=s.max_pixels)
+        ident = self.identifier
+        self.info = model_info(ident, s)
+        self.metrics.model_info.labels(self.info["id"], ident.backend).set(1)
+        self._pool = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="rxvision-decode")
+        self.batcher = MicroBatcher(self._forward, max_batch=s.max_batch,
+                                    max_wait_ms=s.max_wait_ms, queue_size=s.queue_size,
+                                    metrics=self.metrics)
+        await self.batcher.start()
+        if s.warmup:  # first passes allocate (ORT arenas, torch caches): not a user's latency
+            h, w = ident.transform.size
+            await self.batcher.submit(torch.zeros(1, 3, h, w, dtype=torch.uint8))
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, wait=True)
+
+    # --- stages ---------------------------------------------------------------------------
+    def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """On the model thread: normalise the uint8 batch (B, 3, H, W), one forward pass.
+
+        Normalising here, not in the decode pool, keeps every multi-threaded torch op on one
+        thread: torch ops in several threads at once would each start their own OpenMP
+        team and oversubscribe the cores.
+        """
+        ident = self.identifier
+        return ident.forward(ident.transform.normalize(batch))
+
+    def _decode_one(self, upload: Upload) -> Decoded:
+        t0 = time.perf_counter()
+        image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
+        tensor = self.identifier.transform.to_uint8(image)  # PIL + NumPy only
+        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3)
+
+    async def decode(self, uploads: list[Upload]) -> list[Decoded]:
+        """Decode and letterbox uploads in the decode pool; ImageDecodeError names the file."""
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self._pool, self._decode_one, u) for u in uploads]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for r in results:  # the first bad file, in upload order, is the one reported
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    async def forward(self, decoded: list[Decoded]) -> list[BatchResult]:
+        """Batched forward pass(es): jobs of at most max_batch images, submitted together."""
+        step = self.settings.max_batch
+        parts = [torch.stack([d.tensor for d in decoded[i:i + step]])  # (n, 3, H, W)
+                 for i in range(0, len(decoded), step)]
+        return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
+
+    def decide(self, results: list[BatchResult], topk: int, pair: bool) -> list[Identification]:
+        """Logits -> Identifications; a pair is fused into one (see inference.fusion)."""
+        ident = self.identifier
+        logits = torch.cat([r.logits for r in results])
+        embs = [r.embeddings for r in results]
+        emb = None if any(e is None for e in embs) else torch.cat(embs)
+        if not pair:
+            return ident.postprocess(logits, emb, topk)
+        lp, scores = ident.log_probs(logits), ident.ood(logits, emb)  # same as identify_pair
+        return [ident.decide(fuse_log_probs(lp[0], lp[1]),
+                             fuse_ood_scores(float(scores[0]), float(scores[1])), topk)]
+
+    async def explain(self, decoded: Decoded) -> dict[str, str]:
+        """Attention and Grad-CAM overlays of one image as PNG data URLs.
+
+        The explanation runs on the model thread (it hooks the backbone and runs backward,
+        so it must not overlap a batched pass); PNG encoding runs in the decode pool.
+        """
+        overlays = await self.batcher.run_exclusive(self.identifier.explain, decoded.image)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _data_urls, overlays)
+
+
+def _data_urls(overlays: dict[str, Image.Image]) -> dict[str, str]:
+    out = {}
+    for kind, img in overlays.items():
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out[kind] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return out
+
+
+def model_info(ident: Identifier, settings: ServeSettings) -> dict[str, Any]:
+    """GET /v1/model: what is loaded, from its card (see schemas.ModelInfo)."""
+    card = ident.card
+    sha = (card.get("export") or card.get("weights") or {}).get("sha256")
+    name = ident.path.name if ident.path is not None else "model"
+    return {
+        "id": f"{name}@{sha[:12]}" if sha else name,
+        "name": name,
+        "backend": ident.backend,
+        "sha256": sha,
+        "version": {"rxvision": importlib.metadata.version("rxvision"),
+                    "card_format": card.get("format"), **card.get("versions", {})},
+        "num_labels": ident.num_classes,
+        "input_size": list(ident.transform.size),
+        "temperature": ident.temperature,
+        "identification": {"abstain_threshold": ident.abstain_threshold,
+                           "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},
+        "metrics": card.get("metrics", {}),
+        "capabilities": {"single": True, "pair": True, "batch": True,
+                         "explain": ident.model is not None},
+        "limits": {"max_body_bytes": settings.max_body_bytes,
+                   "max_pixels": settings.max_pixels,
+                   "max_batch_images": settings.max_batch_images,
+                   "max_topk": settings.max_topk, "default_topk": settings.default_topk,
+                   "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms},
+    }

@@ -1,0 +1,167 @@
+// RxVision web page: pick or take one or two photos, POST /v1/identify, show the answer.
+// Server text is only ever inserted with textContent (never innerHTML).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { front: null, back: null, explain: false, topk: 5 };
+const KEY_STORE = "rxvision-api-key";
+
+function headers() {
+  const key = $("api-key").value || sessionStorage.getItem(KEY_STORE) || "";
+  return key ? { "X-API-Key": key } : {};
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function showPreview(img, file) {
+  if (img.src) URL.revokeObjectURL(img.src);
+  if (!file) { img.hidden = true; img.removeAttribute("src"); return; }
+  img.src = URL.createObjectURL(file);
+  img.hidden = false;
+}
+
+function pick(side, file) {
+  state[side] = file || null;
+  showPreview($(side === "front" ? "preview-front" : "preview-back"), state[side]);
+  $("clear-back").hidden = !state.back;
+  $("identify").disabled = !state.front;
+  $("results").hidden = true;
+  setStatus(state.front ? "" : "Take or choose a photo of the pill.");
+}
+
+for (const [id, side] of [["photo", "front"], ["photo-pick", "front"],
+                          ["photo-back", "back"], ["photo-back-pick", "back"]]) {
+  $(id).addEventListener("change", (e) => pick(side, e.target.files[0]));
+}
+$("clear-back").addEventListener("click", () => {
+  $("photo-back").value = ""; $("photo-back-pick").value = ""; pick("back", null);
+});
+
+async function errorText(resp) {
+  try {
+    const body = await resp.json();
+    return body.detail || `error ${resp.status}`;
+  } catch (_) {
+    return `error ${resp.status}`;
+  }
+}
+
+async function loadModel() {
+  const resp = await fetch("/v1/model", { headers: headers() });
+  if (resp.status === 401) {
+    $("key-row").hidden = false;
+    setStatus("This server needs an API key.");
+    return false;
+  }
+  if (!resp.ok) { setStatus(await errorText(resp), true); return false; }
+  const info = await resp.json();
+  state.explain = info.capabilities.explain;
+  state.topk = Math.min(5, info.num_labels);
+  $("model-id").textContent = `model ${info.id} (${info.backend}, ${info.num_labels} pills)`;
+  return true;
+}
+
+function percent(p) {
+  return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+}
+
+function renderVerdict(result, pair) {
+  const top = result.candidates[0];
+  const v = $("verdict");
+  v.replaceChildren();
+  const note = document.createElement("small");
+  if (result.unknown) {
+    v.className = "verdict unknown";
+    v.append("Unknown pill: this does not look like any pill the model knows.");
+    note.textContent = "The closest matches are listed below, but none of them is likely.";
+  } else if (result.abstain) {
+    v.className = "verdict unsure";
+    v.append("Not sure: no candidate is confident enough.");
+    note.textContent = pair ? "Try sharper photos on a plain background."
+                            : "Try a sharper photo on a plain background, or add the other side.";
+  } else {
+    v.className = "verdict ok";
+    v.append(`Most likely ${top.label} (${percent(top.probability)})`);
+    note.textContent = "Confirm with the imprint, colour and shape before relying on it.";
+  }
+  v.append(note);
+}
+
+function renderCandidates(result) {
+  const list = $("candidates");
+  list.replaceChildren();
+  list.classList.toggle("abstained", result.abstain);
+  for (const cand of result.candidates) {
+    const li = document.createElement("li");
+    li.className = "candidate";
+    const head = document.createElement("div");
+    head.className = "cand-head";
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = cand.label;
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = percent(cand.probability);
+    head.append(label, pct);
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = Object.entries(cand.metadata).map(([k, v]) => `${k}: ${v}`).join(" · ");
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", (100 * cand.probability).toFixed(1));
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    fill.style.width = `${(100 * cand.probability).toFixed(1)}%`;
+    bar.append(fill);
+    li.append(head, meta, bar);
+    list.append(li);
+  }
+}
+
+function renderOverlay(result) {
+  const views = result.explanations || {};
+  const first = views.image || views.front;
+  $("overlay").hidden = !(first && first.attention);
+  if (first && first.attention) $("attention").src = first.attention;
+}
+
+$("identify-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (!state.front) return;
+  const key = $("api-key").value;
+  if (key) sessionStorage.setItem(KEY_STORE, key);
+  const form = new FormData();
+  if (state.back) { form.append("front", state.front); form.append("back", state.back); }
+  else form.append("image", state.front);
+  form.append("topk", String(state.topk));
+  form.append("explain", String(state.explain));
+  $("identify").disabled = true;
+  setStatus("Identifying…");
+  try {
+    const resp = await fetch("/v1/identify", { method: "POST", body: form, headers: headers() });
+    if (resp.status === 401) { $("key-row").hidden = false; }
+    if (!resp.ok) { setStatus(await errorText(resp), true); return; }
+    const body = await resp.json();
+    renderVerdict(body.result, body.mode === "pair");
+    renderCandidates(body.result);
+    renderOverlay(body.result);
+    $("results").hidden = false;
+    $("results").scrollIntoView({ behavior: "smooth", block: "start" });
+    const both = body.mode === "pair" ? " (both sides)" : "";
+    setStatus(`Done in ${Math.round(body.timings_ms.total_ms)} ms${both}.`);
+  } catch (err) {
+    setStatus(`Could not reach the server: ${err.message}`, true);
+  } finally {
+    $("identify").disabled = !state.front;
+  }
+});
+
+$("api-key").addEventListener("change", () => loadModel());
+$("api-key").value = sessionStorage.getItem(KEY_STORE) || "";
+loadModel().then((ok) => { if (ok) setStatus("Take or choose a photo of the pill."); });

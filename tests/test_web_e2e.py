@@ -1,0 +1,129 @@
+"""The web page in a real headless Chromium: upload a pill photo, read the answer.
+
+The service runs in uvicorn on a free loopback port (a background thread) with the random
+weight sample artifact; Chromium is driven through chromedriver by Selenium. Skipped, with
+the reason, where Debian's ``chromium``/``chromium-driver`` are not installed (``.ci/run``
+installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rxvision.inference.identifier import Identifier
+from rxvision.serve import ServeSettings, create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason="headless browser test needs Debian's chromium and chromium-driver "
+           "(apt-get install -y chromium chromium-driver; .ci/run does this)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(sample_artifact: Path) -> Iterator[str]:
+    import uvicorn
+
+    port = _free_port()
+    app = create_app(ServeSettings(max_wait_ms=1.0), identifier=Identifier.load(sample_artifact))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                 "--window-size=412,915"):  # a phone-sized window
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_upload_photo_shows_top5_with_bars_and_attention(
+    browser: object, server_url: str, sample_dir: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    photo = sorted((sample_dir / "images").glob("*.jpg"))[0]
+    driver.get(server_url + "/")
+    wait = WebDriverWait(driver, 30)
+    # The page has read /v1/model (explanations on) before it offers to identify.
+    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model sample@"))
+    file_input = driver.find_element(By.ID, "photo")
+    assert file_input.get_attribute("capture") == "environment"
+    assert file_input.get_attribute("accept") == "image/*"
+    file_input.send_keys(str(photo.resolve()))
+    button = wait.until(ec.element_to_be_clickable((By.ID, "identify")))
+    button.click()
+
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#candidates li.candidate")) == 5)
+    items = driver.find_elements(By.CSS_SELECTOR, "#candidates li.candidate")
+    labels = [li.find_element(By.CSS_SELECTOR, ".label").text for li in items]
+    assert all(re.fullmatch(r"\d{5}-\d{4}-\d{2}", label) for label in labels), labels
+    pcts = [li.find_element(By.CSS_SELECTOR, ".pct").text for li in items]
+    assert all(re.fullmatch(r"\d+(\.\d)?%", p) for p in pcts), pcts
+    values = [float(p.rstrip("%")) for p in pcts]
+    assert values == sorted(values, reverse=True)
+    for li, value in zip(items, values, strict=True):
+        fill = li.find_element(By.CSS_SELECTOR, ".bar .fill")
+        width = float(fill.value_of_css_property("width").removesuffix("px"))
+        bar = float(li.find_element(By.CSS_SELECTOR, ".bar")
+                    .value_of_css_property("width").removesuffix("px"))
+        assert width == pytest.approx(bar * value / 100, abs=2.0)  # the bar shows the number
+
+    verdict = driver.find_element(By.ID, "verdict")
+    assert verdict.is_displayed()
+    # 24 labels, random weights: confidence far below 0.5, so the page must say "not sure".
+    assert "Not sure" in verdict.text or "Unknown pill" in verdict.text
+
+    overlay = driver.find_element(By.ID, "attention")
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('attention'); return i.complete && i.naturalWidth"))
+    assert overlay.is_displayed()
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    assert driver.execute_script("return document.getElementById('attention').naturalWidth") == 64
+    assert "error" not in driver.find_element(By.ID, "status").get_attribute("class")
