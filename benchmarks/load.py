@@ -92,6 +92,8 @@ def offline(model: Path, backend: str, threads: int | None, photos: list[tuple[s
     Throughput is ``batch / median(seconds per batch)``, as ``rxvision benchmark`` reports
     it: the median is the least disturbed by other processes on a shared machine.
     """
+    if backend == "onnx":  # as `rxvision serve --backend onnx` does (see --torch-threads)
+        torch.set_num_threads(1)
     ident = Identifier.load(model, backend=backend, threads=threads)
     data = [b for _, b in photos]
     batches = [[data[(i + j) % len(data)] for j in range(batch)]
@@ -100,12 +102,21 @@ def offline(model: Path, backend: str, threads: int | None, photos: list[tuple[s
         ident.identify_batch(b)
     e2e = _time_each(lambda b: ident.identify_batch(b), batches, max_seconds)
     x = torch.stack([ident.preprocess(d) for d in batches[0]])
+    cpu0 = _cpu_seconds(psutil.Process())
     fwd = _time_each(lambda _: ident.forward(x), batches, max_seconds / 2)
+    fwd_cpu_ms = (_cpu_seconds(psutil.Process()) - cpu0) * 1e3 / (batch * len(fwd))
     return {"batch": batch, "batches_timed": len(e2e),
             "end_to_end_ips": round(batch / statistics.median(e2e), 2),
             "end_to_end_ips_mean": round(batch * len(e2e) / sum(e2e), 2),
             "forward_only_ips": round(batch / statistics.median(fwd), 2),
+            "forward_cpu_ms_per_image": round(fwd_cpu_ms, 2),
             "num_labels": ident.num_classes, "input_size": list(ident.transform.size)}
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU time of a process, all its threads, in seconds."""
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def _time_each(fn: Any, items: list[Any], max_seconds: float) -> list[float]:
@@ -220,14 +231,17 @@ def served(args: argparse.Namespace, model: Path, photos: list[tuple[str, bytes]
         t0 = time.perf_counter()
         proc = start_server(args, model, port, log)
         startup_s = time.perf_counter() - t0
-        server = psutil.Process(proc.pid)
+        server, client = psutil.Process(proc.pid), psutil.Process()
         runs = []
         try:
             asyncio.run(fire(base, photos, args.warmup, args.concurrency, args.time_limit))
             for r in range(args.repeats):
                 before_rss, before_m = server.memory_info().rss, scrape(base)
+                cpu_server, cpu_client = _cpu_seconds(server), _cpu_seconds(client)
                 run = asyncio.run(fire(base, photos, args.requests, args.concurrency,
                                        args.time_limit))
+                cpu_server = _cpu_seconds(server) - cpu_server
+                cpu_client = _cpu_seconds(client) - cpu_client
                 after_rss, after_m = server.memory_info().rss, scrape(base)
                 passes = after_m["rxvision_batch_size_count"] - before_m[
                     "rxvision_batch_size_count"]
@@ -235,6 +249,8 @@ def served(args: argparse.Namespace, model: Path, photos: list[tuple[str, bytes]
                 run.update(repeat=r + 1, rss_mb_before=round(before_rss / 2**20, 1),
                            rss_mb_after=round(after_rss / 2**20, 1),
                            forward_passes=int(passes),
+                           server_cpu_ms_per_request=round(cpu_server * 1e3 / run["sent"], 2),
+                           client_cpu_ms_per_request=round(cpu_client * 1e3 / run["sent"], 2),
                            mean_batch=round(images / passes, 2) if passes else 0.0,
                            rejected_503=int(after_m["rxvision_queue_rejections_total"]
                                             - before_m["rxvision_queue_rejections_total"]))
@@ -259,11 +275,13 @@ def table(report: dict[str, Any]) -> str:
         f"offline at batch {off['batch']} (before / after serving): identify_batch "
         f"(decode+forward+decide) {off['before']['end_to_end_ips']} / "
         f"{off['after']['end_to_end_ips']} img/s; forward only "
-        f"{off['before']['forward_only_ips']} / {off['after']['forward_only_ips']} img/s",
+        f"{off['before']['forward_only_ips']} / {off['after']['forward_only_ips']} img/s "
+        f"({off['before']['forward_cpu_ms_per_image']} CPU ms per image)",
         "",
         "| repeat | ok | errors | req/s | vs offline e2e | vs forward only | p50 ms | p90 ms "
-        "| p99 ms | mean batch | RSS before MB | RSS after MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99 ms | mean batch | server CPU ms/req | client CPU ms/req | RSS before MB "
+        "| RSS after MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lat = r["latency_ms"]
@@ -271,8 +289,9 @@ def table(report: dict[str, Any]) -> str:
             f"| {r['repeat']} | {r['ok']} | {r['errors']} | {r['throughput_rps']} | "
             f"{r['throughput_rps'] / best['end_to_end_ips']:.1%} | "
             f"{r['throughput_rps'] / best['forward_only_ips']:.1%} | {lat['p50']} | "
-            f"{lat['p90']} | {lat['p99']} | {r['mean_batch']} | {r['rss_mb_before']} | "
-            f"{r['rss_mb_after']} |")
+            f"{lat['p90']} | {lat['p99']} | {r['mean_batch']} | "
+            f"{r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | "
+            f"{r['rss_mb_before']} | {r['rss_mb_after']} |")
     lines += ["", f"served / best offline: {s['served_over_offline']:.1%} of identify_batch, "
               f"{s['served_over_offline_forward_only']:.1%} of forward only (mean of repeats); "
               f"errors: {s['errors']}; RSS growth from repeat 1 to {len(runs)}: "

@@ -40,12 +40,17 @@ def photos(sample_dir: Path) -> list[Path]:
 
 @pytest.fixture
 def make_client(identifier: Identifier) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(identifier=None, **settings)`` -> a started TestClient."""
+    """``make_client(identifier=None, **settings)`` -> a started TestClient.
+
+    Serves ``identifier`` (default: the module's), or loads ``settings["model"]`` if given.
+    """
     clients: list[TestClient] = []
 
     def make(ident: Identifier | None = None, **settings: Any) -> TestClient:
         settings.setdefault("max_wait_ms", 1.0)
-        app = create_app(ServeSettings(**settings), identifier=ident or identifier)
+        if "model" not in settings:
+            ident = ident or identifier
+        app = create_app(ServeSettings(**settings), identifier=ident)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -178,12 +183,38 @@ def test_explain_refused_without_torch_model(make_client: Callable[..., TestClie
     ident = Identifier(identifier.runner, identifier.labels, identifier.label_metadata,
                        identifier.preprocessing, identifier.card, backend="onnx",
                        path=identifier.path)
-    client = make_client(ident)
+    client = make_client(ident, onnx_spinning=True)  # the runner is torch: nothing to tune
     assert client.get("/v1/model").json()["capabilities"]["explain"] is False
     resp = client.post("/v1/identify", files=[_file(photos[0])], data={"explain": "1"})
     _assert_error(resp, 422)
     assert "torch backend" in resp.json()["detail"]
     assert client.post("/v1/identify", files=[_file(photos[0])]).status_code == 200
+
+
+def test_onnx_backend_serves_the_export(make_client: Callable[..., TestClient],
+                                        sample_artifact: Path, sample_dir: Path,
+                                        tmp_path: Path, photos: list[Path]) -> None:
+    from rxvision.inference.export import export_artifact
+
+    export = tmp_path / "onnx"
+    export_artifact(sample_artifact, export, parity_data=sample_dir / "manifest.csv",
+                    num_parity=4)
+    client = make_client(model=export, backend="onnx")
+    resp = client.post("/v1/identify", files=[_file(photos[3])], data={"topk": "3"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["backend"] == "onnx"
+    [expected] = Identifier.load(export, backend="onnx").identify(photos[3], topk=3)
+    got = resp.json()["result"]["candidates"]
+    assert [c["label"] for c in got] == [c.label for c in expected.candidates]
+    assert [c["probability"] for c in got] == pytest.approx(
+        [c.probability for c in expected.candidates], abs=1e-5)
+    info = client.get("/v1/model").json()
+    assert info["capabilities"]["explain"] is False and info["sha256"] == json.loads(
+        (export / "card.json").read_text())["export"]["sha256"]
+    # The served session does not busy-wait between passes (see service._stop_onnx_spinning).
+    session = client.app.state.service.identifier.runner.model.session
+    assert session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
 
 
 # --- micro-batching ------------------------------------------------------------------------
@@ -215,7 +246,8 @@ def test_two_concurrent_requests_share_one_forward(make_client: Callable[..., Te
         assert r.json()["timings_ms"]["batch_size"] == 2
         assert r.json()["timings_ms"]["batch_requests"] == 2
     metrics = client.get("/metrics").text
-    assert "rxvision_batch_size_bucket{le=\"2.0\"} 2.0" in metrics  # warm-up (1) + pair (2)
+    assert 'rxvision_batch_size_bucket{le="1.0"} 0.0' in metrics  # the warm-up is not counted
+    assert 'rxvision_batch_size_bucket{le="2.0"} 1.0' in metrics
 
 
 def test_full_queue_answers_503_with_retry_after(make_client: Callable[..., TestClient],
@@ -426,7 +458,7 @@ def test_metrics_count_requests_by_status(client: TestClient, photos: list[Path]
     ):
         assert line in text, line
     assert 'rxvision_http_request_duration_seconds_count{endpoint="/v1/identify"} 2.0' in text
-    assert "rxvision_batch_size_count 2.0" in text  # warm-up + one request
+    assert "rxvision_batch_size_count 1.0" in text  # one request (the warm-up is not counted)
     assert 'rxvision_model_info{backend="torch",model="sample@' in text
 
 
@@ -453,9 +485,11 @@ def test_serve_command_builds_settings(sample_artifact: Path,
     import uvicorn
 
     from rxvision.cli import main
+    from rxvision.serve import runtime
 
     captured: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: captured.update(app=app, **kw))
+    monkeypatch.setattr(runtime, "limit_malloc_arenas", lambda: captured.update(arenas=True))
     monkeypatch.setenv("MY_KEY", "k")
     rc = main(["serve", "--model", str(sample_artifact), "--port", "8123", "--max-batch", "4",
                "--max-wait-ms", "2", "--api-key-env", "MY_KEY", "--log-level", "warning"])
@@ -463,6 +497,14 @@ def test_serve_command_builds_settings(sample_artifact: Path,
     settings = captured["app"].state.settings
     assert settings.max_batch == 4 and settings.max_wait_ms == 2.0
     assert settings.model == sample_artifact and settings.api_key.get_secret_value() == "k"
+    assert captured["arenas"] and settings.torch_threads is None  # torch backend: untouched
+
+
+def test_malloc_arena_cap_respects_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rxvision.serve.runtime import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins
 
 
 def test_serve_command_bad_model_is_a_clean_error(tmp_path: Path,
@@ -492,7 +534,7 @@ def test_batcher_never_splits_a_job_and_survives_errors() -> None:
         results = await asyncio.gather(*(batcher.submit(x) for x in jobs))
         assert sizes == [2, 3]  # 2 + 2 would overflow: the second job opens the next pass
         for x, r in zip(jobs, results, strict=True):
-            assert torch.equal(r.logits, x.flatten(1)[:, :2]) and r.embeddings is None
+            assert torch.equal(r.outputs[0], x.flatten(1)[:, :2]) and r.outputs[1] is None
         with pytest.raises(RuntimeError, match="bad batch"):
             await batcher.submit(-torch.ones(1, 3, 1, 1))
         ok = await batcher.submit(torch.ones(1, 3, 1, 1))  # the worker lived on
@@ -501,3 +543,33 @@ def test_batcher_never_splits_a_job_and_survives_errors() -> None:
         assert not batcher.running
 
     asyncio.run(scenario())
+
+
+def test_batcher_waits_for_company_only_when_idle() -> None:
+    from rxvision.serve.batcher import MicroBatcher
+
+    gate, sizes = threading.Event(), []
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        sizes.append(len(x))
+        assert gate.wait(10)
+        return torch.zeros(len(x), 2), None
+
+    async def scenario() -> float:
+        batcher = MicroBatcher(forward, max_batch=4, max_wait_ms=3000)
+        await batcher.start()
+        one = torch.zeros(1, 3, 1, 1)
+        first = [asyncio.ensure_future(batcher.submit(one)) for _ in range(4)]  # fills a pass
+        while not sizes:
+            await asyncio.sleep(0.005)
+        later = [asyncio.ensure_future(batcher.submit(one)) for _ in range(2)]  # queued
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*first, *later)
+        await batcher.stop()
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(scenario())
+    assert sizes == [4, 2]
+    assert elapsed < 1.5  # the queued pair ran as soon as the model was free, no 3 s wait

@@ -23,6 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="default torch")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: ORT's)")
+    p.add_argument("--onnx-spinning", action="store_true",
+                   help="let onnxruntime's idle threads busy-wait (off by default: they would "
+                        "take the CPU that decoding and HTTP need)")
+    p.add_argument("--torch-threads", type=int,
+                   help="torch intra-op threads (default: 1 with --backend onnx, where torch "
+                        "only normalises images and its threads would compete with "
+                        "onnxruntime's; torch's default otherwise)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
@@ -49,11 +56,14 @@ def serve(args: argparse.Namespace) -> int:
     from ..inference.bundled import resolve_model_path
     from ..inference.identifier import IdentifierError
     from ..serve import ServeSettings, create_app
+    from ..serve.runtime import limit_malloc_arenas
 
     model = resolve_model_path(args.model)
     read_card(model)  # a wrong path fails here, in one line, not as a startup traceback
     fields = {"model": model, "backend": args.backend,
               "device": args.device, "threads": args.threads, "host": args.host,
+              "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
+              "onnx_spinning": args.onnx_spinning,
               "port": args.port, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
               "queue_size": args.queue_size, "max_body_bytes": int(args.max_body_mb * 2**20)}
     if args.max_pixels is not None:
@@ -65,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rxvision serve: warning: listening on {args.host} without an API key "
               f"(set {args.api_key_env})", file=sys.stderr)
+    limit_malloc_arenas()  # before the server's threads allocate; see serve/runtime.py
     # One worker process: the model and the micro-batcher live in it (more workers would
     # each load the model and split the batches).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
 from ..inference.identifier import Identification, Identifier
@@ -42,6 +43,7 @@ from .metrics import ServeMetrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .schemas import (
     BatchResponse,
+    CandidateOut,
     ErrorBody,
     Health,
     IdentificationOut,
@@ -131,7 +133,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         return service.info
 
     @router.post("/identify", response_model=IdentifyResponse, openapi_extra=IDENTIFY_BODY)
-    async def identify(request: Request) -> IdentifyResponse:
+    async def identify(request: Request) -> Response:
         """Identify one pill from one photo (``image``) or both sides (``front``, ``back``)."""
         t0 = time.perf_counter()
         form = await parse_identify(request, settings)
@@ -145,21 +147,21 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
             t1 = time.perf_counter()
             result.explanations = {d.upload.view: await service.explain(d) for d in decoded}
             explain_ms = (time.perf_counter() - t1) * 1e3
-        return IdentifyResponse(
+        return _json(IdentifyResponse(
             model=service.info["id"], backend=service.identifier.backend,
             mode="pair" if form.pair else "single", result=result,
-            timings_ms=_timings(decoded, results, post_ms, explain_ms, t0))
+            timings_ms=_timings(decoded, results, post_ms, explain_ms, t0)))
 
     @router.post("/identify/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY)
-    async def identify_batch(request: Request) -> BatchResponse:
+    async def identify_batch(request: Request) -> Response:
         """Identify several independent photos (field ``images``), one result each."""
         t0 = time.perf_counter()
         form = await parse_batch(request, settings)
         decoded, results, idents, post_ms = await _identify(service, form)
-        return BatchResponse(
+        return _json(BatchResponse(
             model=service.info["id"], backend=service.identifier.backend,
             results=[_out(i, [d]) for i, d in zip(idents, decoded, strict=True)],
-            timings_ms=_timings(decoded, results, post_ms, 0.0, t0))
+            timings_ms=_timings(decoded, results, post_ms, 0.0, t0)))
 
     return router
 
@@ -207,15 +209,19 @@ async def _identify(service: Service, form: IdentifyForm
     return decoded, results, idents, (time.perf_counter() - t0) * 1e3
 
 
+def _json(body: BaseModel) -> Response:
+    """A validated response model as JSON, serialised once (pydantic-core) and returned as
+    is: FastAPI would otherwise validate and serialise it a second time."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
 def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
-    names = [d.upload.filename or d.upload.view for d in decoded]
-    data = ident.to_dict()
-    for cand in data["candidates"]:  # the flags are on the identification already
-        cand.pop("abstain", None)
-        cand.pop("unknown", None)
-    data.pop("timings_ms", None)
-    data["source"] = " + ".join(names)
-    return IdentificationOut(**data)
+    return IdentificationOut(
+        candidates=[CandidateOut(rank=c.rank, label=c.label, probability=c.probability,
+                                 metadata=c.metadata) for c in ident.candidates],
+        abstain=ident.abstain, unknown=ident.unknown, confidence=ident.confidence,
+        ood_score=ident.ood_score, message=ident.message,
+        source=" + ".join(d.upload.filename or d.upload.view for d in decoded))
 
 
 def _timings(decoded: list[Decoded], results: list[BatchResult], post_ms: float,

@@ -7,8 +7,10 @@ first waiting job, then keeps adding jobs until the batch holds ``max_batch`` im
 on a dedicated thread, so the event loop keeps accepting requests meanwhile. A job is never
 split across passes; a job that would overflow the batch waits for the next one.
 
-While a pass runs, new requests queue up, so under load batches fill by themselves and
-``max_wait_ms`` only costs latency when the service is nearly idle. The queue is bounded:
+While a pass runs, new requests queue up, so under load batches fill by themselves. The
+wait for company therefore applies only when the model was idle: if jobs are already
+waiting when a pass ends, the next pass takes them all (up to ``max_batch``) and starts at
+once, so the model never idles while work is queued. The queue is bounded:
 when ``queue_size`` jobs are waiting, :meth:`MicroBatcher.submit` raises
 :class:`QueueFullError` at once (the app answers 503 + Retry-After) instead of letting
 memory and latency grow without bound.
@@ -20,7 +22,7 @@ can never interleave with a batched pass.
 Example:
     >>> batcher = MicroBatcher(identifier.forward, max_batch=16, max_wait_ms=5)
     >>> await batcher.start()
-    >>> out = await batcher.submit(x)   # x (n, 3, H, W) -> out.logits (n, C)
+    >>> out = await batcher.submit(x)   # x (n, 3, H, W) -> out.outputs[0]: logits (n, C)
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from torch import Tensor
 from .metrics import ServeMetrics
 
 T = TypeVar("T")
-ForwardFn = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+Outputs = tuple[Tensor | None, ...]  # per-row tensors (B, ...); None: not available
+ForwardFn = Callable[[Tensor], Outputs]
 
 
 class QueueFullError(RuntimeError):
@@ -55,8 +58,7 @@ class BatcherClosedError(RuntimeError):
 class BatchResult:
     """One job's rows of a batched forward pass, and how that pass went."""
 
-    logits: Tensor  # (n, C)
-    embeddings: Tensor | None  # (n, D), None for backends without embeddings
+    outputs: Outputs  # this job's rows of each output of ``forward``, e.g. logits (n, C)
     batch_size: int  # images in the forward pass this job rode in
     batch_jobs: int  # jobs (requests) in that pass
     queue_ms: float  # submit -> forward start
@@ -74,8 +76,9 @@ class MicroBatcher:
     """Groups submitted jobs into forward passes of at most ``max_batch`` images.
 
     Args:
-        forward: batch (B, 3, H, W) -> (logits (B, C), embeddings (B, D) or None); called on
-            the batcher's own thread, one call at a time.
+        forward: batch (B, 3, H, W) -> a tuple of per-row outputs, each (B, ...) or None
+            (e.g. logits and embeddings); called on the batcher's own thread, one call at a
+            time.
         max_batch: images per forward pass (a larger single job still runs, alone).
         max_wait_ms: how long the first job of a batch waits for company.
         queue_size: jobs allowed to wait; beyond that :meth:`submit` raises QueueFullError.
@@ -155,26 +158,39 @@ class MicroBatcher:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     # --- worker -----------------------------------------------------------------------------
-    async def _next_job(self, timeout: float | None) -> _Job | None:
+    def _take_waiting(self) -> _Job | None:
         assert self._queue is not None
         if self._carry is not None:
             job, self._carry = self._carry, None
             return job
         with contextlib.suppress(asyncio.QueueEmpty):
             return self._queue.get_nowait()
-        if timeout is not None and timeout <= 0:
-            return None
+        return None
+
+    async def _next_job(self, timeout: float | None) -> _Job | None:
+        job = self._take_waiting()
+        if job is not None or (timeout is not None and timeout <= 0):
+            return job
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
             return None
 
     async def _collect(self) -> list[_Job]:
-        """The next group: at most max_batch images, waiting at most max_wait for company."""
-        first = await self._next_job(None)
+        """The next group: at most max_batch images.
+
+        ``max_wait_ms`` applies only when the model was idle (the first job found the queue
+        empty). When jobs were already waiting as the last pass ended, the service is busy:
+        the next pass takes every waiting job (up to max_batch) and starts at once, because
+        waiting longer would leave the model idle while more requests queue up anyway.
+        """
+        first = self._take_waiting()
+        busy = first is not None
+        if first is None:
+            first = await self._next_job(None)
         assert first is not None
         jobs, rows = [first], len(first.x)
-        deadline = time.perf_counter() + self.max_wait_s
+        deadline = time.perf_counter() + (0.0 if busy else self.max_wait_s)
         while rows < self.max_batch:
             job = await self._next_job(deadline - time.perf_counter())
             if job is None:
@@ -186,7 +202,7 @@ class MicroBatcher:
             rows += len(job.x)
         return jobs
 
-    def _run(self, xs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    def _run(self, xs: list[Tensor]) -> Outputs:
         """On the model thread: concatenate the jobs (a copy: keep it off the loop), forward."""
         return self.forward(xs[0] if len(xs) == 1 else torch.cat(xs))
 
@@ -200,15 +216,15 @@ class MicroBatcher:
                 continue
             start = time.perf_counter()
             try:
-                logits, emb = await loop.run_in_executor(self._executor, self._run,
-                                                         [j.x for j in jobs])
+                outputs = await loop.run_in_executor(self._executor, self._run,
+                                                     [j.x for j in jobs])
                 forward_s = time.perf_counter() - start
             except Exception as exc:  # the jobs fail, the worker lives on
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            rows = len(logits)
+            rows = sum(len(j.x) for j in jobs)
             self.metrics.batch_size.observe(rows)
             self.metrics.batch_jobs.observe(len(jobs))
             self.metrics.forward_seconds.observe(forward_s)
@@ -217,7 +233,7 @@ class MicroBatcher:
                 n = len(job.x)
                 self.metrics.queue_wait.observe(max(0.0, start - job.submitted))
                 result = BatchResult(
-                    logits[offset:offset + n], None if emb is None else emb[offset:offset + n],
+                    tuple(None if o is None else o[offset:offset + n] for o in outputs),
                     rows, len(jobs), (start - job.submitted) * 1e3, forward_s * 1e3)
                 offset += n
                 if not job.future.done():

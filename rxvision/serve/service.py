@@ -65,11 +65,17 @@ class Service:
     async def start(self) -> None:
         """Load the model (once), start the batcher, warm up; then report ready."""
         s = self.settings
+        if s.torch_threads is not None:
+            # With the onnx backend, torch's OpenMP threads (spinning after each small op)
+            # would compete with onnxruntime's own pool for the same cores.
+            torch.set_num_threads(s.torch_threads)
         if self.identifier is None:
             self.identifier = await asyncio.to_thread(
                 Identifier.load, s.model, backend=s.backend, device=s.device, threads=s.threads,
                 max_pixels=s.max_pixels)
         ident = self.identifier
+        if ident.backend == "onnx" and not s.onnx_spinning:
+            await asyncio.to_thread(_stop_onnx_spinning, ident, s.threads)
         self.info = model_info(ident, s)
         self.metrics.model_info.labels(self.info["id"], ident.backend).set(1)
         self._pool = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="rxvision-decode")
@@ -79,7 +85,9 @@ class Service:
         await self.batcher.start()
         if s.warmup:  # first passes allocate (ORT arenas, torch caches): not a user's latency
             h, w = ident.transform.size
-            await self.batcher.submit(torch.zeros(1, 3, h, w, dtype=torch.uint8))
+            # On the model thread directly: no wait for a batch to fill, no batch metrics.
+            await self.batcher.run_exclusive(self._forward,
+                                             torch.zeros(1, 3, h, w, dtype=torch.uint8))
         self.ready = True
 
     async def stop(self) -> None:
@@ -90,15 +98,18 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     # --- stages ---------------------------------------------------------------------------
-    def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
-        """On the model thread: normalise the uint8 batch (B, 3, H, W), one forward pass.
+    def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """On the model thread: uint8 batch (B, 3, H, W) -> calibrated log-probabilities
+        (B, C), open-set scores (B,) and embeddings (B, D) or None.
 
         Normalising here, not in the decode pool, keeps every multi-threaded torch op on one
         thread: torch ops in several threads at once would each start their own OpenMP
-        team and oversubscribe the cores.
+        team and oversubscribe the cores. Log-probabilities and scores are computed for the
+        whole batch at once, which costs less than per request on the event loop.
         """
         ident = self.identifier
-        return ident.forward(ident.transform.normalize(batch))
+        logits, emb = ident.forward(ident.transform.normalize(batch))
+        return ident.log_probs(logits), ident.ood(logits, emb), emb
 
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
@@ -120,20 +131,22 @@ class Service:
         """Batched forward pass(es): jobs of at most max_batch images, submitted together."""
         step = self.settings.max_batch
         parts = [torch.stack([d.tensor for d in decoded[i:i + step]])  # (n, 3, H, W)
+                 if len(decoded) > 1 else decoded[0].tensor[None]  # one photo: a view
                  for i in range(0, len(decoded), step)]
         return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
 
     def decide(self, results: list[BatchResult], topk: int, pair: bool) -> list[Identification]:
-        """Logits -> Identifications; a pair is fused into one (see inference.fusion)."""
+        """Batched outputs -> Identifications; a pair is fused into one (inference.fusion).
+
+        The same decisions as ``Identifier.postprocess`` / ``identify_pair``, from the
+        log-probabilities and open-set scores :meth:`_forward` computed per batch.
+        """
         ident = self.identifier
-        logits = torch.cat([r.logits for r in results])
-        embs = [r.embeddings for r in results]
-        emb = None if any(e is None for e in embs) else torch.cat(embs)
+        lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
+        scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
         if not pair:
-            return ident.postprocess(logits, emb, topk)
-        lp, scores = ident.log_probs(logits), ident.ood(logits, emb)  # same as identify_pair
-        return [ident.decide(fuse_log_probs(lp[0], lp[1]),
-                             fuse_ood_scores(float(scores[0]), float(scores[1])), topk)]
+            return [ident.decide(lp[i], scores[i], topk) for i in range(len(lp))]
+        return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk)]
 
     async def explain(self, decoded: Decoded) -> dict[str, str]:
         """Attention and Grad-CAM overlays of one image as PNG data URLs.
@@ -144,6 +157,28 @@ class Service:
         overlays = await self.batcher.run_exclusive(self.identifier.explain, decoded.image)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _data_urls, overlays)
+
+
+def _stop_onnx_spinning(ident: Identifier, threads: int | None) -> None:
+    """Recreate the onnxruntime session with ``session.intra_op.allow_spinning = 0``.
+
+    By default onnxruntime's intra-op threads busy-wait after each run, ready for the next
+    one. That suits a benchmark loop; in the service the same cores must decode uploads and
+    answer HTTP between passes. Measured with benchmarks/load.py (2 cores, see
+    docs/service.md): about 2 ms less server CPU per request and higher throughput.
+    The session is built from the same file with the same options otherwise.
+    """
+    import onnxruntime as ort
+
+    from ..inference.onnx_backend import OnnxModel, session_options
+
+    model = getattr(ident.runner, "model", None)
+    if not isinstance(model, OnnxModel):
+        raise TypeError(f"expected an onnx runner, got {type(ident.runner).__name__}")
+    options = session_options(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model.session = ort.InferenceSession(str(model.path), options,
+                                         providers=model.session.get_providers())
 
 
 def _data_urls(overlays: dict[str, Image.Image]) -> dict[str, str]:

@@ -30,6 +30,12 @@ class ServeSettings(BaseModel):
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads")
+    onnx_spinning: bool = Field(
+        False, description="let onnxruntime's idle threads spin (off: they would burn the "
+        "CPU that decoding and HTTP need between passes)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads for this process (None: unchanged); "
+        "1 suits the onnx backend, where torch only normalises images")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_batch: int = Field(16, ge=1, le=512, description="images per forward pass")
