@@ -54,11 +54,13 @@ def main() -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr)
     g = torch.Generator().manual_seed(0)
 
-    def batch_indices() -> torch.Tensor:
-        return torch.randint(len(images), (t.batch_size,), generator=g)
-
-    fixed_idx = batch_indices()
-    fixed_views, _ = synth.render(fixed_idx, g)
+    n = args.warmup + args.steps
+    workers = t.num_workers if args.workers is None else args.workers
+    # The training loop's data path: planned class-balanced batches, rendered as they are
+    # needed. The in-memory path gets the same kind of batches, rendered before timing.
+    plan = class_balanced_batches(targets, images.num_classes, 2 * n, t.batch_size, g)
+    stream = iter(epoch_batches(synth, plan[n:], seed=1, num_workers=workers))
+    in_memory_batches = [(idx, synth.render(idx, g)[0]) for idx in plan[:n]]
 
     def step(views: torch.Tensor, idx: torch.Tensor) -> None:
         x = views.float().div_(255).sub_(mean).div_(std)
@@ -71,24 +73,18 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    workers = t.num_workers if args.workers is None else args.workers
-
-    def timed(real: bool) -> list[float]:
-        n = args.warmup + args.steps
-        if real:  # exactly the training loop's data path: planned batches, rendered views
-            plan = class_balanced_batches(targets, images.num_classes, n, t.batch_size, g)
-            stream = iter(epoch_batches(synth, plan, seed=1, num_workers=workers))
-        times = []
-        for i in range(n):
+    # Interleaved (in-memory step, real step, in-memory step, ...) so that drift in machine
+    # speed over the run (other load, clocks) hits both paths alike.
+    in_memory: list[float] = []
+    real: list[float] = []
+    for i in range(n):
+        for times, source in ((in_memory, None), (real, stream)):
             start = time.perf_counter()
-            idx, views = next(stream) if real else (fixed_idx, fixed_views)
+            idx, views = in_memory_batches[i] if source is None else next(source)
             step(views, idx)
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
-        return times
 
-    in_memory = timed(real=False)
-    real = timed(real=True)
     result = {
         "batch_size": t.batch_size,
         "input_size": t.input_size,

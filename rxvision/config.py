@@ -54,6 +54,9 @@ class ClassifierConfig:
     dropout_rate: float = 0.3
     global_pool: str = "avg"
     hidden_dim: int = 512
+    # "linear" is the spec's nn.Linear; "cosine" scores s·cos(embedding, class row), which
+    # suits enrollment by weight imprinting and open-set scoring (docs/architecture.md).
+    type: str = "linear"
 
 
 @dataclass
@@ -144,6 +147,8 @@ def validate(cfg: Config) -> Config:
     _check(a.classifier.global_pool in ("avg", "max"), "architecture.classifier.global_pool",
            f"must be 'avg' or 'max', got {a.classifier.global_pool!r}")
     _check(a.classifier.hidden_dim > 0, "architecture.classifier.hidden_dim", "must be > 0")
+    _check(a.classifier.type in ("linear", "cosine"), "architecture.classifier.type",
+           f"must be 'linear' or 'cosine', got {a.classifier.type!r}")
     pre = a.backbone.pretrained
     if isinstance(pre, str):
         _check(pre in ("hub", "none") or pre.startswith(("file:", "package:")),
@@ -207,12 +212,24 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         tp, value = hints[name], data[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, dotted)
-        elif not _type_ok(value, tp):
+            continue
+        if tp is float and isinstance(value, str):
+            value = _exponent_float(value)
+        if not _type_ok(value, tp):
             raise ConfigError(f"config key '{dotted}': expected {_type_name(tp)}, "
                               f"got {value!r} ({type(value).__name__})")
         else:
             kwargs[name] = float(value) if tp is float else value
     return cls(**kwargs)
+
+
+def _exponent_float(text: str) -> float | str:
+    """``"2e-3"`` -> 0.002. YAML 1.1 (PyYAML) reads exponents without a dot (``2e-3``) as
+    strings; numbers written that way are still numbers. Anything else is left as is."""
+    try:
+        return float(text) if any(c.isdigit() for c in text) else text
+    except ValueError:
+        return text
 
 
 def _type_name(tp: Any) -> str:

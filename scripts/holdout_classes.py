@@ -17,6 +17,7 @@ import torch
 
 from rxvision.artifact import load_artifact, read_card, save_artifact
 from rxvision.data import load_dataset
+from rxvision.models.layers import CosineClassifier, make_classifier
 
 
 def main() -> None:
@@ -35,10 +36,14 @@ def main() -> None:
                          f"e.g. {sorted(unknown)[:3]}")
     keep = [i for i, label in enumerate(art.labels) if label not in removed]
     head = art.model.get_classifier()
-    new_head = torch.nn.Linear(head.in_features, len(keep))
+    new_head = make_classifier(art.config.architecture.classifier.type, head.in_features,
+                               len(keep))
     with torch.no_grad():
         new_head.weight.copy_(head.weight[keep])
-        new_head.bias.copy_(head.bias[keep])
+        if isinstance(head, CosineClassifier):
+            new_head.log_scale.copy_(head.log_scale)
+        else:
+            new_head.bias.copy_(head.bias[keep])
     art.model.classifier.classifier = new_head
     art.model.num_classes = len(keep)
     save_artifact(args.out, art.model, art.config, [art.labels[i] for i in keep],

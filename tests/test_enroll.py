@@ -25,6 +25,8 @@ from rxvision.inference.enroll import (
     reference_views,
 )
 from rxvision.inference.identifier import Identifier
+from rxvision.models import build_model
+from rxvision.models.layers import CosineClassifier
 
 CLASSIFIER = ("classifier.classifier.weight", "classifier.classifier.bias")
 
@@ -46,7 +48,6 @@ def split(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
                 writer.writerow({**row, "image": str(sample_dir / row["image"]),
                                  "name": f"drug {row['label']}"})
     from rxvision.config import config_from_dict
-    from rxvision.models import build_model
 
     cfg = config_from_dict({"architecture": {"backbone": {"name": "resnet18", "pretrained": False,
                                                            "freeze_layers": False}},
@@ -58,8 +59,12 @@ def split(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
                          calibration={"temperature": 1.5},
                          extra={"identification": {"abstain_threshold": 0.4}})
     base16 = save_artifact(root / "base16", model, cfg, old, meta, half=True)
-    return {"base": base, "base16": base16, "new": new_manifest, "root": root,
-            "sample": sample_dir / "manifest.csv"}
+    cos_cfg = copy.deepcopy(cfg)
+    cos_cfg.architecture.classifier.type = "cosine"
+    torch.manual_seed(0)
+    base_cos = save_artifact(root / "base_cos", build_model(cos_cfg), cos_cfg, old, meta)
+    return {"base": base, "base16": base16, "base_cos": base_cos, "new": new_manifest,
+            "root": root, "sample": sample_dir / "manifest.csv"}
 
 
 def _logits(run: Path, paths: list[Path]) -> torch.Tensor:
@@ -69,12 +74,13 @@ def _logits(run: Path, paths: list[Path]) -> torch.Tensor:
         return art.model(torch.stack([t(load_image(p)) for p in paths]))
 
 
-@pytest.mark.parametrize("method", ["centred", "plain"])
+@pytest.mark.parametrize(("base", "method"),
+                         [("base", "centred"), ("base", "plain"), ("base_cos", "auto")])
 def test_enrolled_pills_become_predictable_and_old_logits_do_not_move(
-    split: dict[str, Path], tmp_path: Path, method: str
+    split: dict[str, Path], tmp_path: Path, base: str, method: str
 ) -> None:
     out = tmp_path / "run2"
-    result = enroll_artifact(split["base"], split["new"], out, views=0, method=method)
+    result = enroll_artifact(split[base], split["new"], out, views=0, method=method)
     assert len(result.enrolled) == 12 and result.references == dict.fromkeys(result.enrolled, 1)
     ident = Identifier.load(out, abstain_threshold=0.0)
     assert ident.labels[:12] == load_artifact(split["base"]).labels
@@ -86,7 +92,7 @@ def test_enrolled_pills_become_predictable_and_old_logits_do_not_move(
     assert answers[0].top.metadata["name"].startswith("drug ")
     # Old classes: the same logits, exactly, on every photo.
     photos = [s.path for s in load_dataset(split["sample"]).samples]
-    before, after = _logits(split["base"], photos), _logits(out, photos)
+    before, after = _logits(split[base], photos), _logits(out, photos)
     assert after.shape == (len(photos), 24)
     assert torch.equal(after[:, :12], before)
 
@@ -107,6 +113,29 @@ def test_weights_other_than_new_rows_are_byte_identical(
                 assert new[key][:12].numpy().tobytes() == tensor.numpy().tobytes()
             else:
                 assert new[key].numpy().tobytes() == tensor.numpy().tobytes(), key
+
+
+def test_cosine_classifier_imprints_normalised_prototypes(tiny_config) -> None:
+    cfg = copy.deepcopy(tiny_config)
+    cfg.architecture.classifier.type = "cosine"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    head = model.get_classifier()
+    assert isinstance(head, CosineClassifier)
+    old_rows = head.weight.detach().clone()
+    protos = torch.rand(3, old_rows.shape[1])
+    imprint(model, protos)  # method "auto" -> plain
+    grown = model.get_classifier()
+    assert isinstance(grown, CosineClassifier) and grown.out_features == len(old_rows) + 3
+    assert torch.equal(grown.weight.detach()[: len(old_rows)], old_rows)
+    # A prototype scores its own new row at cosine 1, i.e. the full learnt scale.
+    logits = grown(protos)
+    scale = float(grown.log_scale.exp())
+    assert torch.allclose(logits[:, len(old_rows):].diagonal(), torch.full((3,), scale))
+    with pytest.raises(ValueError, match="cosine"):
+        imprint(model, protos, method="centred")
+    with pytest.raises(ValueError, match="scale"):
+        imprint(model, protos, scale=0.5)
 
 
 def test_imprinted_rows_follow_the_rules(tiny_model) -> None:

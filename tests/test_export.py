@@ -216,3 +216,37 @@ def test_export_errors(fitted_artifact: Path, manifest: Path, tmp_path: Path) ->
 def test_export_card_is_json_with_versions(fp32_export) -> None:
     card = json.loads((fp32_export[0] / "card.json").read_text())
     assert card["export"]["onnxruntime"] and card["export"]["exporter"].startswith("torch.onnx")
+
+
+def test_cosine_classifier_exports_and_quantises(
+    tmp_path: Path, manifest: Path, config_factory: Callable[..., Config]
+) -> None:
+    """The c3pi-1k recipe's cosine final layer: ONNX parity, and int8 keeps top-1."""
+    images = load_dataset(manifest)
+    cfg = config_factory(num_classes=images.num_classes)
+    cfg.architecture.classifier.type = "cosine"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = sample_batch(manifest, model.data_config(cfg.training.input_size))
+    y = torch.tensor(images.targets())
+    with torch.no_grad():
+        emb = model.forward_head(model.forward_features(x), pre_logits=True)
+    head = model.get_classifier()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(emb), y).backward()
+        opt.step()
+    with torch.no_grad():
+        ref = model(x)
+    assert (ref.argmax(1) == y).all()
+    art = save_artifact(tmp_path / "cos", model, cfg, images.labels)
+    fp32 = export_artifact(art, tmp_path / "fp32", num_parity=4, parity_data=manifest)
+    got = OnnxModel(tmp_path / "fp32" / "model.onnx")(x)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    assert fp32 is not None
+    export_artifact(art, tmp_path / "int8", int8=True, calibration=manifest, num_calibration=16,
+                    num_parity=24)
+    q = OnnxModel(tmp_path / "int8" / "model.onnx")(x)
+    agreement = float((q.argmax(1) == ref.argmax(1)).float().mean())
+    assert agreement >= INT8_MIN_AGREEMENT

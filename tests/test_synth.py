@@ -111,9 +111,10 @@ def test_cut_edges_have_no_dark_fringe() -> None:
     one = torch.ones(8, dtype=torch.bool)
     pills, alpha = synth._place_pills(torch.zeros(8, dtype=torch.long), one,
                                       torch.Generator().manual_seed(0))
-    edge = ((alpha > 0.05) & (alpha < 0.95)).expand_as(pills)
+    colour = pills / alpha.clamp(min=1e-6)  # pills come premultiplied by alpha
+    edge = ((alpha > 0.05) & (alpha < 0.95)).expand_as(colour)
     assert edge.any()
-    assert float(pills[edge].min()) > 0.98
+    assert float(colour[edge].min()) > 0.98
 
 
 def test_unsegmented_reference_is_drawn_once() -> None:
@@ -138,7 +139,10 @@ def test_validation_views_are_fixed_and_apart_from_training(
     again = validation_views(sample_synth, targets, views_per_image=2, seed=1234, batch=16)
     assert val.images.shape == (48, 3, *SIZE) and val.images.dtype == torch.uint8
     assert torch.equal(val.images, again.images)
-    assert val.modes == ["both"] * 24 + ["one"] * 24
+    # Every image once with both sides and once with one; one view per image is half each.
+    assert val.modes == ["both", "one"] * 12 + ["one", "both"] * 12
+    single = validation_views(sample_synth, targets, views_per_image=1, seed=1234, batch=16)
+    assert single.modes.count("both") == single.modes.count("one") == 12
     assert torch.equal(val.targets, targets.repeat(2))
     # Another seed gives other views of the same pills.
     other = validation_views(sample_synth, targets, views_per_image=2, seed=1235, batch=16)

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_VIEWS}; 0 = the letterboxed photo only)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
     p.add_argument("--imprint", choices=IMPRINT_METHODS, default=DEFAULT_IMPRINT,
-                   help="how new classifier rows are built (default centred; see "
+                   help="how new classifier rows are built (default auto: plain for a cosine "
+                        "classifier, centred for a Linear one; see "
                         "docs/identification.md)")
     p.add_argument("--scale", type=_scale, default=1.0,
                    help="length of the new rows relative to the trained ones (default 1.0): "

@@ -60,14 +60,18 @@ class SynthParams:
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
-    """RGBA side -> (4, canvas, canvas) uint8, aspect kept, centred, transparent padding."""
+    """RGBA side -> (4, canvas, canvas) premultiplied uint8, aspect kept, centred, padded."""
     s = side.copy()
     scale = canvas / max(s.size)
     s = s.resize((max(1, round(s.width * scale)), max(1, round(s.height * scale))),
                  Image.Resampling.BICUBIC)
     out = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
     out.paste(s, ((canvas - s.width) // 2, (canvas - s.height) // 2))
-    return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
+    rgba = torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
+    # Premultiplied alpha, so resampling never blends colour with the transparent padding
+    # (that would draw a dark ring round every cut edge).
+    rgb = (rgba[:3].float() * rgba[3:].float() / 255).round().to(torch.uint8)
+    return torch.cat([rgb, rgba[3:]])
 
 
 class PhoneViewSynthesizer:
@@ -75,7 +79,7 @@ class PhoneViewSynthesizer:
 
     def __init__(self, sides: torch.Tensor, num_sides: torch.Tensor, size: tuple[int, int],
                  params: SynthParams | None = None, fill: tuple[int, int, int] = (124, 116, 104)):
-        self.sides = sides  # (C, 2, 4, S, S) uint8
+        self.sides = sides  # (C, 2, 4, S, S) uint8, RGB premultiplied by alpha
         self.num_sides = num_sides  # (C,) 1 or 2
         self.size = (int(size[0]), int(size[1]))
         self.params = params or SynthParams()
@@ -83,6 +87,14 @@ class PhoneViewSynthesizer:
         H, W = self.size
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
         self._yy, self._xx = yy, xx  # (H, W) normalised coordinates, reused every batch
+        # Pixel-centre coordinates in [-1, 1], as grid_sample reads them (align_corners=False).
+        self._grid_x = (torch.arange(W) * 2 + 1) / W - 1
+        self._grid_y = (torch.arange(H) * 2 + 1) / H - 1
+        # Sensor noise is drawn as a random window of one fixed bank (a fresh normal draw per
+        # pixel cost more than a third of the rendering time). Seeded, so views stay
+        # reproducible; offsets and per-view strengths still come from the caller's stream.
+        self._noise_bank = torch.randn((3, 2 * H, 2 * W),
+                                       generator=torch.Generator().manual_seed(0))
 
     @classmethod
     def from_images(cls, images: list[Image.Image], size: tuple[int, int],
@@ -124,9 +136,10 @@ class PhoneViewSynthesizer:
                 raise ValueError(f"modes must be {B} values of 'one'/'both', got {modes!r}")
             one = torch.tensor([m == "one" for m in modes], dtype=torch.bool)
         bg = self._background(B, g)  # (B, 3, H, W) float
-        pills, alpha = self._place_pills(classes, one, g)  # (B, 3, H, W), (B, 1, H, W)
+        # pills (B, 3, H, W) come premultiplied by their coverage alpha (B, 1, H, W).
+        pills, alpha = self._place_pills(classes, one, g)
         bg = self._shadow(bg, alpha, g)
-        img = bg * (1 - alpha) + pills * alpha
+        img = bg * (1 - alpha) + pills  # "over" with premultiplied pill colour
         img = self._photometric(img, g)
         img = self._degrade(img, g)
         out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -139,19 +152,24 @@ class PhoneViewSynthesizer:
         level = self._u(g, B, 0.12, 0.95).view(B, 1, 1, 1)
         tint = (torch.randn(B, 3, 1, 1, generator=g) * 0.10).clamp(-0.3, 0.3)
         base = (level + tint).expand(B, 3, H, W)
-        low = F.interpolate(torch.rand(B, 3, 3, 3, generator=g) - 0.5, size=(H, W),
+        # Low-frequency blotches plus grain, built at quarter resolution and upsampled once
+        # (bilinear upsampling is linear, so this equals upsampling each and adding).
+        quarter = (max(1, H // 4), max(1, W // 4))
+        low = F.interpolate(torch.rand(B, 3, 3, 3, generator=g) - 0.5, size=quarter,
                             mode="bilinear", align_corners=False)
-        base = base + low * self._u(g, B, 0.0, 0.35).view(B, 1, 1, 1)
-        grain = F.interpolate(torch.rand(B, 1, H // 4, W // 4, generator=g) - 0.5, size=(H, W),
-                              mode="bilinear", align_corners=False)
-        base = base + grain * self._u(g, B, 0.0, 0.18).view(B, 1, 1, 1)
-        # Wood/fabric-like stripes on some backgrounds.
-        yy, xx = self._yy, self._xx
+        low = low * self._u(g, B, 0.0, 0.35).view(B, 1, 1, 1)
+        grain = torch.rand(B, 1, *quarter, generator=g) - 0.5
+        low = low + grain * self._u(g, B, 0.0, 0.18).view(B, 1, 1, 1)
+        base = base + F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)
+        # Wood/fabric-like stripes on some backgrounds (computed for those views only).
         phi = self._u(g, B, 0, math.pi).view(B, 1, 1)
         freq = self._u(g, B, 4, 40).view(B, 1, 1)
-        stripes = torch.sin(freq * (xx * torch.cos(phi) + yy * torch.sin(phi))).unsqueeze(1)
-        on = self._p(g, B, 0.3).float().view(B, 1, 1, 1)
-        base = base + stripes * on * self._u(g, B, 0.0, 0.08).view(B, 1, 1, 1)
+        on = self._p(g, B, 0.3)
+        amp = self._u(g, B, 0.0, 0.08).view(B, 1, 1, 1)
+        if on.any():
+            yy, xx = self._yy, self._xx
+            arg = freq[on] * (xx * torch.cos(phi[on]) + yy * torch.sin(phi[on]))
+            base[on] += torch.sin(arg).unsqueeze(1) * amp[on]
         studio = self._p(g, B, p.studio_background_prob).view(B, 1, 1, 1)
         grey = self._u(g, B, 0.42, 0.55).view(B, 1, 1, 1).expand(B, 3, H, W)
         return torch.where(studio, grey, base).clamp(0, 1)
@@ -177,26 +195,43 @@ class PhoneViewSynthesizer:
         two_sides = self.num_sides[classes] == 2
         first = torch.where(two_sides, (torch.rand(B, generator=g) < 0.5).long(), 0)
         slots = [first, 1 - first]
-        rgb_sum = torch.zeros(B, 3, H, W)
-        alpha_sum = torch.zeros(B, 1, H, W)
+        rgb_sum = alpha_sum = torch.zeros(0)
+        # The second slot shows only in 'both' views of references with two sides (an
+        # unsegmented reference already holds both sides in one crop); it is warped for
+        # those views only.
+        shown = [torch.ones(B, dtype=torch.bool), ~one & two_sides]
         for k in range(2):
-            src = self.sides[classes, slots[k]].float() / 255.0  # (B, 4, S, S)
-            # Premultiply before resampling: interpolating straight RGB towards the
-            # transparent black padding would draw a dark ring round every cut edge.
-            src = torch.cat([src[:, :3] * src[:, 3:4], src[:, 3:4]], dim=1)
             theta = self._affine(d, centres[k], aspect, g)
-            grid = F.affine_grid(theta, (B, 4, H, W), align_corners=False)
+            rows = shown[k]
+            n = int(rows.sum())
+            if n == 0:
+                continue
+            # Stored premultiplied (see _side_tensor), so bilinear resampling is exact.
+            src = self.sides[classes[rows], slots[k][rows]].float() / 255.0  # (n, 4, S, S)
+            grid = self._affine_grid(theta[rows])
             warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)  # (B, 4, H, W) premultiplied
-            if k == 1:
-                # The second slot shows only in 'both' views of references with two sides
-                # (an unsegmented reference already holds both sides in one crop).
-                warped = warped * (~one & two_sides).float().view(B, 1, 1, 1)
-            # Slot 0 lies on top where the two sides overlap ("over" on premultiplied colour).
-            rgb_sum = rgb_sum + warped[:, :3] * (1 - alpha_sum)
-            alpha_sum = alpha_sum + warped[:, 3:4] * (1 - alpha_sum)
-        pills = rgb_sum / alpha_sum.clamp(min=1e-6)
-        return pills, alpha_sum
+                                   align_corners=False)  # (n, 4, H, W) premultiplied
+            if k == 0:
+                rgb_sum, alpha_sum = warped[:, :3], warped[:, 3:4]
+            else:
+                # Slot 0 lies on top where the sides overlap ("over" on premultiplied colour).
+                cover = 1 - alpha_sum[rows]
+                rgb_sum[rows] += warped[:, :3] * cover
+                alpha_sum[rows] += warped[:, 3:4] * cover
+        return rgb_sum, alpha_sum
+
+    def _affine_grid(self, theta: torch.Tensor) -> torch.Tensor:
+        """``F.affine_grid(theta, (n, C, H, W), align_corners=False)`` by broadcasting.
+
+        The same sampling grid (within float rounding, tested), about 10x faster on CPU
+        than the batched matrix product behind ``affine_grid``.
+        """
+        n = theta.shape[0]
+        xs, ys = self._grid_x.view(1, 1, -1), self._grid_y.view(1, -1, 1)
+        t = theta.view(n, 6, 1, 1).unbind(1)  # a, b, c, d, e, f of [[a, b, c], [d, e, f]]
+        gx = t[0] * xs + (t[1] * ys + t[2])
+        gy = t[3] * xs + (t[4] * ys + t[5])
+        return torch.stack([gx, gy], dim=-1)  # (n, H, W, 2)
 
     def _affine(self, d: torch.Tensor, centre: tuple[torch.Tensor, torch.Tensor], aspect: float,
                 g: torch.Generator) -> torch.Tensor:
@@ -239,16 +274,24 @@ class PhoneViewSynthesizer:
         yy, xx = self._yy, self._xx
         phi = self._u(g, B, 0, 2 * math.pi).view(B, 1, 1)
         ramp = (xx * torch.cos(phi) + yy * torch.sin(phi)).unsqueeze(1)
-        img = img * (1 + ramp * self._u(g, B, 0, 0.25 * st).view(B, 1, 1, 1))
-        img = img * jitter(0.3)  # brightness
+        light = 1 + ramp * self._u(g, B, 0, 0.25 * st).view(B, 1, 1, 1)
+        img = img * (light * jitter(0.3))  # uneven light x brightness, one pass
         mean = img.mean(dim=(1, 2, 3), keepdim=True)
-        img = (img - mean) * jitter(0.3) + mean  # contrast
+        c = jitter(0.3)  # contrast about the image mean
         gray = img.mean(dim=1, keepdim=True)
-        img = (img - gray) * jitter(0.35) + gray  # saturation
+        sat = jitter(0.35)  # saturation about the pixel's grey
         cast = 1 + (torch.randn(B, 3, 1, 1, generator=g) * 0.06 * st).clamp(-0.2, 0.2)
-        img = (img * cast).clamp(0, 1)  # colour cast (white balance)
+        # Contrast, then saturation, then the white-balance cast are all linear, so they are
+        # applied as one map: ((img - gray)·c·sat + gray·c + mean·(1 - c))·cast
+        #                   = img·(c·sat·cast) + gray·(c·(1 - sat)·cast) + mean·(1 - c)·cast.
+        out = torch.addcmul(mean * (1 - c) * cast, gray, c * (1 - sat) * cast)
+        img = torch.addcmul(out, img, c * sat * cast).clamp_(0, 1)
+        # Tone curve (gamma) on half the views: the power is the costliest photometric op.
         gamma = torch.exp(self._u(g, B, -0.25 * st, 0.25 * st)).view(B, 1, 1, 1)
-        return img.clamp(1e-4, 1) ** gamma
+        curved = self._p(g, B, 0.5)
+        if curved.any():
+            img[curved] = img[curved].clamp(1e-4, 1) ** gamma[curved]
+        return img
 
     def _degrade(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         B, C, H, W = img.shape
@@ -256,26 +299,31 @@ class PhoneViewSynthesizer:
         st = min(p.strength, 1.5)
         # Gaussian blur, one sigma per image, as a grouped separable convolution.
         sigma = self._u(g, B, 0.3, max(0.31, p.blur_sigma * st))
-        sigma = torch.where(self._p(g, B, p.blur_prob), sigma, torch.full((B,), 1e-3))
-        radius = 4
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        k = torch.exp(-(x.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
-        k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B*C, K)
-        flat = img.reshape(1, B * C, H, W)
-        flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
-                        k.view(B * C, 1, 1, -1), groups=B * C)
-        flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
-                        k.view(B * C, 1, -1, 1), groups=B * C)
-        img = flat.view(B, C, H, W)
+        blurred = self._p(g, B, p.blur_prob)
+        nb = int(blurred.sum())
+        if nb:  # only the blurred views pay for the convolution
+            radius = 4
+            x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+            k = torch.exp(-(x.view(1, -1) ** 2) / (2 * sigma[blurred].view(-1, 1) ** 2))
+            k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (nb*C, K)
+            flat = img[blurred].reshape(1, nb * C, H, W)
+            flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
+                            k.view(nb * C, 1, 1, -1), groups=nb * C)
+            flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
+                            k.view(nb * C, 1, -1, 1), groups=nb * C)
+            img[blurred] = flat.view(nb, C, H, W)
         # Low resolution: down- then up-sample a subset of the batch.
         low = self._p(g, B, p.lowres_prob)
         if low.any():
             f = float(self._u(g, 1, 0.35, 0.7))
             small = F.interpolate(img[low], scale_factor=f, mode="bilinear", antialias=True)
             img[low] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
-        noise_on = self._p(g, B, p.noise_prob).float().view(B, 1, 1, 1)
+        noisy = self._p(g, B, p.noise_prob)
         std = self._u(g, B, 0.005, p.noise_std * st).view(B, 1, 1, 1)
-        img = img + torch.randn(img.shape, generator=g) * std * noise_on
+        offsets = torch.randint(0, min(H, W), (B, 2), generator=g)
+        for i in torch.nonzero(noisy).flatten().tolist():
+            y, x = offsets[i].tolist()
+            img[i].add_(self._noise_bank[:, y : y + H, x : x + W], alpha=float(std[i]))
         # Letterbox bands, as the evaluation transform adds for non-square photos.
         band = self._p(g, B, p.letterbox_prob)
         for i in torch.nonzero(band).flatten().tolist():

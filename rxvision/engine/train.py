@@ -92,10 +92,15 @@ def build_synthesizer(images: ImageSet, cfg: Config, mean: list[float]) -> tuple
 
 def validation_views(synth: PhoneViewSynthesizer, image_targets: torch.Tensor,
                      views_per_image: int, seed: int, batch: int = 64) -> ValidationSet:
-    """Render the held-out views: alternating both/one side, generator seeded by ``seed``."""
+    """Render the held-out views, generator seeded by ``seed``.
+
+    Both-sides and one-side views alternate over images and over each image's views, so
+    one view per image still gives half of each, and two give every image one of each.
+    """
     g = torch.Generator().manual_seed(seed)
-    index = torch.arange(len(synth)).repeat(views_per_image)
-    modes = ["both" if (i // len(synth)) % 2 == 0 else "one" for i in range(len(index))]
+    n = len(synth)
+    index = torch.arange(n).repeat(views_per_image)
+    modes = ["both" if (i + i // n) % 2 == 0 else "one" for i in range(len(index))]
     chunks = []
     for start in range(0, len(index), batch):
         part, _ = synth.render(index[start:start + batch], g, modes[start:start + batch])

@@ -58,11 +58,12 @@ from ..artifact import CARD_NAME, Artifact, ArtifactError, load_artifact, save_a
 from ..data import DatasetError, EvalTransform, ImageSet, load_dataset, load_image
 from ..data.synth import PhoneViewSynthesizer, SynthParams
 from ..models import RxVisionModel
+from ..models.layers import CosineClassifier
 
 DEFAULT_VIEWS = 16  # synthetic phone-style views per reference photo
 DEFAULT_SEED = 0
-IMPRINT_METHODS = ("centred", "plain")
-DEFAULT_IMPRINT = "centred"
+IMPRINT_METHODS = ("auto", "centred", "plain")
+DEFAULT_IMPRINT = "auto"  # plain for a cosine classifier, centred for a Linear one
 # Scales tried by ``scale="auto"``, and the old-class top-1 it may cost.
 SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5)
 DEFAULT_MAX_DROP = 0.01
@@ -149,6 +150,19 @@ def mean_embedding(model: RxVisionModel) -> Tensor:
     return beta * normal.cdf(a) + gamma * normal.log_prob(a).exp()
 
 
+def resolve_method(model: RxVisionModel, method: str) -> str:
+    """``"auto"`` -> ``"plain"`` for a cosine classifier, ``"centred"`` for a Linear one."""
+    if method not in IMPRINT_METHODS:
+        raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
+    cosine = isinstance(model.get_classifier(), CosineClassifier)
+    if method == "auto":
+        return "plain" if cosine else "centred"
+    if cosine and method != "plain":
+        raise ValueError("a cosine classifier is imprinted with normalised prototypes: use "
+                         "--imprint plain (or auto)")
+    return method
+
+
 @torch.no_grad()
 def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAULT_IMPRINT,
                    scale: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -158,8 +172,16 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
     if not scale > 0:
         raise ValueError(f"imprint scale must be positive, got {scale}")
     old = model.get_classifier()
+    method = resolve_method(model, method)
+    if isinstance(old, CosineClassifier):
+        if scale != 1.0:
+            raise ValueError("a cosine classifier compares directions only: enrollment scale "
+                             f"must be 1.0, got {scale}")
+        w = old.weight.detach().float()
+        rows = F.normalize(prototypes.to(w), dim=1) * w.norm(dim=1).mean()
+        return rows, torch.zeros(len(rows))
     if not isinstance(old, nn.Linear) or old.bias is None:
-        raise ArtifactError("enrollment needs a model whose final layer is nn.Linear with bias")
+        raise ArtifactError("enrollment needs a final nn.Linear with bias or a CosineClassifier")
     w, b = old.weight.detach().float(), old.bias.detach().float()
     protos = prototypes.to(w)
     if method == "plain":
@@ -185,6 +207,14 @@ def imprint(model: RxVisionModel, prototypes: Tensor, method: str = DEFAULT_IMPR
     """
     rows, biases = imprinted_rows(model, prototypes, method, scale)
     old = model.get_classifier()
+    if isinstance(old, CosineClassifier):
+        grown = CosineClassifier(old.in_features, old.out_features + len(rows)).to(old.weight)
+        grown.weight[: old.out_features] = old.weight
+        grown.weight[old.out_features:] = rows.to(grown.weight)
+        grown.log_scale.copy_(old.log_scale)
+        model.classifier.classifier = grown
+        model.num_classes = grown.out_features
+        return
     new = nn.Linear(old.in_features, old.out_features + len(rows)).to(old.weight)
     new.weight[: old.out_features] = old.weight
     new.weight[old.out_features:] = rows.to(new.weight)
@@ -264,8 +294,10 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     """
     if on_existing not in ("error", "skip"):
         raise ValueError(f"on_existing must be 'error' or 'skip', got {on_existing!r}")
-    if method not in IMPRINT_METHODS:
-        raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
+    method = resolve_method(art.model, method)
+    if isinstance(art.model.get_classifier(), CosineClassifier) and scale != 1.0:
+        raise ValueError("this model has a cosine classifier: enrollment needs no scale "
+                         f"(new rows compare directions, like the trained ones); got {scale!r}")
     if scale == "auto" and old_data is None:
         raise DatasetError("--scale auto needs --old-data: labelled photos of the model's own "
                            "classes to measure what enrollment costs them")

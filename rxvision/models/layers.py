@@ -6,6 +6,7 @@ a list-of-maps head input) are written next to the line that makes them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -95,6 +96,59 @@ class MultiHeadSelfAttention(nn.Module):
         return x
 
 
+def _l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows of ``x`` scaled to unit length, like ``F.normalize(x, dim=1)``.
+
+    Written with ReduceSum and a broadcast multiply because onnxruntime's symbolic shape
+    inference, which int8 quantisation runs first, cannot follow the ReduceL2 (axes as an
+    input) and Expand nodes that ``F.normalize`` exports to.
+    """
+    return x * torch.rsqrt((x * x).sum(dim=1, keepdim=True) + eps)
+
+
+class CosineClassifier(nn.Module):
+    """Logits ``s · cos(x, w_c)``: a Linear layer on L2-normalised inputs and rows.
+
+    Normalised classifiers suit one reference photo per class (Qi et al., 2018, "Low-shot
+    learning with imprinted weights"): a new class's row is just its normalised mean
+    embedding, on the same footing as the trained rows, and the maximum cosine is an
+    out-of-distribution score. ``s`` (``scale``) is learnt, from ``init_scale``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, init_scale: float = 16.0):
+        super().__init__()
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        self.in_features = in_features
+        self.out_features = num_classes
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+
+    def cosine(self, x: Tensor) -> Tensor:
+        """Cosine similarity (B, num_classes) of each input with each class row."""
+        return F.linear(_l2_normalize(x), _l2_normalize(self.weight))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # s·cos(x, w) = x̂ · (s ŵ): the right-hand side depends on parameters only, so an
+        # ONNX export folds it into one constant matrix.
+        return F.linear(_l2_normalize(x), _l2_normalize(self.weight) * self.log_scale.exp())
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def make_classifier(kind: str, in_features: int, num_classes: int) -> nn.Module:
+    """The final layer: ``"linear"`` (the spec's nn.Linear) or ``"cosine"``."""
+    if num_classes <= 0:
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(in_features, num_classes)
+    if kind == "cosine":
+        return CosineClassifier(in_features, num_classes)
+    raise ValueError(f"classifier type must be 'linear' or 'cosine', got {kind!r}")
+
+
 class ClassificationHead(nn.Module):
     """Global pool, dropout, Linear(C, hidden) + BN + ReLU, dropout, Linear(hidden, classes).
 
@@ -110,6 +164,7 @@ class ClassificationHead(nn.Module):
         global_pool: str = "avg",
         hidden_dim: int = 512,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm1d,
+        classifier_type: str = "linear",
     ):
         super().__init__()
         if global_pool not in ("avg", "max"):
@@ -125,7 +180,8 @@ class ClassificationHead(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout_rate),
         )
-        self.classifier = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = make_classifier(classifier_type, hidden_dim, num_classes)
+        self.classifier_type = classifier_type
         self.num_features = hidden_dim
 
     def pool(self, x: Tensor | list[Tensor]) -> Tensor:

@@ -20,7 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ArchitectureConfig, Config, ConfigError
-from .layers import ClassificationHead, FeaturePyramidNetwork, MultiHeadSelfAttention
+from .layers import (
+    ClassificationHead,
+    FeaturePyramidNetwork,
+    MultiHeadSelfAttention,
+    make_classifier,
+)
 from .pretrained import create_backbone
 
 # Stages at or below this stride are frozen by ``freeze_layers``: stem and first stage
@@ -52,6 +57,7 @@ class RxVisionModel(nn.Module):
         global_pool: str = "avg",
         hidden_dim: int = 512,
         freeze_layers: bool = False,
+        classifier_type: str = "linear",
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -62,7 +68,8 @@ class RxVisionModel(nn.Module):
         self.attention_norm = nn.LayerNorm(fpn_channels)
         self.attention = MultiHeadSelfAttention(fpn_channels, num_heads, attention_dropout)
         self.classifier = ClassificationHead(
-            fpn_channels, num_classes, dropout_rate, global_pool, hidden_dim
+            fpn_channels, num_classes, dropout_rate, global_pool, hidden_dim,
+            classifier_type=classifier_type,
         )
         self.num_features = hidden_dim
         self.frozen_parameters: list[str] = self._freeze_early_stages() if freeze_layers else []
@@ -85,6 +92,7 @@ class RxVisionModel(nn.Module):
             global_pool=a.classifier.global_pool,
             hidden_dim=a.classifier.hidden_dim,
             freeze_layers=a.backbone.freeze_layers,
+            classifier_type=a.classifier.type,
         )
 
     # --- freezing -------------------------------------------------------------------------
@@ -160,8 +168,8 @@ class RxVisionModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.classifier.classifier = (
-            nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier.classifier = make_classifier(
+            self.classifier.classifier_type, self.num_features, num_classes
         )
 
     def set_fused_attention(self, fused: bool) -> None:
