@@ -52,7 +52,7 @@ def test_exponent_without_dot_is_a_float() -> None:
     # PyYAML reads "2e-3" as a string (YAML 1.1); in a float field it is still a number.
     cfg = load_config(SPEC_CONFIG, ["training.lr=2e-3", "training.weight_decay=1E-5"])
     assert cfg.training.lr == 0.002 and cfg.training.weight_decay == 1e-5
-    with pytest.raises(ConfigError, match="training.lr"):
+    with pytest.raises(ConfigError, match=r"training\.lr"):
         load_config(SPEC_CONFIG, ["training.lr=fast"])
 
 
