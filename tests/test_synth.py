@@ -178,3 +178,11 @@ def test_non_square_output_and_fill() -> None:
     assert views.shape == (3, 3, 48, 80)
     assert fill_colour([0.485, 0.456, 0.406]) == (124, 116, 104)
     assert np.isfinite(views.numpy()).all()
+
+
+def test_broadcast_affine_grid_equals_torch_affine_grid(
+        sample_synth: PhoneViewSynthesizer) -> None:
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(3))
+    H, W = sample_synth.size
+    expected = torch.nn.functional.affine_grid(theta, [5, 4, H, W], align_corners=False)
+    torch.testing.assert_close(sample_synth._affine_grid(theta), expected, atol=1e-5, rtol=0)

@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ood-method", choices=OOD_METHODS,
                    help="open-set score for --unknown (default: the card's "
                         "identification.ood_method, else energy; cosine needs --backend torch)")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, metavar="N",
+                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
+                        "default 1 = off; N times the compute)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     model_dir = resolve_model_path(args.model)
     backend = load_backend(model_dir, backend=args.backend, bf16=args.precision == "bf16")
+    if args.tta > 1:
+        from ..inference.tta import RotationTTA
+
+        backend = RotationTTA(backend, args.tta)
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress}
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
-        "precision": args.precision,
+        "precision": args.precision, "tta_rotations": args.tta,
         **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),

@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="flag unknown pills above this open-set score (default: the card's)")
     p.add_argument("--out", metavar="FILE", help="write all results to FILE.csv or FILE.jsonl")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, metavar="N",
+                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
+                        "default 1 = off; N times the compute)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=predict)
 
@@ -72,7 +75,8 @@ def predict(args: argparse.Namespace) -> int:
         raise IdentifierError(f"--pair takes images two by two (front, back); got {len(items)}")
     ident = Identifier.load(args.model, backend=args.backend, device=args.device,
                             abstain_threshold=args.abstain_threshold,
-                            ood_threshold=args.ood_threshold, batch_size=args.batch_size)
+                            ood_threshold=args.ood_threshold, batch_size=args.batch_size,
+                            tta=args.tta)
     if ident.ood_threshold is None:
         print("note: no open-set threshold in the model card; unknown pills are not flagged "
               "(fit one: rxvision calibrate --thresholds)", file=sys.stderr)

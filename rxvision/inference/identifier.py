@@ -43,6 +43,7 @@ from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
 from .openset import OOD_METHODS, class_prototypes, fit_thresholds, ood_scores
+from .tta import RotationTTA
 
 ImageInput = str | Path | bytes | Image.Image
 
@@ -187,7 +188,7 @@ class Identifier:
     @classmethod
     def load(
         cls, path: str | Path | None = None, backend: str = "torch", device: str = "cpu",
-        threads: int | None = None, **options: Any,
+        threads: int | None = None, tta: int = 1, **options: Any,
     ) -> Identifier:
         """Load a model artifact (``None``: the bundled model) for identification.
 
@@ -196,11 +197,15 @@ class Identifier:
             backend: ``"torch"`` (everything) or ``"onnx"`` (no explanations, no cosine OOD).
             device: torch device for the torch backend.
             threads: onnxruntime intra-op threads (onnx backend; None: its default).
+            tta: average over 1, 2 or 4 right-angle rotations of each photo
+                (:class:`~rxvision.inference.tta.RotationTTA`; that many times the compute).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
                 ``max_pixels``, ``batch_size`` overriding the card's settings.
         """
         path = resolve_model_path(path)
         runner, art = _load_runner(path, backend, device, threads)
+        if tta != 1:
+            runner = RotationTTA(runner, tta)
         if art is not None:
             return cls.from_artifact(art, runner=runner, **options)
         card = runner.card  # exported backends carry the same card

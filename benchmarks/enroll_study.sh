@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Enrollment and open-set study on c3pi-1k with a proper split: a model is TRAINED on 900
+# pills (the network never sees the other 100), then
+#   (a) the 100 are unknown pills for the open-set AUROC, and
+#   (b) the 100 are enrolled from their one reference photo each, and both the new and the
+#       old pills are evaluated on held-out phone-style views.
+# The 100 pills are those of benchmarks/enroll_holdout.sh (seed-11 shuffle), so the two
+# studies compare. Extra arguments go to `rxvision train` (e.g. --set training.epochs=8).
+#
+#   bash benchmarks/enroll_study.sh OUT [--set KEY=VALUE ...]
+set -euo pipefail
+OUT=${1:?usage: enroll_study.sh OUT [train options]}
+shift
+DATA=../shared/data/c3pi-1k/manifest.csv
+PY=${PYTHON:-.venv/bin/python}
+RX="$PY -m rxvision"
+mkdir -p "$OUT"
+$PY - "$DATA" "$OUT" <<'PYEOF'
+import csv, os, random, sys
+data, out = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(data)))
+random.Random(11).shuffle(rows)
+new = {r["label"] for r in rows[:100]}
+base = os.path.dirname(os.path.abspath(data))
+def write(path, keep):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: r["label"]):
+            if keep(r["label"]):
+                w.writerow({**r, "image": os.path.join(base, r["image"])})
+write(f"{out}/new_refs.csv", lambda lab: lab in new)
+write(f"{out}/known_refs.csv", lambda lab: lab not in new)
+PYEOF
+# Held-out views (seed 2024) for evaluation; seed-7 views of the known pills for calibration.
+[ -f "$OUT/views/manifest.csv" ] || $RX data synth "$DATA" --out "$OUT/views" --views 2 --seed 2024
+[ -f "$OUT/cal/manifest.csv" ] || $RX data synth "$OUT/known_refs.csv" --out "$OUT/cal" --views 2 --seed 7
+$PY - "$OUT" <<'PYEOF'
+import csv, sys
+out = sys.argv[1]
+new = {r["label"] for r in csv.DictReader(open(f"{out}/new_refs.csv"))}
+rows = list(csv.DictReader(open(f"{out}/views/manifest.csv")))
+for name, keep in (("views_new", lambda l: l in new), ("views_known", lambda l: l not in new)):
+    with open(f"{out}/views/{name}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if keep(r["label"]))
+PYEOF
+[ -f "$OUT/base900/card.json" ] || $RX train --config configs/c3pi-1k.yaml --data "$OUT/known_refs.csv" \
+    --out "$OUT/base900" --set training.num_classes=900 "$@"
+$RX calibrate --model "$OUT/base900" --data "$OUT/cal/manifest.csv" --thresholds \
+    --abstain-precision 0.95 --no-progress
+for method in energy max_logit cosine; do
+  $RX evaluate --model "$OUT/base900" --data "$OUT/views/views_known.csv" \
+      --unknown "$OUT/views/views_new.csv" --ood-method $method --group-by mode \
+      --json "$OUT/openset_$method.json" --no-progress
+done
+rm -rf "$OUT/enrolled"
+$RX enroll --model "$OUT/base900" --data "$OUT/new_refs.csv" --out "$OUT/enrolled" --json \
+    > "$OUT/enroll.json"
+$RX evaluate --model "$OUT/enrolled" --data "$OUT/views/views_new.csv" --group-by mode \
+    --json "$OUT/enrolled_new.json" --no-progress
+$RX evaluate --model "$OUT/enrolled" --data "$OUT/views/views_known.csv" --group-by mode \
+    --json "$OUT/enrolled_known.json" --no-progress
+$PY - "$OUT" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+def get(name):
+    return json.load(open(f"{out}/{name}.json"))
+for m in ("energy", "max_logit", "cosine"):
+    r = get(f"openset_{m}")
+    print(f"base900 on known views: top-1 {r['top1']:.3f}; open-set AUROC ({m}) "
+          f"{r['open_set']['auroc']:.3f}")
+for name in ("enrolled_new", "enrolled_known"):
+    r = get(name)
+    groups = {k: v["top1"] for k, v in r.get("groups", {}).get("mode", {}).items()}
+    print(f"{name}: top-1 {r['top1']:.3f}, by mode {groups}")
+PYEOF
