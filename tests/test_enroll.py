@@ -130,7 +130,7 @@ def test_cosine_classifier_imprints_normalised_prototypes(tiny_config) -> None:
     assert torch.equal(grown.weight.detach()[: len(old_rows)], old_rows)
     # A prototype scores its own new row at cosine 1, i.e. the full learnt scale.
     logits = grown(protos)
-    scale = float(grown.log_scale.exp())
+    scale = grown.log_scale.detach().exp().item()
     assert torch.allclose(logits[:, len(old_rows):].diagonal(), torch.full((3,), scale))
     with pytest.raises(ValueError, match="cosine"):
         imprint(model, protos, method="centred")

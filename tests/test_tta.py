@@ -53,6 +53,7 @@ def test_identifier_and_evaluate_accept_tta(sample_artifact: Path, sample_dir: P
                  "--json", str(out), "--no-progress", "--workers", "0"])
     assert code == 0
     assert json.loads(out.read_text())["tta_rotations"] == 2
+    capsys.readouterr()  # drop evaluate's summary
     assert main(["predict", "--model", str(sample_artifact), "--tta", "4", "--json",
                  str(photo)]) == 0
     assert json.loads(capsys.readouterr().out)
