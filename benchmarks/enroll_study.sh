@@ -73,6 +73,6 @@ for m in ("energy", "max_logit", "cosine"):
           f"{r['open_set']['auroc']:.3f}")
 for name in ("enrolled_new", "enrolled_known"):
     r = get(name)
-    groups = {k: v["top1"] for k, v in r.get("groups", {}).get("mode", {}).items()}
+    groups = {k: round(v["top1"], 3) for k, v in r.get("groups", {}).items() if isinstance(v, dict)}
     print(f"{name}: top-1 {r['top1']:.3f}, by mode {groups}")
 PYEOF

@@ -128,10 +128,16 @@ def test_cosine_classifier_imprints_normalised_prototypes(tiny_config) -> None:
     grown = model.get_classifier()
     assert isinstance(grown, CosineClassifier) and grown.out_features == len(old_rows) + 3
     assert torch.equal(grown.weight.detach()[: len(old_rows)], old_rows)
-    # A prototype scores its own new row at cosine 1, i.e. the full learnt scale.
-    logits = grown(protos)
-    scale = grown.log_scale.detach().exp().item()
-    assert torch.allclose(logits[:, len(old_rows):].diagonal(), torch.full((3,), scale))
+    # New rows lean on the mean embedding as much as trained rows do on average, and keep
+    # each prototype's direction orthogonal to it.
+    new_rows = F.normalize(grown.weight.detach()[len(old_rows):], dim=1)
+    mu = F.normalize(mean_embedding(model), dim=0)
+    lean = (F.normalize(old_rows, dim=1) @ mu).mean()
+    assert torch.allclose(new_rows @ mu, lean.expand(3), atol=1e-5)
+    m = F.normalize(protos, dim=1)
+    perp = F.normalize(m - (m @ mu)[:, None] * mu, dim=1)
+    got_perp = F.normalize(new_rows - (new_rows @ mu)[:, None] * mu, dim=1)
+    assert torch.allclose(got_perp, perp, atol=1e-4)
     with pytest.raises(ValueError, match="cosine"):
         imprint(model, protos, method="centred")
     with pytest.raises(ValueError, match="scale"):

@@ -150,6 +150,22 @@ def mean_embedding(model: RxVisionModel) -> Tensor:
     return beta * normal.cdf(a) + gamma * normal.log_prob(a).exp()
 
 
+def _cosine_rows(model: RxVisionModel, w: Tensor, prototypes: Tensor) -> Tensor:
+    """New rows of a cosine layer: the prototypes' direction, with the trained rows' lean.
+
+    Embeddings are non-negative (after a ReLU), so every prototype leans towards the mean
+    embedding ``μ̂`` (measured +0.61 cosine), while trained rows lean away from it (-0.62):
+    a bare ``normalise(m)`` row is then closer to *every* photo than the right old row.
+    Each new row keeps its prototype's direction orthogonal to ``μ̂`` and takes the trained
+    rows' mean cosine ``a`` with ``μ̂``: ``a·μ̂ + sqrt(1 - a²)·normalise(m - (m·μ̂)μ̂)``.
+    """
+    mu = F.normalize(mean_embedding(model).to(w), dim=0)  # (D,)
+    a = (F.normalize(w, dim=1) @ mu).mean().clamp(-0.999, 0.999)
+    m = F.normalize(prototypes.to(w), dim=1)  # (L, D)
+    perp = F.normalize(m - (m @ mu)[:, None] * mu, dim=1)
+    return (a * mu + torch.sqrt(1 - a * a) * perp) * w.norm(dim=1).mean()
+
+
 def resolve_method(model: RxVisionModel, method: str) -> str:
     """``"auto"`` -> ``"plain"`` for a cosine classifier, ``"centred"`` for a Linear one."""
     if method not in IMPRINT_METHODS:
@@ -177,9 +193,8 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
         if scale != 1.0:
             raise ValueError("a cosine classifier compares directions only: enrollment scale "
                              f"must be 1.0, got {scale}")
-        w = old.weight.detach().float()
-        rows = F.normalize(prototypes.to(w), dim=1) * w.norm(dim=1).mean()
-        return rows, torch.zeros(len(rows))
+        return _cosine_rows(model, old.weight.detach().float(), prototypes), torch.zeros(
+            len(prototypes))
     if not isinstance(old, nn.Linear) or old.bias is None:
         raise ArtifactError("enrollment needs a final nn.Linear with bias or a CosineClassifier")
     w, b = old.weight.detach().float(), old.bias.detach().float()
