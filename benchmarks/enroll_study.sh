@@ -15,37 +15,11 @@ DATA=../shared/data/c3pi-1k/manifest.csv
 PY=${PYTHON:-.venv/bin/python}
 RX="$PY -m rxvision"
 mkdir -p "$OUT"
-$PY - "$DATA" "$OUT" <<'PYEOF'
-import csv, os, random, sys
-data, out = sys.argv[1], sys.argv[2]
-rows = list(csv.DictReader(open(data)))
-random.Random(11).shuffle(rows)
-new = {r["label"] for r in rows[:100]}
-base = os.path.dirname(os.path.abspath(data))
-def write(path, keep):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in sorted(rows, key=lambda r: r["label"]):
-            if keep(r["label"]):
-                w.writerow({**r, "image": os.path.join(base, r["image"])})
-write(f"{out}/new_refs.csv", lambda lab: lab in new)
-write(f"{out}/known_refs.csv", lambda lab: lab not in new)
-PYEOF
+$PY scripts/holdout_split.py refs "$DATA" "$OUT"
 # Held-out views (seed 2024) for evaluation; seed-7 views of the known pills for calibration.
 [ -f "$OUT/views/manifest.csv" ] || $RX data synth "$DATA" --out "$OUT/views" --views 2 --seed 2024
 [ -f "$OUT/cal/manifest.csv" ] || $RX data synth "$OUT/known_refs.csv" --out "$OUT/cal" --views 2 --seed 7
-$PY - "$OUT" <<'PYEOF'
-import csv, sys
-out = sys.argv[1]
-new = {r["label"] for r in csv.DictReader(open(f"{out}/new_refs.csv"))}
-rows = list(csv.DictReader(open(f"{out}/views/manifest.csv")))
-for name, keep in (("views_new", lambda l: l in new), ("views_known", lambda l: l not in new)):
-    with open(f"{out}/views/{name}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(r for r in rows if keep(r["label"]))
-PYEOF
+$PY scripts/holdout_split.py views "$OUT"
 [ -f "$OUT/base900/card.json" ] || $RX train --config configs/c3pi-1k.yaml --data "$OUT/known_refs.csv" \
     --out "$OUT/base900" --set training.num_classes=900 "$@"
 $RX calibrate --model "$OUT/base900" --data "$OUT/cal/manifest.csv" --thresholds \
