@@ -16,6 +16,11 @@ import random
 from collections.abc import Callable
 
 
+def _read(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _write(path: str, rows: list[dict[str, str]], keep: Callable[[str], bool]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -24,7 +29,7 @@ def _write(path: str, rows: list[dict[str, str]], keep: Callable[[str], bool]) -
 
 
 def split_refs(data: str, out: str, held: int = 100, seed: int = 11) -> None:
-    rows = list(csv.DictReader(open(data)))
+    rows = _read(data)
     random.Random(seed).shuffle(rows)
     new = {r["label"] for r in rows[:held]}
     base = os.path.dirname(os.path.abspath(data))
@@ -35,8 +40,8 @@ def split_refs(data: str, out: str, held: int = 100, seed: int = 11) -> None:
 
 
 def split_views(out: str) -> None:
-    new = {r["label"] for r in csv.DictReader(open(f"{out}/new_refs.csv"))}
-    rows = list(csv.DictReader(open(f"{out}/views/manifest.csv")))
+    new = {r["label"] for r in _read(f"{out}/new_refs.csv")}
+    rows = _read(f"{out}/views/manifest.csv")
     _write(f"{out}/views/views_new.csv", rows, lambda label: label in new)
     _write(f"{out}/views/views_known.csv", rows, lambda label: label not in new)
 
