@@ -29,23 +29,41 @@ for method in energy max_logit cosine; do
       --unknown "$OUT/views/views_new.csv" --ood-method $method --group-by mode \
       --json "$OUT/openset_$method.json" --no-progress
 done
+# (b) enrollment into the trained rows (lean rows, offset auto from the calibration above).
 rm -rf "$OUT/enrolled"
 $RX enroll --model "$OUT/base900" --data "$OUT/new_refs.csv" --out "$OUT/enrolled" --json \
     > "$OUT/enroll.json"
-$RX evaluate --model "$OUT/enrolled" --data "$OUT/views/views_new.csv" --group-by mode \
-    --json "$OUT/enrolled_new.json" --no-progress
-$RX evaluate --model "$OUT/enrolled" --data "$OUT/views/views_known.csv" --group-by mode \
-    --json "$OUT/enrolled_known.json" --no-progress
+# (c) the same with every row rebuilt as a prototype first (`rxvision prototypes`).
+[ -f "$OUT/proto900/card.json" ] || $RX prototypes --model "$OUT/base900" \
+    --data "$OUT/known_refs.csv" --out "$OUT/proto900"
+$RX calibrate --model "$OUT/proto900" --data "$OUT/cal/manifest.csv" --thresholds \
+    --abstain-precision 0.95 --ood-method max_logit --no-progress
+$RX evaluate --model "$OUT/proto900" --data "$OUT/views/views_known.csv" \
+    --unknown "$OUT/views/views_new.csv" --ood-method max_logit --group-by mode \
+    --json "$OUT/openset_proto_max_logit.json" --no-progress
+rm -rf "$OUT/proto_enrolled"
+$RX enroll --model "$OUT/proto900" --data "$OUT/new_refs.csv" --out "$OUT/proto_enrolled" \
+    --json > "$OUT/proto_enroll.json"
+for run in enrolled proto_enrolled; do
+  for part in new known; do
+    $RX evaluate --model "$OUT/$run" --data "$OUT/views/views_$part.csv" --group-by mode \
+        --json "$OUT/${run}_$part.json" --no-progress
+  done
+done
 $PY - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
 def get(name):
     return json.load(open(f"{out}/{name}.json"))
-for m in ("energy", "max_logit", "cosine"):
+for m in ("energy", "max_logit", "cosine", "proto_max_logit"):
     r = get(f"openset_{m}")
-    print(f"base900 on known views: top-1 {r['top1']:.3f}; open-set AUROC ({m}) "
+    model = "proto900" if m.startswith("proto") else "base900"
+    print(f"{model} on known views: top-1 {r['top1']:.3f}; open-set AUROC ({m}) "
           f"{r['open_set']['auroc']:.3f}")
-for name in ("enrolled_new", "enrolled_known"):
+for name in ("enroll", "proto_enroll"):
+    r = get(name)
+    print(f"{name}: imprint {r['imprint']}, offset {r['offset']:.4f}")
+for name in ("enrolled_new", "enrolled_known", "proto_enrolled_new", "proto_enrolled_known"):
     r = get(name)
     groups = {k: round(v["top1"], 3) for k, v in r.get("groups", {}).items() if isinstance(v, dict)}
     print(f"{name}: top-1 {r['top1']:.3f}, by mode {groups}")

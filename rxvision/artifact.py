@@ -32,6 +32,9 @@ from .models import RxVisionModel, build_model
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
 CARD_FORMAT = "rxvision-card/1"
+# State keys added after artifacts were first published; older files load without them and
+# keep the freshly built module's value (a cosine layer's offsets: zero, i.e. trained rows).
+_ADDED_LATER = {"classifier.classifier.offset"}
 
 
 class ArtifactError(RuntimeError):
@@ -204,6 +207,9 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
                                    weights.get("sha256"))
     model = build_model(cfg, num_classes=len(labels))
     own = model.state_dict()
+    for key in set(own) - set(state):
+        if key in _ADDED_LATER:  # written before the key existed: its documented default
+            state[key] = own[key]
     if set(state) != set(own):
         missing, extra = set(own) - set(state), set(state) - set(own)
         raise ArtifactError(

@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # Modules under rxvision.commands, in the order `rxvision --help` lists them.
-COMMANDS = ["model", "data", "train", "evaluate", "calibrate", "predict", "enroll", "export",
-            "benchmark", "serve"]
+COMMANDS = ["model", "data", "train", "evaluate", "calibrate", "predict", "enroll",
+            "prototypes", "export", "benchmark", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from rxvision.cli import main
 from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
 from rxvision.inference.enroll import (
     SCALE_GRID,
+    embed_uint8,
     enroll_artifact,
     imprint,
     mean_embedding,
@@ -75,12 +76,14 @@ def _logits(run: Path, paths: list[Path]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("base", "method"),
-                         [("base", "centred"), ("base", "plain"), ("base_cos", "auto")])
+                         [("base", "centred"), ("base", "plain"), ("base_cos", "lean")])
 def test_enrolled_pills_become_predictable_and_old_logits_do_not_move(
     split: dict[str, Path], tmp_path: Path, base: str, method: str
 ) -> None:
     out = tmp_path / "run2"
-    result = enroll_artifact(split[base], split["new"], out, views=0, method=method)
+    # The random cosine base has no own-class cosine in its card: no offset (tested below).
+    result = enroll_artifact(split[base], split["new"], out, views=0, method=method,
+                             offset=0.0 if base == "base_cos" else "auto")
     assert len(result.enrolled) == 12 and result.references == dict.fromkeys(result.enrolled, 1)
     ident = Identifier.load(out, abstain_threshold=0.0)
     assert ident.labels[:12] == load_artifact(split["base"]).labels
@@ -255,3 +258,64 @@ def test_enroll_cli(split: dict[str, Path], tmp_path: Path, capsys) -> None:
     assert main(["enroll", "--model", str(split["base"]), "--data", str(split["sample"]),
                  "--out", str(tmp_path / "z")]) == 2
     assert "--skip-existing" in capsys.readouterr().err
+
+
+def _embed(run: Path, paths: list[Path]) -> torch.Tensor:
+    art = load_artifact(run)
+    t = EvalTransform(art.preprocessing)
+    return embed_uint8(art.model, t, torch.stack([t.to_uint8(load_image(p)) for p in paths]))
+
+
+def test_cosine_offset_auto_matches_the_trained_rows_own_cosine(
+    split: dict[str, Path], tmp_path: Path, copy_artifact
+) -> None:
+    base = copy_artifact(split["base_cos"])
+    with pytest.raises(ArtifactError, match="rxvision calibrate"):
+        enroll_artifact(base, split["new"], tmp_path / "none", views=0)
+    assert not (tmp_path / "none").exists()
+    # `rxvision calibrate` stores the mean cosine of photos with their own trained row.
+    assert main(["calibrate", "--model", str(base), "--data", str(split["sample"]),
+                 "--workers", "0", "--no-progress"]) == 0
+    stored = read_card(base)["calibration"]["own_class_cosine"]
+    old = load_dataset(split["sample"])
+    art = load_artifact(base)
+    targets = torch.tensor(old.targets(art.labels))
+    emb = _embed(base, [s.path for s in old.samples])
+    known = targets >= 0
+    own = art.model.get_classifier().cosine(emb)[known].gather(1, targets[known][:, None])
+    assert stored == pytest.approx(float(own.mean()), abs=1e-5)
+
+    out = tmp_path / "run2"
+    result = enroll_artifact(base, split["new"], out, views=0)
+    assert result.imprint == "lean" and result.offset_fit is not None
+    fit = result.offset_fit
+    assert fit["trained_own_cosine"] == stored
+    assert result.offset == pytest.approx(fit["new_rows_own_cosine"] - stored)
+    # With views=0 each new row's own view is its reference photo: check the mean directly.
+    grown = load_artifact(out)
+    head = grown.model.get_classifier()
+    new = load_dataset(split["new"])
+    cos = head.cosine(_embed(out, [s.path for s in new.samples]))
+    idx = torch.tensor([grown.labels.index(s.label) for s in new.samples])
+    assert fit["new_rows_own_cosine"] == pytest.approx(float(cos.gather(1, idx[:, None]).mean()),
+                                                       abs=1e-5)
+    assert torch.equal(head.offset[:12], torch.zeros(12))
+    assert torch.allclose(head.offset[12:], torch.full((12,), result.offset))
+    # Logits are s * (cos - offset); the old ones do not move.
+    photos = [s.path for s in old.samples]
+    logits = grown.model(torch.stack([EvalTransform(grown.preprocessing)(load_image(p))
+                                      for p in photos]))
+    scale = head.log_scale.exp()
+    torch.testing.assert_close(logits, scale * (head.cosine(_embed(out, photos)) - head.offset))
+    assert torch.equal(logits[:, :12], _logits(base, photos))
+    # --old-data measures the same statistic on the spot.
+    again = enroll_artifact(split["base_cos"], split["new"], tmp_path / "run3", views=0,
+                            old_data=split["sample"])
+    assert again.offset == pytest.approx(result.offset, abs=1e-5)
+    assert read_card(out)["enrollment"][0]["offset"] == result.offset
+
+
+def test_offset_needs_a_cosine_layer(split: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cosine final layer"):
+        enroll_artifact(split["base"], split["new"], tmp_path / "x", views=0, offset=0.1)
+    assert not (tmp_path / "x").exists()

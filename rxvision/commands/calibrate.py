@@ -68,13 +68,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..artifact import update_card
     from ..data import DatasetError, load_dataset
     from ..engine.calibration import calibrate
     from ..engine.evaluate import predict, subset
     from ..engine.openset_eval import resolve_method
     from ..inference.backends import load_backend
+    from ..inference.enroll import own_class_cosine
     from ..inference.identifier import IdentifierError
+    from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
              if getattr(args, name) is not None]
@@ -92,11 +96,17 @@ def run(args: argparse.Namespace) -> int:
                            "calibrate on views of the model's own classes")
     fit = calibrate(pred.logits[known], pred.targets[known])
     record = {**fit, "fitted_on": str(args.data)}
+    head = backend.model.get_classifier()
+    if isinstance(head, CosineClassifier):  # what `rxvision enroll --offset auto` matches
+        record["own_class_cosine"] = own_class_cosine(
+            torch.from_numpy(pred.logits), torch.from_numpy(pred.targets), head)
     if (~known).any():
         record["skipped_unknown"] = int((~known).sum())
     print(f"T = {fit['temperature']:.4f} on {fit['n']} images: "
           f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f}, "
-          f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}")
+          f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}"
+          + (f"; own-class cosine {record['own_class_cosine']:.4f}"
+             if "own_class_cosine" in record else ""))
     identification = None
     if args.thresholds:
         identification = fit_identification(backend, pred, fit["temperature"], method, args)

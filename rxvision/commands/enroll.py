@@ -34,9 +34,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_VIEWS}; 0 = the letterboxed photo only)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
     p.add_argument("--imprint", choices=IMPRINT_METHODS, default=DEFAULT_IMPRINT,
-                   help="how new classifier rows are built (default auto: plain for a cosine "
-                        "classifier, centred for a Linear one; see "
+                   help="how new classifier rows are built (default auto: centred for a "
+                        "Linear final layer; for a cosine one, prototype when its rows are "
+                        "prototypes (`rxvision prototypes`), else lean; see "
                         "docs/identification.md)")
+    p.add_argument("--offset", type=_offset, default="auto",
+                   help="cosine final layer: subtracted from the new rows' cosines; lower "
+                        "favours new pills, higher protects old pills' answers (default "
+                        "auto: new rows score their own pill's views like trained rows score "
+                        "theirs, using the card's calibration.own_class_cosine or --old-data)")
     p.add_argument("--scale", type=_scale, default=1.0,
                    help="length of the new rows relative to the trained ones (default 1.0): "
                         "higher favours new pills, lower protects old pills' answers; 'auto' "
@@ -44,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "on --old-data")
     p.add_argument("--old-data", metavar="D",
                    help="labelled photos of the model's own classes (e.g. `rxvision data "
-                        "synth` views) for --scale auto")
+                        "synth` views) for --scale auto or --offset auto")
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
                    help=f"old-class top-1 that --scale auto may cost (default "
                         f"{DEFAULT_MAX_DROP})")
@@ -53,6 +59,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
     p.add_argument("--json", action="store_true", help="print the enrollment record as JSON")
     p.set_defaults(func=enroll)
+
+
+def _offset(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number or 'auto', got {text!r}") from exc
 
 
 def _scale(text: str) -> float | str:
@@ -77,6 +92,7 @@ def enroll(args: argparse.Namespace) -> int:
         resolve_model_path(args.model), args.data, args.out, views=args.views, seed=args.seed,
         on_existing="skip" if args.skip_existing else "error", batch_size=args.batch_size,
         method=args.imprint, scale=args.scale, old_data=args.old_data, max_drop=args.max_drop,
+        offset=args.offset,
     )
     fit = result.scale_fit
     if fit:
@@ -95,5 +111,7 @@ def enroll(args: argparse.Namespace) -> int:
         refs = sum(result.references.values())
         print(f"enrolled {len(result.enrolled)} new label(s) from {refs} reference photo(s) "
               f"({result.views_per_reference} synthetic views each, {result.imprint} "
-              f"imprinting, scale {result.scale}) -> {result.output}")
+              f"imprinting, " + (f"offset {result.offset:.4f}" if result.offset_fit or
+                                 result.offset else f"scale {result.scale}")
+              + f") -> {result.output}")
     return 0

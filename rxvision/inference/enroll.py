@@ -4,7 +4,22 @@ For each new label, its reference photo(s) are rendered as several phone-style v
 the same synthesiser training used (:class:`rxvision.data.synth.PhoneViewSynthesizer`,
 seeded, with the model's own ``augment`` settings), plus the plain letterboxed photo. The
 mean of their 512-d pre-logit embeddings is the label's prototype ``m``, which is
-*imprinted* (Qi et al., 2018) as a new row of the final Linear layer. Two rules:
+*imprinted* (Qi et al., 2018) as a new row of the final layer.
+
+Cosine final layer (``classifier.type: cosine``; logits ``s·(cos(e, w) - offset)``):
+
+- ``lean`` (default for trained rows): ``a·μ̂ + sqrt(1 - a²)·normalise(m⊥)``, the prototype's
+  direction orthogonal to the mean embedding ``μ̂`` plus the trained rows' mean lean ``a`` on
+  it (trained rows point away from ``μ̂``, post-ReLU prototypes towards it). Even so a new
+  row's cosine with its own pill's photos is far higher than a trained row's with its own
+  (0.21 against 0.03 in the 900-pill study), so the new rows also get an ``offset``:
+  ``offset="auto"`` (:func:`fit_offset`) subtracts the difference of the two means, the
+  trained rows' measured by ``rxvision calibrate`` on held-out views, the new rows' on fresh
+  synthetic views of the new pills.
+- ``prototype`` (default when every row is a prototype, ``rxvision prototypes``):
+  ``normalise(m)``, the same rule as the rows it joins, no offset.
+
+Linear final layer, two rules:
 
 ``centred`` (default), with ``w̄, b̄`` the mean existing row and bias, ``μ`` the mean
 embedding and ``α = mean ||w_c - w̄||``::
@@ -44,6 +59,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..artifact import CARD_NAME, Artifact, ArtifactError, load_artifact, save_artifact
 from ..data import DatasetError, EvalTransform, ImageSet, load_dataset, load_image
@@ -62,8 +79,14 @@ from ..models.layers import CosineClassifier
 
 DEFAULT_VIEWS = 16  # synthetic phone-style views per reference photo
 DEFAULT_SEED = 0
-IMPRINT_METHODS = ("auto", "centred", "plain")
-DEFAULT_IMPRINT = "auto"  # plain for a cosine classifier, centred for a Linear one
+IMPRINT_METHODS = ("auto", "centred", "plain", "lean", "prototype")
+COSINE_METHODS = ("lean", "prototype")  # the rules for a cosine final layer
+DEFAULT_IMPRINT = "auto"  # see resolve_method
+# enroll --offset auto measures new rows on views rendered with seeds shifted by this.
+OFFSET_SEED_SHIFT = 1_000_000
+# Card key of a prototype head (rxvision.inference.prototype_head): its rows are prototypes.
+PROTOTYPE_CARD_KEY = "classifier_rows"
+PROTOTYPE_SOURCE = "prototypes"
 # Scales tried by ``scale="auto"``, and the old-class top-1 it may cost.
 SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5)
 DEFAULT_MAX_DROP = 0.01
@@ -83,7 +106,15 @@ class EnrollmentResult:
     imprint: str = DEFAULT_IMPRINT
     scale: float = 1.0
     scale_fit: dict[str, Any] | None = None  # how scale="auto" chose the scale
+    offset: float = 0.0  # cosine layers: subtracted from the new rows' cosines
+    offset_fit: dict[str, Any] | None = None  # how offset="auto" chose it
     output: str | None = None
+
+
+def prototype_settings(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The card's prototype-head record (views, seed, ...), or None for trained rows."""
+    rows = card.get(PROTOTYPE_CARD_KEY)
+    return rows if isinstance(rows, dict) and rows.get("source") == PROTOTYPE_SOURCE else None
 
 
 def reference_views(images: list[Image.Image], transform: EvalTransform, views: int,
@@ -116,18 +147,30 @@ def embed_uint8(model: RxVisionModel, transform: EvalTransform, views: Tensor,
     return torch.cat(out)
 
 
+def label_embeddings(model: RxVisionModel, transform: EvalTransform,
+                     references: dict[str, list[Image.Image]], views: int = DEFAULT_VIEWS,
+                     seed: int = DEFAULT_SEED, params: SynthParams | None = None,
+                     batch_size: int = 32, progress: bool = True) -> list[Tensor]:
+    """Pre-logit embeddings (V, D) of each label's views, in ``references`` order.
+
+    Label ``i``'s views use seed ``seed + i``. ``progress`` shows a bar on stderr when
+    there are more than a few labels.
+    """
+    model.eval()
+    bar = tqdm(references.values(), desc="reference views", unit="label", leave=False,
+               disable=not progress or len(references) < 8)
+    return [embed_uint8(model, transform,
+                        reference_views(images, transform, views, seed + i, params), batch_size)
+            for i, images in enumerate(bar)]
+
+
 def label_prototypes(model: RxVisionModel, transform: EvalTransform,
                      references: dict[str, list[Image.Image]], views: int = DEFAULT_VIEWS,
                      seed: int = DEFAULT_SEED, params: SynthParams | None = None,
-                     batch_size: int = 32) -> Tensor:
-    """Mean pre-logit embedding (D,) of each label's views, in ``references`` order: (L, D)."""
-    model.eval()
-    protos = []
-    for i, images in enumerate(references.values()):
-        emb = embed_uint8(model, transform,
-                          reference_views(images, transform, views, seed + i, params), batch_size)
-        protos.append(emb.mean(0))
-    return torch.stack(protos)
+                     batch_size: int = 32, progress: bool = True) -> Tensor:
+    """Mean pre-logit embedding of each label's views (:func:`label_embeddings`): (L, D)."""
+    return torch.stack([e.mean(0) for e in label_embeddings(
+        model, transform, references, views, seed, params, batch_size, progress)])
 
 
 def mean_embedding(model: RxVisionModel) -> Tensor:
@@ -166,23 +209,35 @@ def _cosine_rows(model: RxVisionModel, w: Tensor, prototypes: Tensor) -> Tensor:
     return (a * mu + torch.sqrt(1 - a * a) * perp) * w.norm(dim=1).mean()
 
 
-def resolve_method(model: RxVisionModel, method: str) -> str:
-    """``"auto"`` -> ``"plain"`` for a cosine classifier, ``"centred"`` for a Linear one."""
+def resolve_method(model: RxVisionModel, method: str, prototype_head: bool = False) -> str:
+    """Resolve ``"auto"`` and check ``method`` suits the model's final layer.
+
+    ``auto``: ``centred`` for a Linear layer; for a cosine layer ``prototype`` when its rows
+    are prototypes themselves (``rxvision prototypes``), else ``lean``.
+    """
     if method not in IMPRINT_METHODS:
         raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
     cosine = isinstance(model.get_classifier(), CosineClassifier)
     if method == "auto":
-        return "plain" if cosine else "centred"
-    if cosine and method != "plain":
-        raise ValueError("a cosine classifier is imprinted with normalised prototypes: use "
-                         "--imprint plain (or auto)")
+        if cosine:
+            return "prototype" if prototype_head else "lean"
+        return "centred"
+    if cosine and method not in COSINE_METHODS:
+        raise ValueError(f"a cosine classifier is imprinted with --imprint "
+                         f"{' or '.join(COSINE_METHODS)} (or auto), not {method!r}")
+    if not cosine and method in COSINE_METHODS:
+        raise ValueError(f"--imprint {method} needs a cosine final layer; this model's is "
+                         "Linear: use centred or plain (or auto)")
     return method
 
 
 @torch.no_grad()
 def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAULT_IMPRINT,
-                   scale: float = 1.0) -> tuple[Tensor, Tensor]:
-    """The new classifier rows (L, D) and biases (L,) for ``prototypes`` (see module doc)."""
+                   scale: float = 1.0, offset: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The new rows (L, D) and biases (L,) for ``prototypes`` (see module doc).
+
+    For a cosine layer the second tensor holds the rows' cosine ``offset`` instead of biases.
+    """
     if method not in IMPRINT_METHODS:
         raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
     if not scale > 0:
@@ -193,8 +248,12 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
         if scale != 1.0:
             raise ValueError("a cosine classifier compares directions only: enrollment scale "
                              f"must be 1.0, got {scale}")
-        return _cosine_rows(model, old.weight.detach().float(), prototypes), torch.zeros(
-            len(prototypes))
+        w = old.weight.detach().float()
+        rows = (_cosine_rows(model, w, prototypes) if method == "lean"
+                else F.normalize(prototypes.to(w), dim=1) * w.norm(dim=1).mean())
+        return rows, torch.full((len(prototypes),), float(offset))
+    if offset:
+        raise ValueError("a cosine offset needs a cosine final layer; this model's is Linear")
     if not isinstance(old, nn.Linear) or old.bias is None:
         raise ArtifactError("enrollment needs a final nn.Linear with bias or a CosineClassifier")
     w, b = old.weight.detach().float(), old.bias.detach().float()
@@ -212,21 +271,24 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
 
 @torch.no_grad()
 def imprint(model: RxVisionModel, prototypes: Tensor, method: str = DEFAULT_IMPRINT,
-            scale: float = 1.0) -> None:
+            scale: float = 1.0, offset: float = 0.0) -> None:
     """Append one classifier row per prototype (L, D) in place; old rows stay bit-identical.
 
     Args:
         prototypes: mean embeddings of the new labels (not normalised).
         method: ``"centred"`` or ``"plain"`` (see the module docstring).
         scale: multiplies the new rows' deviation (centred) or norm (plain).
+        offset: cosine layers only: subtracted from the new rows' cosines.
     """
-    rows, biases = imprinted_rows(model, prototypes, method, scale)
+    rows, biases = imprinted_rows(model, prototypes, method, scale, offset)
     old = model.get_classifier()
     if isinstance(old, CosineClassifier):
         grown = CosineClassifier(old.in_features, old.out_features + len(rows)).to(old.weight)
         grown.weight[: old.out_features] = old.weight
         grown.weight[old.out_features:] = rows.to(grown.weight)
         grown.log_scale.copy_(old.log_scale)
+        grown.offset[: old.out_features] = old.offset
+        grown.offset[old.out_features:] = biases.to(grown.offset)
         model.classifier.classifier = grown
         model.num_classes = grown.out_features
         return
@@ -281,6 +343,43 @@ def choose_scale(model: RxVisionModel, transform: EvalTransform, old_data: Image
     return chosen, record
 
 
+def own_class_cosine(logits: Tensor, targets: Tensor, head: CosineClassifier) -> float:
+    """Mean cosine of photos with their own class's row, over the rows with zero offset.
+
+    ``logits`` (N, C) of labelled photos of the model's own classes (``targets`` (N,),
+    -1 for unknown labels). Rows with an offset were imprinted, not trained, and are left
+    out. This is what ``rxvision calibrate`` stores as ``calibration.own_class_cosine``.
+    """
+    scale = float(head.log_scale.detach().exp())
+    offset = head.offset.detach().float().cpu()
+    keep = (targets >= 0) & (offset[targets.clamp(min=0)] == 0)
+    if not keep.any():
+        raise DatasetError("no photo of a trained (not enrolled) class to measure the "
+                           "own-class cosine on")
+    t = targets[keep]
+    own = logits[keep].float().gather(1, t[:, None]).squeeze(1) / scale + offset[t]
+    return float(own.mean())
+
+
+def fit_offset(rows: Tensor, embeddings: list[Tensor], trained_own: float
+               ) -> tuple[float, dict[str, Any]]:
+    """The cosine offset that makes new rows score their own views like trained rows do.
+
+    ``rows`` (L, D) are the new rows, ``embeddings[i]`` (V, D) views of label ``i`` that
+    did not build its row (fresh seeds: the row's own views would overstate the cosine,
+    as training views would for trained rows), ``trained_own`` the trained rows' mean
+    cosine with held-out photos of their own class (:func:`own_class_cosine`). The offset is the
+    difference of the two means, so a new pill's photos clear the bar old pills' photos
+    clear, no lower (measured in docs/identification.md).
+    """
+    unit = F.normalize(rows.float(), dim=1)
+    new_own = torch.cat([F.normalize(e.float(), dim=1) @ unit[i] for i, e in
+                         enumerate(embeddings)]).mean()
+    offset = float(new_own) - trained_own
+    return offset, {"rule": "mean own-class cosine of new rows minus that of trained rows",
+                    "new_rows_own_cosine": float(new_own), "trained_own_cosine": trained_own}
+
+
 def _references(data: ImageSet, skip: set[str]) -> dict[str, list[Image.Image]]:
     refs: dict[str, list[Image.Image]] = {}
     for sample in data.samples:
@@ -289,16 +388,62 @@ def _references(data: ImageSet, skip: set[str]) -> dict[str, list[Image.Image]]:
     return refs
 
 
+def _resolve_offset(art: Artifact, method: str, offset: float | str, protos: Tensor,
+                    old_data: ImageSet | None, transform: EvalTransform, batch_size: int,
+                    fresh_embeddings: Callable[[], list[Tensor]]
+                    ) -> tuple[float, dict[str, Any] | None]:
+    """The offset for the new rows, and how it was chosen (None when given)."""
+    head = art.model.get_classifier()
+    if not isinstance(head, CosineClassifier):
+        if offset not in ("auto", 0, 0.0):
+            raise ValueError("--offset applies to a cosine final layer; this model's is Linear")
+        return 0.0, None
+    if offset != "auto":
+        return float(offset), None
+    if method == "prototype":
+        return 0.0, {"rule": "prototype rows join prototype rows: no offset"}
+    if old_data is not None:
+        targets = torch.tensor(old_data.targets(art.labels))
+        with torch.no_grad():
+            logits = torch.cat([art.model(transform.normalize(b)) for b in
+                                _uint8_batches(old_data, transform, batch_size)])
+        trained, source = own_class_cosine(logits, targets, head), str(old_data.source)
+    elif "own_class_cosine" in art.card.get("calibration", {}):
+        trained = float(art.card["calibration"]["own_class_cosine"])
+        source = f"card calibration ({art.card['calibration'].get('fitted_on')})"
+    else:
+        raise ArtifactError(
+            "--offset auto needs the trained rows' own-class cosine: run `rxvision calibrate` "
+            "on views of the model's own pills first (it stores calibration.own_class_cosine),"
+            " pass --old-data D, or give --offset NUMBER (0 = none)")
+    rows, _ = imprinted_rows(art.model, protos, method)
+    value, record = fit_offset(rows, fresh_embeddings(), trained)
+    return value, {**record, "trained_measured_on": source,
+                   "new_rows_measured_on": f"fresh views (seed + {OFFSET_SEED_SHIFT})"}
+
+
+def _uint8_batches(data: ImageSet, transform: EvalTransform, batch_size: int
+                   ) -> Iterator[Tensor]:
+    for start in range(0, len(data.samples), batch_size):
+        yield torch.stack([transform.to_uint8(load_image(s.path))
+                           for s in data.samples[start:start + batch_size]])
+
+
 def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
            on_existing: str = "error", batch_size: int = 32, method: str = DEFAULT_IMPRINT,
            scale: float | str = 1.0, old_data: ImageSet | None = None,
-           max_drop: float = DEFAULT_MAX_DROP
+           max_drop: float = DEFAULT_MAX_DROP, offset: float | str = "auto"
            ) -> tuple[list[str], list[dict[str, str]], EnrollmentResult]:
     """Imprint the labels of ``data`` into ``art.model`` (in place).
 
     Args:
-        scale: a positive number, or ``"auto"``: the largest scale that costs the old
-            classes at most ``max_drop`` top-1 on ``old_data`` (see :func:`choose_scale`).
+        scale: Linear layers: a positive number, or ``"auto"``: the largest scale that
+            costs the old classes at most ``max_drop`` top-1 on ``old_data`` (see
+            :func:`choose_scale`).
+        offset: cosine layers: a number subtracted from the new rows' cosines, or
+            ``"auto"``: :func:`fit_offset` against the trained rows' own-class cosine, read
+            from the card (``rxvision calibrate`` stores it) or measured on ``old_data``;
+            0 for ``prototype`` rows, which are built like the rows they join.
 
     Returns:
         (all labels, all label metadata, what was done).
@@ -309,7 +454,8 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     """
     if on_existing not in ("error", "skip"):
         raise ValueError(f"on_existing must be 'error' or 'skip', got {on_existing!r}")
-    method = resolve_method(art.model, method)
+    method = resolve_method(art.model, method,
+                            prototype_head=prototype_settings(art.card) is not None)
     if isinstance(art.model.get_classifier(), CosineClassifier) and scale != 1.0:
         raise ValueError("this model has a cosine classifier: enrollment needs no scale "
                          f"(new rows compare directions, like the trained ones); got {scale!r}")
@@ -331,17 +477,21 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     aug = art.config.augment
     params = SynthParams(strength=aug.strength, one_side_prob=aug.one_side_prob)
     transform = EvalTransform(art.preprocessing)
-    protos = label_prototypes(art.model, transform, refs, views, seed, params, batch_size)
+    embeddings = label_embeddings(art.model, transform, refs, views, seed, params, batch_size)
+    protos = torch.stack([e.mean(0) for e in embeddings])
+    offset, offset_fit = _resolve_offset(art, method, offset, protos, old_data, transform,
+                                         batch_size, lambda: label_embeddings(
+        art.model, transform, refs, views, seed + OFFSET_SEED_SHIFT, params, batch_size))
     scale_fit = None
     if scale == "auto":
         assert old_data is not None
         scale, scale_fit = choose_scale(art.model, transform, old_data, art.labels, protos,
                                         method, max_drop, batch_size)
-    imprint(art.model, protos, method, float(scale))
+    imprint(art.model, protos, method, float(scale), offset)
     meta = dict(zip(data.labels, data.label_metadata, strict=True))
     new = list(refs)
     result = EnrollmentResult(new, existing, {k: len(v) for k, v in refs.items()}, views,
-                              method, float(scale), scale_fit)
+                              method, float(scale), scale_fit, offset, offset_fit)
     return art.labels + new, art.label_metadata + [meta[k] for k in new], result
 
 
@@ -350,7 +500,8 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
                     on_existing: str = "error", batch_size: int = 32,
                     method: str = DEFAULT_IMPRINT, scale: float | str = 1.0,
                     old_data: str | Path | None = None,
-                    max_drop: float = DEFAULT_MAX_DROP) -> EnrollmentResult:
+                    max_drop: float = DEFAULT_MAX_DROP,
+                    offset: float | str = "auto") -> EnrollmentResult:
     """Load ``model_path``, enroll the labels in ``data_path``, save the result to ``out``.
 
     The new card keeps the base card's calibration, identification thresholds and other
@@ -366,7 +517,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     data = load_dataset(data_path)
     old = load_dataset(old_data) if old_data is not None else None
     labels, metadata, result = enroll(art, data, views, seed, on_existing, batch_size, method,
-                                      scale, old, max_drop)
+                                      scale, old, max_drop, offset)
     card = art.card
     record: dict[str, Any] = {
         **asdict(result),

@@ -107,12 +107,14 @@ def _l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 class CosineClassifier(nn.Module):
-    """Logits ``s · cos(x, w_c)``: a Linear layer on L2-normalised inputs and rows.
+    """Logits ``s · (cos(x, w_c) - offset_c)``: a Linear layer on L2-normalised inputs and rows.
 
     Normalised classifiers suit one reference photo per class (Qi et al., 2018, "Low-shot
-    learning with imprinted weights"): a new class's row is just its normalised mean
-    embedding, on the same footing as the trained rows, and the maximum cosine is an
-    out-of-distribution score. ``s`` (``scale``) is learnt, from ``init_scale``.
+    learning with imprinted weights"): a new class's row is built from its mean embedding,
+    and the maximum cosine is an out-of-distribution score. ``s`` (``scale``) is learnt,
+    from ``init_scale``. ``offset`` is a buffer, zero for trained rows; enrollment sets it
+    for imprinted rows (rxvision.inference.enroll) so that they score their own pill's
+    photos as highly as trained rows score theirs.
     """
 
     def __init__(self, in_features: int, num_classes: int, init_scale: float = 16.0):
@@ -124,15 +126,18 @@ class CosineClassifier(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.normal_(self.weight, std=0.01)
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.register_buffer("offset", torch.zeros(num_classes))
 
     def cosine(self, x: Tensor) -> Tensor:
         """Cosine similarity (B, num_classes) of each input with each class row."""
         return F.linear(_l2_normalize(x), _l2_normalize(self.weight))
 
     def forward(self, x: Tensor) -> Tensor:
-        # s·cos(x, w) = x̂ · (s ŵ): the right-hand side depends on parameters only, so an
-        # ONNX export folds it into one constant matrix.
-        return F.linear(_l2_normalize(x), _l2_normalize(self.weight) * self.log_scale.exp())
+        # s·(cos(x, w) - o) = x̂ · (s ŵ) - s·o: the weight and bias depend on parameters
+        # only, so an ONNX export folds each into one constant.
+        scale = self.log_scale.exp()
+        return F.linear(_l2_normalize(x), _l2_normalize(self.weight) * scale,
+                        -self.offset * scale)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

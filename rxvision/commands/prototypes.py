@@ -1,0 +1,57 @@
+"""`rxvision prototypes`: rebuild a cosine final layer's rows from the reference photos.
+
+Each label's row becomes the mean embedding of its reference photo(s) rendered as
+phone-style views, the same rule `rxvision enroll` uses for new pills, so pills enrolled
+later compete with the trained ones on equal terms. The network is unchanged. The source
+card's calibration and thresholds are dropped: run `rxvision calibrate` on the result.
+
+Example:
+    rxvision prototypes --model runs/c3pi --data ../shared/data/c3pi-1k/manifest.csv \\
+        --out runs/c3pi-proto
+    rxvision calibrate --model runs/c3pi-proto --data calibration_views/manifest.csv --thresholds
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..inference.bundled import add_model_argument
+    from ..inference.enroll import DEFAULT_SEED, DEFAULT_VIEWS
+
+    p = sub.add_parser("prototypes", help="rebuild every class row from reference photos",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_argument(p, "a model with a cosine final layer; it is not modified")
+    p.add_argument("--data", required=True, metavar="REFS",
+                   help="manifest CSV or class folders with reference photos of exactly the "
+                        "model's labels (e.g. its training data)")
+    p.add_argument("--out", required=True, metavar="RUN2", help="directory for the new model")
+    p.add_argument("--views", type=_non_negative, default=DEFAULT_VIEWS,
+                   help=f"synthetic phone-style views per reference photo (default "
+                        f"{DEFAULT_VIEWS}); enrollment into the result uses the same")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
+    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
+    p.set_defaults(func=prototypes)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def prototypes(args: argparse.Namespace) -> int:
+    from ..inference.bundled import resolve_model_path
+    from ..inference.prototype_head import prototype_head_artifact
+
+    record = prototype_head_artifact(resolve_model_path(args.model), args.data, args.out,
+                                     args.views, args.seed, args.batch_size)
+    print(f"rebuilt the rows of {record['references']} reference photo(s) "
+          f"({args.views} synthetic views each) -> {args.out}; now run `rxvision calibrate "
+          f"--model {args.out} --data VIEWS --thresholds`")
+    return 0

@@ -1,0 +1,113 @@
+"""Prototype head: rebuild every row of a cosine final layer from reference photos.
+
+A cosine classifier scores ``s · cos(embedding, row)``. After training, each row can be
+replaced by its label's *prototype*: the mean pre-logit embedding of the label's reference
+photo(s) rendered as phone-style views (:func:`rxvision.inference.enroll.label_prototypes`,
+the same views enrollment uses). Why:
+
+- **Enrollment on equal terms.** A pill enrolled later gets a row built by exactly the same
+  rule as every other row, so new and old pills compete fairly and no offset is needed
+  (trained rows have cosine ~0.03 with their own pill's views, prototypes ~0.9).
+
+**The cost:** the trained rows are usually the better classifier for the pills they were
+trained on. Measured (docs/identification.md): on the bundled model, 0.837 top-1 with the
+trained rows against 0.814 with prototypes; on the shorter-trained 900-pill study model the
+prototypes were ahead (0.767 against 0.750). The bundled model keeps its trained rows.
+
+The network weights do not change; the scale ``s`` is kept, and the calibration and
+identification thresholds of the source card are dropped (they were fitted to the old
+rows): run ``rxvision calibrate`` on the result.
+
+Example:
+    >>> record = prototype_head_artifact("runs/c3pi", "data/c3pi/manifest.csv", "runs/proto")
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..artifact import CARD_NAME, Artifact, ArtifactError, load_artifact, save_artifact
+from ..data import DatasetError, EvalTransform, ImageSet, load_dataset, load_image
+from ..data.synth import SynthParams
+from ..models.layers import CosineClassifier
+from .enroll import (
+    DEFAULT_SEED,
+    DEFAULT_VIEWS,
+    PROTOTYPE_CARD_KEY,
+    PROTOTYPE_SOURCE,
+    label_prototypes,
+)
+
+# Card keys save_artifact writes itself, and keys fitted to the old rows (dropped).
+_DROPPED_KEYS = {"format", "config", "labels", "label_metadata", "preprocessing",
+                 "calibration", "metrics", "parameters", "versions", "weights",
+                 "identification"}
+
+
+def _references(data: ImageSet, labels: list[str]) -> dict[str, list]:
+    missing = sorted(set(labels) - set(data.labels))
+    extra = sorted(set(data.labels) - set(labels))
+    if missing or extra:
+        raise DatasetError(
+            f"{data.source}: the reference photos must cover exactly the model's labels; "
+            f"{len(missing)} label(s) have no photo (e.g. {missing[:3]}), "
+            f"{len(extra)} are not in the model (e.g. {extra[:3]}); enroll new labels with "
+            "`rxvision enroll`")
+    refs: dict[str, list] = {label: [] for label in labels}
+    for sample in data.samples:
+        refs[sample.label].append(load_image(sample.path))
+    return refs
+
+
+@torch.no_grad()
+def rebuild_rows(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS,
+                 seed: int = DEFAULT_SEED, batch_size: int = 32) -> None:
+    """Replace every row of ``art.model``'s cosine layer by its label's prototype, in place."""
+    head = art.model.get_classifier()
+    if not isinstance(head, CosineClassifier):
+        raise ArtifactError("a prototype head needs a cosine final layer "
+                            "(architecture.classifier.type: cosine)")
+    aug = art.config.augment
+    params = SynthParams(strength=aug.strength, one_side_prob=aug.one_side_prob)
+    refs = _references(data, art.labels)
+    protos = label_prototypes(art.model, EvalTransform(art.preprocessing), refs, views, seed,
+                              params, batch_size)
+    head.weight.copy_(F.normalize(protos, dim=1).to(head.weight))
+    head.offset.zero_()  # every row now follows one rule; enrolled rows' offsets go too
+
+
+def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: str | Path,
+                            views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
+                            batch_size: int = 32) -> dict[str, Any]:
+    """Load ``model_path``, rebuild its rows from ``data_path``, save to ``out``.
+
+    Returns:
+        The record written to the card under ``classifier_rows``.
+    """
+    model_path, out = Path(model_path), Path(out)
+    if out.resolve() == model_path.resolve():
+        raise ArtifactError("--out must differ from --model: the source model is kept as is")
+    if (out / CARD_NAME).exists():
+        raise ArtifactError(f"{out} already holds a model; choose another --out or remove it")
+    art = load_artifact(model_path)
+    data = load_dataset(data_path)
+    rebuild_rows(art, data, views, seed, batch_size)
+    card = art.card
+    record = {
+        "source": PROTOTYPE_SOURCE, "data": str(data_path), "views_per_reference": views,
+        "seed": seed, "references": len(data.samples),
+        "base_model": {"path": str(model_path), "sha256": card.get("weights", {}).get("sha256"),
+                       "metrics": card.get("metrics", {})},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    extra = {k: v for k, v in card.items() if k not in _DROPPED_KEYS}
+    extra[PROTOTYPE_CARD_KEY] = record
+    save_artifact(out, art.model, art.config, art.labels, art.label_metadata, metrics={},
+                  calibration=None, extra=extra,
+                  half=card.get("weights", {}).get("dtype") == "float16")
+    return record
