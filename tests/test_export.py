@@ -19,7 +19,13 @@ from rxvision.artifact import ArtifactError, load_artifact, read_card, save_arti
 from rxvision.config import Config
 from rxvision.data import EvalTransform, load_dataset, load_image
 from rxvision.inference.backends import load_backend
-from rxvision.inference.export import ExportError, export_artifact, export_onnx
+from rxvision.inference.export import (
+    ArrayCalibrationReader,
+    ExportError,
+    export_artifact,
+    export_onnx,
+    quantize_int8,
+)
 from rxvision.inference.onnx_backend import OnnxModel
 from rxvision.models import build_model
 
@@ -149,6 +155,7 @@ def test_int8_model_runs_and_agrees(int8_export, fitted_artifact: Path, fp32_exp
     assert card["export"]["int8"] is True
     q = card["export"]["quantization"]
     assert q["format"] == "QDQ" and q["per_channel"] is True and q["calibration_images"] == 16
+    assert q["float_convs"] == 3
     # 24 parity images: 8 never seen by calibration, 16 also used for it (recorded).
     assert report.parity_images == 24 and report.parity_images_in_calibration == 16
     assert report.int8_top1_agreement >= INT8_MIN_AGREEMENT
@@ -219,6 +226,30 @@ def test_export_errors(fitted_artifact: Path, manifest: Path, tmp_path: Path) ->
     assert not (tmp_path / "o").exists()
 
 
+def test_leading_convolutions_stay_float(fp32_export, manifest: Path, tmp_path: Path,
+                                         fitted_artifact: Path) -> None:
+    """``float_convs=N`` keeps the first N Conv nodes (graph order) off the int8 path."""
+    fp32 = fp32_export[0] / "model.onnx"
+    x = sample_batch(manifest, read_card(fitted_artifact)["preprocessing"], 4).numpy()
+
+    def conv_weight_sources(float_convs: int) -> list[bool]:
+        out = tmp_path / f"q{float_convs}.onnx"
+        settings = quantize_int8(fp32, out, ArrayCalibrationReader([x[i:i + 1] for i in range(4)]),
+                                 float_convs=float_convs)
+        assert settings["float_convs"] == float_convs
+        graph = onnx.load(str(out)).graph
+        dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return [n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"]
+
+    assert all(conv_weight_sources(0))
+    quantized = conv_weight_sources(2)
+    assert quantized[:2] == [False, False] and all(quantized[2:]) and len(quantized) > 2
+    with pytest.raises(ExportError, match="--float-convs must be >= 0"):
+        export_artifact(fitted_artifact, tmp_path / "neg", int8=True, calibration=manifest,
+                        float_convs=-1)
+    assert not (tmp_path / "neg").exists()
+
+
 def test_export_card_is_json_with_versions(fp32_export) -> None:
     card = json.loads((fp32_export[0] / "card.json").read_text())
     assert card["export"]["onnxruntime"] and card["export"]["exporter"].startswith("torch.onnx")
@@ -237,8 +268,10 @@ def test_cosine_classifier_exports_and_quantises(
     y = torch.tensor(images.targets())
     fit_classifier(model, x, y, steps=300)
     with torch.no_grad():
+        assert (model(x).argmax(1) == y).all()
+        # Enrolled rows carry a cosine offset (exported as the Gemm bias): set some.
+        model.get_classifier().offset[::3] = 0.05
         ref = model(x)
-    assert (ref.argmax(1) == y).all()
     art = save_artifact(tmp_path / "cos", model, cfg, images.labels)
     fp32 = export_artifact(art, tmp_path / "fp32", num_parity=4, parity_data=manifest)
     got = OnnxModel(tmp_path / "fp32" / "model.onnx")(x)

@@ -7,6 +7,7 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
+    from ..inference.export import DEFAULT_FLOAT_CONVS
 
     p = sub.add_parser("export", help="export a trained model to ONNX (fp32 or int8)")
     add_model_argument(p, "a PyTorch artifact (model.safetensors + card.json)")
@@ -18,10 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="real photos for int8 calibration (manifest CSV or class folders)")
     p.add_argument("--parity-data", metavar="DATASET",
                    help="real photos for the PyTorch parity check (default: --calibration)")
-    p.add_argument("--num-calibration", type=int, default=64, metavar="N",
-                   help="calibration images (default: 64)")
+    p.add_argument("--num-calibration", type=int, default=128, metavar="N",
+                   help="calibration images (default: 128)")
     p.add_argument("--num-parity", type=int, default=32, metavar="N",
                    help="parity-check images (default: 32)")
+    p.add_argument("--float-convs", type=int, default=DEFAULT_FLOAT_CONVS, metavar="N",
+                   help=f"int8: leading convolutions kept in float (default "
+                        f"{DEFAULT_FLOAT_CONVS}; they cost the most accuracy when quantised, "
+                        "see docs/benchmarks.md)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder for model.onnx and card.json")
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     report = export_artifact(
         model_dir, args.out, fmt=args.fmt, int8=args.int8, calibration=args.calibration,
         parity_data=args.parity_data, num_calibration=args.num_calibration,
-        num_parity=args.num_parity, opset=args.opset,
+        num_parity=args.num_parity, opset=args.opset, float_convs=args.float_convs,
     )
     kind = "int8 QDQ" if report.int8 else "fp32"
     print(f"exported {model_dir} -> {report.path} ({kind}, opset {report.opset}, "

@@ -223,8 +223,9 @@ def prepare_onnx(spec: ModelSpec, workdir: Path, int8: bool, calibration: str | 
                 [rng.standard_normal(shape, dtype=np.float32) for _ in range(num_calibration)])
             note = f"{num_calibration} random N(0,1) inputs (speed only; not for accuracy)"
         out["onnx-int8"] = workdir / f"{spec.name}.int8.onnx"
-        quantize_int8(fp32, out["onnx-int8"], reader)
-        out["int8_calibration"] = note
+        settings = quantize_int8(fp32, out["onnx-int8"], reader)
+        out["int8_calibration"] = (f"{note}; first {settings['float_convs']} convolutions "
+                                   "kept float")
     return out
 
 

@@ -11,8 +11,10 @@ matmul + softmax) so every runtime and the quantiser see plain operators.
 
 int8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel int8 weights
 and uint8 activations (the fast U8S8 path on x86), MinMax calibration on real images run
-through the card's :class:`~rxvision.data.EvalTransform`. LayerNormalization stays float:
-it is tiny (one 256-channel norm over 49 tokens) and quantising it only costs accuracy.
+through the card's :class:`~rxvision.data.EvalTransform`. LayerNormalization and Softmax stay
+float: they are tiny and quantising them only costs accuracy. So do the first
+:data:`DEFAULT_FLOAT_CONVS` convolutions (``float_convs``), which cost the most accuracy
+when quantised and little time when not.
 
 Example:
     >>> report = export_artifact("runs/x", "exports/x", int8=True,
@@ -52,6 +54,11 @@ DEFAULT_OPSET = 18
 MIN_OPSET = 17
 # Operators left in float by the quantiser (see the module docstring).
 FLOAT_OPS = ("LayerNormalization", "Softmax")
+# Leading convolutions (graph order) left in float: the stem and the first block see raw
+# pixels and high-resolution maps, where one scale per activation tensor costs the most.
+# Measured on the bundled model (docs/benchmarks.md): all-int8 top-1 0.796, first conv float
+# 0.828, first 3 float 0.840, fp32 0.844 (500 held-out calibration-set views).
+DEFAULT_FLOAT_CONVS = 3
 
 
 class ExportError(ValueError):
@@ -175,6 +182,7 @@ def quantize_int8(
     out_path: str | Path,
     reader: CalibrationDataReader,
     method: CalibrationMethod = CalibrationMethod.MinMax,
+    float_convs: int = DEFAULT_FLOAT_CONVS,
 ) -> dict[str, Any]:
     """Static QDQ int8 quantisation of an fp32 ONNX file; return the settings used.
 
@@ -184,8 +192,11 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="rxvision-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre))
+        if float_convs < 0:
+            raise ExportError(f"float_convs must be >= 0, got {float_convs}")
         graph = onnx.load(str(pre)).graph
         keep_float = [n.name for n in graph.node if n.op_type in FLOAT_OPS]
+        keep_float += [n.name for n in graph.node if n.op_type == "Conv"][:float_convs]
         settings = {
             "format": "QDQ",
             "per_channel": True,
@@ -194,6 +205,7 @@ def quantize_int8(
             "reduce_range": False,
             "calibrate_method": method.name,
             "float_ops": list(FLOAT_OPS),
+            "float_convs": float_convs,
         }
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
@@ -237,9 +249,10 @@ def export_artifact(
     int8: bool = False,
     calibration: str | Path | None = None,
     parity_data: str | Path | None = None,
-    num_calibration: int = 64,
+    num_calibration: int = 128,
     num_parity: int = 32,
     opset: int = DEFAULT_OPSET,
+    float_convs: int = DEFAULT_FLOAT_CONVS,
 ) -> ExportReport:
     """Export a trained artifact to ``out_dir`` (``model.onnx`` + ``card.json``).
 
@@ -253,6 +266,7 @@ def export_artifact(
         num_calibration: images used for calibration.
         num_parity: images used for the parity check.
         opset: ONNX opset, at least 17.
+        float_convs: int8 only: leading convolutions kept in float.
     """
     if fmt != "onnx":
         raise ExportError(f"unknown export format {fmt!r}; supported: onnx")
@@ -264,6 +278,8 @@ def export_artifact(
                           "(or --calibration DATASET), e.g. data/sample/manifest.csv")
     if num_calibration < 1 or num_parity < 1:
         raise ExportError("--num-calibration and --num-parity must be >= 1")
+    if float_convs < 0:
+        raise ExportError(f"--float-convs must be >= 0, got {float_convs}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.resolve() == model_dir.resolve():
         raise ExportError(f"--out {out_dir} is the source artifact; choose another folder")
@@ -290,7 +306,8 @@ def export_artifact(
         quant: dict[str, Any] | None = None
         if int8:
             int8_path = Path(tmp) / "int8.onnx"
-            quant = quantize_int8(fp32_path, int8_path, ImageCalibrationReader(calib_paths, pre))
+            quant = quantize_int8(fp32_path, int8_path, ImageCalibrationReader(calib_paths, pre),
+                                  float_convs=float_convs)
             diff8, agree8 = run_parity(artifact.model, OnnxModel(int8_path), batches)
             report.calibration_images = len(calib_paths)
             report.int8_max_abs_logit_diff, report.int8_top1_agreement = diff8, agree8
