@@ -18,7 +18,8 @@ import yaml
 
 from rxvision.artifact import load_artifact
 from rxvision.config import ConfigError, load_config
-from rxvision.engine.train import CHECKPOINT, train
+from rxvision.engine.train import CHECKPOINT, _load_init, train
+from rxvision.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -96,6 +97,32 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path: Path) -> None:
     train(load_config(config), data, tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):
         train(load_config(config), data, tmp_path / "run")
+
+
+def test_init_starts_from_another_runs_weights(tmp_path: Path) -> None:
+    data, config = _tiny_data(tmp_path), _tiny_config(tmp_path, epochs=1)
+    first = train(load_config(config), data, tmp_path / "first").run_dir
+    init = load_artifact(first)
+    cfg = load_config(config)
+    model = build_model(cfg, NUM_CLASSES)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    _load_init(model, first, init.labels)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in init.model.state_dict().items())
+    assert not all(torch.equal(loaded[k], v) for k, v in fresh.items())
+    # A run started from it trains on and records where it started.
+    second = train(cfg, data, tmp_path / "second", init=first, max_steps=1).run_dir
+    assert load_artifact(second).card["training"]["init"] == str(first)
+    # Other labels or another architecture are refused before anything is written.
+    five = tmp_path / "five.csv"
+    five.write_text("".join(data.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ConfigError, match="labels"):
+        train(load_config(config, ["training.num_classes=5"]), five, tmp_path / "x",
+              init=first)
+    with pytest.raises(ConfigError, match="architecture differs"):
+        train(load_config(config, ["architecture.fpn.out_channels=16"]), data, tmp_path / "y",
+              init=first)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:

@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory (becomes a model artifact)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", metavar="RUN",
+                   help="start from this model's weights (same architecture and labels): "
+                        "fine-tune with a fresh optimiser and schedule")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. training.epochs=5 (repeatable)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -28,16 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..config import load_config
+    from ..config import ConfigError, load_config
     from ..engine.train import train
 
+    if args.init and args.resume:
+        raise ConfigError("--init starts a new run and --resume continues one: use one")
     overrides = list(args.overrides)
     config_path = args.config
     if args.resume and (Path(args.out) / "config.yaml").is_file():
         config_path = str(Path(args.out) / "config.yaml")  # the run's own resolved config
     cfg = load_config(config_path, overrides)
     result = train(cfg, args.data, args.out, resume=args.resume, device=args.device,
-                   max_steps=args.max_steps)
+                   max_steps=args.max_steps, init=args.init)
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -30,7 +30,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from ..artifact import save_artifact, unwrap
+from ..artifact import load_artifact, save_artifact, unwrap
 from ..config import Config, ConfigError
 from ..data import ImageSet, load_dataset, load_image
 from ..data.synth import PhoneViewSynthesizer, SynthParams
@@ -236,11 +236,15 @@ def _mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, smo
 
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
-          device: str | None = None, max_steps: int | None = None) -> TrainResult:
+          device: str | None = None, max_steps: int | None = None,
+          init: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` on the references in ``data`` and write the run directory ``out``.
 
     Args:
         max_steps: stop after this many optimiser steps in total (tests and benchmarks).
+        init: a model artifact with the same architecture and labels to start from
+            (fine-tuning with a fresh optimiser and schedule), instead of the config's
+            pretrained backbone and a random head.
     """
     distributed = init_distributed()
     rank, world, local_rank = _dist_info()
@@ -264,6 +268,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         )
     torch.manual_seed(t.seed)
     model: nn.Module = build_model(cfg, images.num_classes)
+    if init is not None and not resume:
+        _load_init(model, init, images.labels)
     preprocessing = model.data_config(t.input_size)
     synth, image_targets = build_synthesizer(images, cfg, preprocessing["mean"])
     val = validation_views(synth, image_targets, cfg.augment.val_views_per_image,
@@ -369,7 +375,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             history.append(record)
             if improved:
                 save_artifact(run, model, cfg, images.labels, images.label_metadata,
-                              metrics=_card_metrics(record), extra={"training": _summary(history)})
+                              metrics=_card_metrics(record),
+                              extra={"training": _summary(history, init)})
             save_checkpoint(run / CHECKPOINT, model, optimizer, epoch, step, best, stale, history)
             _log(run, writer, record)
             tqdm.write(_format(record))
@@ -424,9 +431,28 @@ def _card_metrics(record: dict[str, Any]) -> dict[str, Any]:
     return {"validation": {k: record[k] for k in keys}, "epoch": record["epoch"]}
 
 
-def _summary(history: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"epochs": len(history), "seconds": sum(h["epoch_seconds"] for h in history),
-            "images_per_s": float(np.mean([h["images_per_s"] for h in history]))}
+def _load_init(model: nn.Module, init: str | Path, labels: list[str]) -> None:
+    """Copy an artifact's weights into ``model``; same labels (in order) and architecture."""
+    art = load_artifact(init)
+    if art.labels != labels:
+        missing = sorted(set(labels) - set(art.labels))
+        raise ConfigError(f"--init {init}: its {len(art.labels)} labels are not the data's "
+                          f"{len(labels)} labels in the same order (e.g. not in it: "
+                          f"{missing[:3]}); fine-tune only on the data it was trained on, or "
+                          "enroll new pills with `rxvision enroll`")
+    try:
+        model.load_state_dict(art.model.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"--init {init}: its architecture differs from the config's "
+                          f"({str(exc).splitlines()[0]})") from exc
+
+
+def _summary(history: list[dict[str, Any]], init: str | Path | None = None) -> dict[str, Any]:
+    summary = {"epochs": len(history), "seconds": sum(h["epoch_seconds"] for h in history),
+               "images_per_s": float(np.mean([h["images_per_s"] for h in history]))}
+    if init is not None:
+        summary["init"] = str(init)
+    return summary
 
 
 def _tensorboard(run: Path) -> Any:
