@@ -17,8 +17,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.enroll import (
         DEFAULT_IMPRINT,
         DEFAULT_MAX_DROP,
-        DEFAULT_SEED,
-        DEFAULT_VIEWS,
         IMPRINT_METHODS,
     )
 
@@ -29,10 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="manifest CSV (image,label,+ndc,name,strength,...) or class folders "
                         "with one or more reference photos per new pill")
     p.add_argument("--out", required=True, metavar="RUN2", help="directory for the new model")
-    p.add_argument("--views", type=int, default=DEFAULT_VIEWS,
-                   help=f"synthetic phone-style views per reference photo (default "
-                        f"{DEFAULT_VIEWS}; 0 = the letterboxed photo only)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
+    add_view_arguments(p, "0 = the letterboxed photo only")
     p.add_argument("--imprint", choices=IMPRINT_METHODS, default=DEFAULT_IMPRINT,
                    help="how new classifier rows are built (default auto: centred for a "
                         "Linear final layer; for a cosine one, prototype when its rows are "
@@ -56,9 +51,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_MAX_DROP})")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip labels the model already knows (default: refuse them)")
-    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
     p.add_argument("--json", action="store_true", help="print the enrollment record as JSON")
     p.set_defaults(func=enroll)
+
+
+def add_view_arguments(p: argparse.ArgumentParser, views_note: str) -> None:
+    """--views, --seed and --batch-size: how reference photos become embeddings."""
+    from ..inference.enroll import DEFAULT_SEED, DEFAULT_VIEWS
+
+    p.add_argument("--views", type=_non_negative, default=DEFAULT_VIEWS,
+                   help=f"synthetic phone-style views per reference photo (default "
+                        f"{DEFAULT_VIEWS}; {views_note})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
+    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def _offset(text: str) -> float | str:

@@ -18,7 +18,7 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
-    from ..inference.enroll import DEFAULT_SEED, DEFAULT_VIEWS
+    from .enroll import add_view_arguments
 
     p = sub.add_parser("prototypes", help="rebuild every class row from reference photos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,22 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="manifest CSV or class folders with reference photos of exactly the "
                         "model's labels (e.g. its training data)")
     p.add_argument("--out", required=True, metavar="RUN2", help="directory for the new model")
-    p.add_argument("--views", type=_non_negative, default=DEFAULT_VIEWS,
-                   help=f"synthetic phone-style views per reference photo (default "
-                        f"{DEFAULT_VIEWS}); enrollment into the result uses the same")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic views")
-    p.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
+    add_view_arguments(p, "enroll into the result with the same")
     p.set_defaults(func=prototypes)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
 
 
 def prototypes(args: argparse.Namespace) -> int:
