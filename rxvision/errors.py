@@ -5,9 +5,10 @@ from .config import ConfigError
 from .data.datasets import DatasetError
 from .data.decode import ImageDecodeError
 from .inference.benchmark import BenchmarkError
+from .inference.enroll import EnrollmentError
 from .inference.export import ExportError
 from .inference.identifier import IdentifierError
 from .models.pretrained import PretrainedWeightsError
 
 UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,
-             FileNotFoundError, IdentifierError, ExportError, BenchmarkError)
+             FileNotFoundError, IdentifierError, ExportError, BenchmarkError, EnrollmentError)

@@ -315,7 +315,16 @@ def test_cosine_offset_auto_matches_the_trained_rows_own_cosine(
     assert read_card(out)["enrollment"][0]["offset"] == result.offset
 
 
-def test_offset_needs_a_cosine_layer(split: dict[str, Path], tmp_path: Path) -> None:
+def test_offset_needs_a_cosine_layer(split: dict[str, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="cosine final layer"):
         enroll_artifact(split["base"], split["new"], tmp_path / "x", views=0, offset=0.1)
+    assert not (tmp_path / "x").exists()
+    # From the command line these are plain errors (exit 2), not tracebacks.
+    assert main(["enroll", "--model", str(split["base"]), "--data", str(split["new"]),
+                 "--out", str(tmp_path / "x"), "--offset", "0.1"]) == 2
+    assert "cosine final layer" in capsys.readouterr().err
+    assert main(["enroll", "--model", str(split["base_cos"]), "--data", str(split["new"]),
+                 "--out", str(tmp_path / "x"), "--imprint", "centred"]) == 2
+    assert "imprinted with --imprint lean or prototype" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -95,6 +95,10 @@ _OWN_CARD_KEYS = {"format", "config", "labels", "label_metadata", "preprocessing
                   "calibration", "metrics", "parameters", "versions", "weights"}
 
 
+class EnrollmentError(ValueError):
+    """An enrollment option that does not fit the model (a user error, printed plainly)."""
+
+
 @dataclass
 class EnrollmentResult:
     """What an enrollment did."""
@@ -216,17 +220,17 @@ def resolve_method(model: RxVisionModel, method: str, prototype_head: bool = Fal
     are prototypes themselves (``rxvision prototypes``), else ``lean``.
     """
     if method not in IMPRINT_METHODS:
-        raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
+        raise EnrollmentError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
     cosine = isinstance(model.get_classifier(), CosineClassifier)
     if method == "auto":
         if cosine:
             return "prototype" if prototype_head else "lean"
         return "centred"
     if cosine and method not in COSINE_METHODS:
-        raise ValueError(f"a cosine classifier is imprinted with --imprint "
+        raise EnrollmentError(f"a cosine classifier is imprinted with --imprint "
                          f"{' or '.join(COSINE_METHODS)} (or auto), not {method!r}")
     if not cosine and method in COSINE_METHODS:
-        raise ValueError(f"--imprint {method} needs a cosine final layer; this model's is "
+        raise EnrollmentError(f"--imprint {method} needs a cosine final layer; this model's is "
                          "Linear: use centred or plain (or auto)")
     return method
 
@@ -239,21 +243,21 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
     For a cosine layer the second tensor holds the rows' cosine ``offset`` instead of biases.
     """
     if method not in IMPRINT_METHODS:
-        raise ValueError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
+        raise EnrollmentError(f"imprint method must be one of {IMPRINT_METHODS}, got {method!r}")
     if not scale > 0:
-        raise ValueError(f"imprint scale must be positive, got {scale}")
+        raise EnrollmentError(f"imprint scale must be positive, got {scale}")
     old = model.get_classifier()
     method = resolve_method(model, method)
     if isinstance(old, CosineClassifier):
         if scale != 1.0:
-            raise ValueError("a cosine classifier compares directions only: enrollment scale "
+            raise EnrollmentError("a cosine classifier compares directions only: enrollment scale "
                              f"must be 1.0, got {scale}")
         w = old.weight.detach().float()
         rows = (_cosine_rows(model, w, prototypes) if method == "lean"
                 else F.normalize(prototypes.to(w), dim=1) * w.norm(dim=1).mean())
         return rows, torch.full((len(prototypes),), float(offset))
     if offset:
-        raise ValueError("a cosine offset needs a cosine final layer; this model's is Linear")
+        raise EnrollmentError("a cosine offset needs a cosine final layer; this model's is Linear")
     if not isinstance(old, nn.Linear) or old.bias is None:
         raise ArtifactError("enrollment needs a final nn.Linear with bias or a CosineClassifier")
     w, b = old.weight.detach().float(), old.bias.detach().float()
@@ -396,7 +400,8 @@ def _resolve_offset(art: Artifact, method: str, offset: float | str, protos: Ten
     head = art.model.get_classifier()
     if not isinstance(head, CosineClassifier):
         if offset not in ("auto", 0, 0.0):
-            raise ValueError("--offset applies to a cosine final layer; this model's is Linear")
+            raise EnrollmentError("--offset applies to a cosine final layer; this model's is "
+                                  "Linear")
         return 0.0, None
     if offset != "auto":
         return float(offset), None
@@ -453,17 +458,17 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
             nothing is left to enroll, or ``scale="auto"`` without ``old_data``.
     """
     if on_existing not in ("error", "skip"):
-        raise ValueError(f"on_existing must be 'error' or 'skip', got {on_existing!r}")
+        raise EnrollmentError(f"on_existing must be 'error' or 'skip', got {on_existing!r}")
     method = resolve_method(art.model, method,
                             prototype_head=prototype_settings(art.card) is not None)
     if isinstance(art.model.get_classifier(), CosineClassifier) and scale != 1.0:
-        raise ValueError("this model has a cosine classifier: enrollment needs no scale "
+        raise EnrollmentError("this model has a cosine classifier: enrollment needs no scale "
                          f"(new rows compare directions, like the trained ones); got {scale!r}")
     if scale == "auto" and old_data is None:
         raise DatasetError("--scale auto needs --old-data: labelled photos of the model's own "
                            "classes to measure what enrollment costs them")
     if scale != "auto" and not float(scale) > 0:
-        raise ValueError(f"scale must be positive or 'auto', got {scale!r}")
+        raise EnrollmentError(f"scale must be positive or 'auto', got {scale!r}")
     known = set(art.labels)
     existing = sorted(set(data.labels) & known)
     if existing and on_existing == "error":
