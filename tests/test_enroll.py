@@ -282,7 +282,7 @@ def test_cosine_offset_auto_matches_the_trained_rows_own_cosine(
     targets = torch.tensor(old.targets(art.labels))
     emb = _embed(base, [s.path for s in old.samples])
     known = targets >= 0
-    own = art.model.get_classifier().cosine(emb)[known].gather(1, targets[known][:, None])
+    own = art.model.get_classifier().cosine(emb).detach()[known].gather(1, targets[known][:, None])
     assert stored == pytest.approx(float(own.mean()), abs=1e-5)
 
     out = tmp_path / "run2"
@@ -295,7 +295,7 @@ def test_cosine_offset_auto_matches_the_trained_rows_own_cosine(
     grown = load_artifact(out)
     head = grown.model.get_classifier()
     new = load_dataset(split["new"])
-    cos = head.cosine(_embed(out, [s.path for s in new.samples]))
+    cos = head.cosine(_embed(out, [s.path for s in new.samples])).detach()
     idx = torch.tensor([grown.labels.index(s.label) for s in new.samples])
     assert fit["new_rows_own_cosine"] == pytest.approx(float(cos.gather(1, idx[:, None]).mean()),
                                                        abs=1e-5)
