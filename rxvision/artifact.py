@@ -35,6 +35,10 @@ CARD_FORMAT = "rxvision-card/1"
 # State keys added after artifacts were first published; older files load without them and
 # keep the freshly built module's value (a cosine layer's offsets: zero, i.e. trained rows).
 _ADDED_LATER = {"classifier.classifier.offset"}
+# Card keys save_artifact writes itself; tools that re-save an artifact (enroll, bundle,
+# prototypes) carry every other key over.
+SAVED_CARD_KEYS = frozenset({"format", "config", "labels", "label_metadata", "preprocessing",
+                             "calibration", "metrics", "parameters", "versions", "weights"})
 
 
 class ArtifactError(RuntimeError):

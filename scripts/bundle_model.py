@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rxvision.artifact import load_artifact, read_card, save_artifact
-
-# Card fields that save_artifact writes itself; every other field is carried over.
-_REBUILT = {"format", "config", "labels", "label_metadata", "preprocessing", "calibration",
-            "metrics", "parameters", "versions", "weights"}
+from rxvision.artifact import SAVED_CARD_KEYS, load_artifact, read_card, save_artifact
 
 
 def main() -> None:
@@ -27,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     art = load_artifact(args.run)
     card = read_card(args.run)
-    extra = {k: v for k, v in card.items() if k not in _REBUILT}
+    extra = {k: v for k, v in card.items() if k not in SAVED_CARD_KEYS}
     extra["bundled_from"] = {"run": str(args.run), "sha256_fp32": card["weights"]["sha256"]}
     save_artifact(args.out, art.model, art.config, art.labels, art.label_metadata,
                   metrics=card.get("metrics"), calibration=card.get("calibration"),

@@ -71,8 +71,15 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..artifact import CARD_NAME, Artifact, ArtifactError, load_artifact, save_artifact
-from ..data import DatasetError, EvalTransform, ImageSet, load_dataset, load_image
+from ..artifact import (
+    CARD_NAME,
+    SAVED_CARD_KEYS,
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    save_artifact,
+)
+from ..data import DatasetError, EvalTransform, ImageSet, Sample, load_dataset, load_image
 from ..data.synth import PhoneViewSynthesizer, SynthParams
 from ..models import RxVisionModel
 from ..models.layers import CosineClassifier
@@ -90,9 +97,6 @@ PROTOTYPE_SOURCE = "prototypes"
 # Scales tried by ``scale="auto"``, and the old-class top-1 it may cost.
 SCALE_GRID = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5)
 DEFAULT_MAX_DROP = 0.01
-# Keys save_artifact writes itself; every other card key is carried over to the new card.
-_OWN_CARD_KEYS = {"format", "config", "labels", "label_metadata", "preprocessing",
-                  "calibration", "metrics", "parameters", "versions", "weights"}
 
 
 class EnrollmentError(ValueError):
@@ -228,10 +232,10 @@ def resolve_method(model: RxVisionModel, method: str, prototype_head: bool = Fal
         return "centred"
     if cosine and method not in COSINE_METHODS:
         raise EnrollmentError(f"a cosine classifier is imprinted with --imprint "
-                         f"{' or '.join(COSINE_METHODS)} (or auto), not {method!r}")
+                              f"{' or '.join(COSINE_METHODS)} (or auto), not {method!r}")
     if not cosine and method in COSINE_METHODS:
-        raise EnrollmentError(f"--imprint {method} needs a cosine final layer; this model's is "
-                         "Linear: use centred or plain (or auto)")
+        raise EnrollmentError(f"--imprint {method} needs a cosine final layer; this model's "
+                              "is Linear: use centred or plain (or auto)")
     return method
 
 
@@ -250,8 +254,8 @@ def imprinted_rows(model: RxVisionModel, prototypes: Tensor, method: str = DEFAU
     method = resolve_method(model, method)
     if isinstance(old, CosineClassifier):
         if scale != 1.0:
-            raise EnrollmentError("a cosine classifier compares directions only: enrollment scale "
-                             f"must be 1.0, got {scale}")
+            raise EnrollmentError("a cosine classifier compares directions only: enrollment "
+                                  f"scale must be 1.0, got {scale}")
         w = old.weight.detach().float()
         rows = (_cosine_rows(model, w, prototypes) if method == "lean"
                 else F.normalize(prototypes.to(w), dim=1) * w.norm(dim=1).mean())
@@ -323,11 +327,8 @@ def choose_scale(model: RxVisionModel, transform: EvalTransform, old_data: Image
     if not keep:
         raise DatasetError(f"{old_data.source}: none of its labels are in the model; "
                            "--old-data must show the model's own classes")
-    emb = torch.cat([
-        embed_uint8(model, transform, torch.stack(
-            [transform.to_uint8(load_image(old_data.samples[i].path)) for i in chunk]))
-        for chunk in (keep[j:j + batch_size] for j in range(0, len(keep), batch_size))
-    ])  # (N, D)
+    emb = torch.cat([embed_uint8(model, transform, views) for views in uint8_batches(
+        [old_data.samples[i] for i in keep], transform, batch_size)])  # (N, D)
     t = targets[keep]
     old_logits = model.get_classifier()(emb.to(next(model.parameters()).device)).float().cpu()
     before = float((old_logits.argmax(1) == t).float().mean())
@@ -384,7 +385,8 @@ def fit_offset(rows: Tensor, embeddings: list[Tensor], trained_own: float
                     "new_rows_own_cosine": float(new_own), "trained_own_cosine": trained_own}
 
 
-def _references(data: ImageSet, skip: set[str]) -> dict[str, list[Image.Image]]:
+def load_references(data: ImageSet, skip: set[str]) -> dict[str, list[Image.Image]]:
+    """Each label's reference photos (decoded), in ``data`` order, leaving out ``skip``."""
     refs: dict[str, list[Image.Image]] = {}
     for sample in data.samples:
         if sample.label not in skip:
@@ -411,7 +413,7 @@ def _resolve_offset(art: Artifact, method: str, offset: float | str, protos: Ten
         targets = torch.tensor(old_data.targets(art.labels))
         with torch.no_grad():
             logits = torch.cat([art.model(transform.normalize(b)) for b in
-                                _uint8_batches(old_data, transform, batch_size)])
+                                uint8_batches(old_data.samples, transform, batch_size)])
         trained, source = own_class_cosine(logits, targets, head), str(old_data.source)
     elif "own_class_cosine" in art.card.get("calibration", {}):
         trained = float(art.card["calibration"]["own_class_cosine"])
@@ -427,11 +429,12 @@ def _resolve_offset(art: Artifact, method: str, offset: float | str, protos: Ten
                    "new_rows_measured_on": f"fresh views (seed + {OFFSET_SEED_SHIFT})"}
 
 
-def _uint8_batches(data: ImageSet, transform: EvalTransform, batch_size: int
-                   ) -> Iterator[Tensor]:
-    for start in range(0, len(data.samples), batch_size):
+def uint8_batches(samples: list[Sample], transform: EvalTransform, batch_size: int
+                  ) -> Iterator[Tensor]:
+    """Decoded, letterboxed photos (B, 3, H, W) uint8, ``batch_size`` at a time."""
+    for start in range(0, len(samples), batch_size):
         yield torch.stack([transform.to_uint8(load_image(s.path))
-                           for s in data.samples[start:start + batch_size]])
+                           for s in samples[start:start + batch_size]])
 
 
 def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
@@ -463,7 +466,8 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
                             prototype_head=prototype_settings(art.card) is not None)
     if isinstance(art.model.get_classifier(), CosineClassifier) and scale != 1.0:
         raise EnrollmentError("this model has a cosine classifier: enrollment needs no scale "
-                         f"(new rows compare directions, like the trained ones); got {scale!r}")
+                              f"(new rows compare directions, like the trained ones); got "
+                              f"{scale!r}")
     if scale == "auto" and old_data is None:
         raise DatasetError("--scale auto needs --old-data: labelled photos of the model's own "
                            "classes to measure what enrollment costs them")
@@ -476,7 +480,7 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
             f"{data.source}: {len(existing)} label(s) are already in the model "
             f"(e.g. {existing[:3]}); remove them or pass --skip-existing"
         )
-    refs = _references(data, set(existing))
+    refs = load_references(data, set(existing))
     if not refs:
         raise DatasetError(f"{data.source}: no new labels to enroll")
     aug = art.config.augment
@@ -535,7 +539,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     record.pop("output")
-    extra = {k: v for k, v in card.items() if k not in _OWN_CARD_KEYS}
+    extra = {k: v for k, v in card.items() if k not in SAVED_CARD_KEYS}
     extra["enrollment"] = [*card.get("enrollment", []), record]
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
                   calibration=card.get("calibration"), extra=extra,

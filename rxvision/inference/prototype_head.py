@@ -31,8 +31,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..artifact import CARD_NAME, Artifact, ArtifactError, load_artifact, save_artifact
-from ..data import DatasetError, EvalTransform, ImageSet, load_dataset, load_image
+from ..artifact import (
+    CARD_NAME,
+    SAVED_CARD_KEYS,
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    save_artifact,
+)
+from ..data import DatasetError, EvalTransform, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..models.layers import CosineClassifier
 from .enroll import (
@@ -41,12 +48,11 @@ from .enroll import (
     PROTOTYPE_CARD_KEY,
     PROTOTYPE_SOURCE,
     label_prototypes,
+    load_references,
 )
 
-# Card keys save_artifact writes itself, and keys fitted to the old rows (dropped).
-_DROPPED_KEYS = {"format", "config", "labels", "label_metadata", "preprocessing",
-                 "calibration", "metrics", "parameters", "versions", "weights",
-                 "identification"}
+# Card keys save_artifact writes itself, and the thresholds fitted to the old rows (dropped).
+_DROPPED_KEYS = SAVED_CARD_KEYS | {"identification"}
 
 
 def _references(data: ImageSet, labels: list[str]) -> dict[str, list]:
@@ -58,10 +64,8 @@ def _references(data: ImageSet, labels: list[str]) -> dict[str, list]:
             f"{len(missing)} label(s) have no photo (e.g. {missing[:3]}), "
             f"{len(extra)} are not in the model (e.g. {extra[:3]}); enroll new labels with "
             "`rxvision enroll`")
-    refs: dict[str, list] = {label: [] for label in labels}
-    for sample in data.samples:
-        refs[sample.label].append(load_image(sample.path))
-    return refs
+    refs = load_references(data, skip=set())
+    return {label: refs[label] for label in labels}  # the model's row order
 
 
 @torch.no_grad()
