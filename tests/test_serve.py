@@ -165,15 +165,16 @@ def test_batch_larger_than_max_batch_is_split(make_client: Callable[..., TestCli
     assert sorted(counter.sizes) == [1, 2, 2]
 
 
-def test_explain_returns_attention_overlay(client: TestClient, photos: list[Path]) -> None:
+def test_explain_returns_three_overlays(client: TestClient, photos: list[Path]) -> None:
     resp = client.post("/v1/identify", files=[_file(photos[0])], data={"explain": "true"})
     assert resp.status_code == 200, resp.text
     overlays = resp.json()["result"]["explanations"]["image"]
-    assert set(overlays) == {"attention", "gradcam"}
+    assert set(overlays) == {"attention", "gradcam", "occlusion"}
     prefix = "data:image/png;base64,"
-    assert overlays["attention"].startswith(prefix)
-    img = Image.open(io.BytesIO(base64.b64decode(overlays["attention"][len(prefix):])))
-    assert img.size == (64, 64)  # drawn on the letterboxed input
+    for url in overlays.values():
+        assert url.startswith(prefix)
+        img = Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+        assert img.size == (64, 64)  # drawn on the letterboxed input
 
 
 def test_explain_refused_without_torch_model(make_client: Callable[..., TestClient],

@@ -4,7 +4,7 @@ Examples:
     rxvision predict photo.jpg                       # bundled model, readable output
     rxvision predict --json photo.jpg                # JSON: top-k with metadata and flags
     rxvision predict --pair front.jpg back.jpg       # fuse both sides of one pill
-    rxvision predict --explain overlays/ photo.jpg   # attention and Grad-CAM PNGs
+    rxvision predict --explain overlays/ photo.jpg   # attention, Grad-CAM, occlusion PNGs
     rxvision predict photos/ --out results.csv       # a folder or manifest -> CSV/JSONL
 """
 
@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="take the images two by two as the front and back of one pill and "
                         "fuse both views into one ranking")
     p.add_argument("--explain", metavar="OUT_DIR",
-                   help="write attention and Grad-CAM overlay PNGs per image (torch backend)")
+                   help="write attention, Grad-CAM and occlusion overlay PNGs per image "
+                        "(torch backend; occlusion runs ~100 extra forward passes)")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="inference backend (default torch)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

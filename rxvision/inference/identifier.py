@@ -396,7 +396,7 @@ class Identifier:
         return emb
 
     def explain(self, image: ImageInput) -> dict[str, Image.Image]:
-        """Overlays on the letterboxed input: ``attention`` and ``gradcam`` (PIL RGB images)."""
+        """Overlays on the letterboxed input: ``attention``, ``gradcam``, ``occlusion``."""
         from .explain import explain_image
 
         model = self._torch_model("explain()")

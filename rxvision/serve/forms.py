@@ -154,7 +154,8 @@ IDENTIFY_BODY = {"requestBody": {"required": True, "content": {"multipart/form-d
         "back": _file_schema("back side (with 'front')"),
         **_OPTIONS,
         "explain": {"type": "boolean", "default": False,
-                    "description": "add attention and Grad-CAM overlays (torch backend)"},
+                    "description": "add attention, Grad-CAM and occlusion overlays "
+                                   "(torch backend)"},
     }}}}}}
 BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
     "schema": {"type": "object", "required": ["images"], "properties": {

@@ -149,7 +149,7 @@ class Service:
         return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk)]
 
     async def explain(self, decoded: Decoded) -> dict[str, str]:
-        """Attention and Grad-CAM overlays of one image as PNG data URLs.
+        """Attention, Grad-CAM and occlusion overlays of one image as PNG data URLs.
 
         The explanation runs on the model thread (it hooks the backbone and runs backward,
         so it must not overlap a batched pass); PNG encoding runs in the decode pool.

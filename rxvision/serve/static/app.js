@@ -127,8 +127,12 @@ function renderCandidates(result) {
 function renderOverlay(result) {
   const views = result.explanations || {};
   const first = views.image || views.front;
-  $("overlay").hidden = !(first && first.attention);
-  if (first && first.attention) $("attention").src = first.attention;
+  const shown = Boolean(first && first.attention && first.occlusion);
+  $("overlay").hidden = !shown;
+  if (shown) {
+    $("occlusion").src = first.occlusion;
+    $("attention").src = first.attention;
+  }
 }
 
 $("identify-form").addEventListener("submit", async (e) => {
