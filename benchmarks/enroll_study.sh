@@ -24,7 +24,7 @@ $PY scripts/holdout_split.py views "$OUT"
     --out "$OUT/base900" --set training.num_classes=900 "$@"
 $RX calibrate --model "$OUT/base900" --data "$OUT/cal/manifest.csv" --thresholds \
     --abstain-precision 0.95 --no-progress
-for method in energy max_logit cosine; do
+for method in energy max_logit cosine centred_max_logit; do
   $RX evaluate --model "$OUT/base900" --data "$OUT/views/views_known.csv" \
       --unknown "$OUT/views/views_new.csv" --ood-method $method --group-by mode \
       --json "$OUT/openset_$method.json" --no-progress
@@ -55,7 +55,7 @@ import json, sys
 out = sys.argv[1]
 def get(name):
     return json.load(open(f"{out}/{name}.json"))
-for m in ("energy", "max_logit", "cosine", "proto_max_logit"):
+for m in ("energy", "max_logit", "cosine", "centred_max_logit", "proto_max_logit"):
     r = get(f"openset_{m}")
     model = "proto900" if m.startswith("proto") else "base900"
     print(f"{model} on known views: top-1 {r['top1']:.3f}; open-set AUROC ({m}) "

@@ -7,6 +7,7 @@ between tests: never modify them in place (copy the artifact directory first).
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
 from rxvision.artifact import save_artifact
 from rxvision.config import Config, config_from_dict
@@ -137,6 +139,30 @@ def sample_artifact(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) 
     model = build_model(cfg)
     out = tmp_path_factory.mktemp("artifacts") / "sample"
     return save_artifact(out, model, cfg, images.labels, label_metadata=images.label_metadata)
+
+
+@pytest.fixture(scope="session")
+def two_view_manifest(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """Two photos of each sample pill: the original and a copy turned 90 degrees.
+
+    For what needs several views per class (per-class logit centres). Columns as the
+    sample's manifest; image paths are absolute.
+    """
+    out = tmp_path_factory.mktemp("two_views")
+    with open(sample_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    manifest = out / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            src = sample_dir / row["image"]
+            turned = out / f"{src.stem}_r90.png"
+            with Image.open(src) as im:
+                im.convert("RGB").rotate(90, expand=True).save(turned)
+            writer.writerow({**row, "image": str(src)})
+            writer.writerow({**row, "image": str(turned)})
+    return manifest
 
 
 @pytest.fixture

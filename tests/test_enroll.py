@@ -312,6 +312,37 @@ def test_cosine_offset_auto_matches_the_trained_rows_own_cosine(
     again = enroll_artifact(split["base_cos"], split["new"], tmp_path / "run3", views=0,
                             old_data=split["sample"])
     assert again.offset == pytest.approx(result.offset, abs=1e-5)
+
+
+def test_enrollment_extends_the_class_centres(
+    split: dict[str, Path], two_view_manifest: Path, tmp_path: Path, copy_artifact
+) -> None:
+    base = copy_artifact(split["base_cos"])
+    assert main(["calibrate", "--model", str(base), "--data", str(two_view_manifest),
+                 "--workers", "0", "--no-progress"]) == 0
+    cal = read_card(base)["calibration"]
+    old_centres, fit = cal["own_logit_means"], cal["own_logit_means_fit"]
+    assert len(old_centres) == 12
+    out = tmp_path / "run2"
+    result = enroll_artifact(base, split["new"], out, views=0)
+    grown = read_card(out)
+    centres = grown["calibration"]["own_logit_means"]
+    assert len(centres) == 24 and centres[:12] == old_centres
+    assert "own_logit_means" not in grown["enrollment"][-1]  # in the calibration only
+    assert result.class_centres_fit["prior_views"] == fit["prior_views"]
+    # views=0: a new class's fresh view is its reference photo; its centre is that photo's
+    # logit on the new row, shrunk towards the overall mean like the trained centres.
+    new = load_dataset(split["new"])
+    logits = _logits(out, [s.path for s in new.samples])
+    labels = read_card(out)["labels"]
+    prior, grand = fit["prior_views"], fit["grand_mean"]
+    for i, sample in enumerate(new.samples):
+        own = float(logits[i, labels.index(sample.label)])
+        assert centres[labels.index(sample.label)] == pytest.approx(
+            (own + prior * grand) / (1 + prior), abs=1e-4)
+    # The enrolled model scores open-set photos with them.
+    ident = Identifier.load(out, ood_method="centred_max_logit")
+    assert ident.class_centres is not None and ident.class_centres.shape == (24,)
     assert read_card(out)["enrollment"][0]["offset"] == result.offset
 
 

@@ -26,10 +26,11 @@ from rxvision.engine.openset_eval import (
     open_set_study,
 )
 from rxvision.inference.backends import load_backend
-from rxvision.inference.identifier import MESSAGE_UNKNOWN, Identifier
+from rxvision.inference.identifier import MESSAGE_UNKNOWN, Identifier, IdentifierError
 from rxvision.inference.openset import (
     binary_auroc,
     fit_abstain_threshold,
+    fit_class_centres,
     fit_ood_threshold,
     ood_scores,
 )
@@ -319,3 +320,94 @@ def test_calibrate_threshold_errors(known_artifact: Path, copy_artifact,
     with pytest.raises(SystemExit):
         main(["calibrate", "--model", str(run), "--data", str(all_wrong), "--thresholds",
               "--abstain-threshold", "0.5", "--abstain-precision", "0.9"])
+
+
+# --- centred_max_logit: per-class logit centres ----------------------------------------
+def test_fit_class_centres_shrinks_by_the_empirical_bayes_weight() -> None:
+    # Class 0's own logits 5 and 7, class 1's 0 and 2, class 2 has no view.
+    logits = torch.zeros(5, 3)
+    logits[0, 0], logits[1, 0], logits[2, 1], logits[3, 1] = 5.0, 7.0, 0.0, 2.0
+    targets = torch.tensor([0, 0, 1, 1, -1])  # the -1 view (unknown label) is ignored
+    centres, fit = fit_class_centres(logits, targets)
+    within = (1 + 1 + 1 + 1) / (4 - 2)  # squared deviations from the class means / dof
+    between = np.var([6.0, 1.0]) - within * 0.5  # the noise in a mean of 2 views removed
+    prior, grand = within / between, 3.5
+    assert fit["prior_views"] == pytest.approx(prior) and fit["grand_mean"] == pytest.approx(grand)
+    assert fit["classes_with_views"] == 2
+    assert centres == pytest.approx([(12 + prior * grand) / (2 + prior),
+                                     (2 + prior * grand) / (2 + prior), grand])
+    with pytest.raises(ValueError, match="at least two views"):
+        fit_class_centres(logits[[0, 2]], torch.tensor([0, 1]))
+
+
+def test_centred_max_logit_scores_against_the_top_class_centre() -> None:
+    logits = torch.tensor([[4.0, 1.0], [0.5, 2.0]])
+    centres = torch.tensor([3.0, 2.5])
+    # Photo 0: top class 0, 4 - 3 = 1 above its level; photo 1: class 1, 0.5 below.
+    assert ood_scores(logits, method="centred_max_logit", class_centres=centres).tolist() == [
+        -1.0, 0.5]
+    with pytest.raises(ValueError, match="rxvision calibrate"):
+        ood_scores(logits, method="centred_max_logit")
+    with pytest.raises(ValueError, match="3 class centres for 2 classes"):
+        ood_scores(logits, method="centred_max_logit", class_centres=torch.zeros(3))
+
+
+def test_calibrate_stores_class_centres_that_drive_identifier_and_evaluate(
+    known_artifact: Path, copy_artifact, split: dict[str, Path], two_view_manifest: Path,
+    tmp_path: Path, capsys
+) -> None:
+    known_labels = set(load_dataset(split["known"]).labels)
+    with open(two_view_manifest, newline="") as fh:
+        rows = [(Path(r["image"]), r["label"]) for r in csv.DictReader(fh)
+                if r["label"] in known_labels]
+    views = _write_manifest(tmp_path / "two_views.csv", rows)  # 24 photos, 2 per class
+    with pytest.raises(IdentifierError, match="rxvision calibrate"):
+        Identifier.load(known_artifact, ood_method="centred_max_logit")
+    run = copy_artifact(known_artifact)
+    assert main(["calibrate", "--model", str(run), "--data", str(views), "--thresholds",
+                 "--ood-method", "centred_max_logit", "--target-tpr", "0.5",
+                 "--abstain-threshold", "0.0", *CLI_OPTS]) == 0
+    assert "class centres for 12 classes" in capsys.readouterr().out
+    card = read_card(run)
+    ident = Identifier.load(run)
+    x = torch.stack([ident.preprocess(p) for p, _ in rows])
+    logits, _ = ident.forward(x)
+    targets = torch.tensor([ident.labels.index(lab) for _, lab in rows])
+    expected, _ = fit_class_centres(logits, targets)
+    assert card["calibration"]["own_logit_means"] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert card["identification"]["ood_method"] == "centred_max_logit"
+    assert ident.ood_method == "centred_max_logit"
+    scores = [r.ood_score for r in ident.identify([p for p, _ in rows])]
+    top = logits.max(1)
+    assert scores == pytest.approx((-(top.values - torch.tensor(expected)[top.indices]
+                                      .float())).tolist(), abs=1e-4)
+    flagged = [r.unknown for r in ident.identify([p for p, _ in rows])]
+    assert flagged == [sc > ident.ood_threshold for sc in scores]
+    assert abs(sum(flagged) - 12) <= 1  # tpr 0.5 (a tie at the threshold may tip one)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", str(run), "--data", str(views), "--unknown",
+                 str(split["unknown"]), "--json", str(out), *CLI_OPTS]) == 0
+    os_ = json.loads(out.read_text())["open_set"]
+    assert os_["score"] == "centred_max_logit" and (os_["n_known"], os_["n_unknown"]) == (24, 12)
+    unknown = [r.ood_score for r in ident.identify(
+        [s.path for s in load_dataset(split["unknown"]).samples])]
+    assert os_["auroc"] == pytest.approx(binary_auroc(scores, unknown))
+
+
+def test_centred_max_logit_needs_two_views_of_some_class(
+    known_artifact: Path, copy_artifact, split: dict[str, Path], capsys
+) -> None:
+    run = copy_artifact(known_artifact)
+    before = (run / "card.json").read_text()
+    assert main(["calibrate", "--model", str(run), "--data", str(split["known"]), "--thresholds",
+                 "--ood-method", "centred_max_logit", *CLI_OPTS]) == 2
+    assert "at least two views" in capsys.readouterr().err
+    assert (run / "card.json").read_text() == before
+    # Without that score, one view per class only skips the centres, with a note.
+    assert main(["calibrate", "--model", str(run), "--data", str(split["known"]),
+                 *CLI_OPTS]) == 0
+    assert "note: no per-class logit centres" in capsys.readouterr().out
+    assert "own_logit_means" not in read_card(run)["calibration"]
+    assert main(["evaluate", "--model", str(run), "--data", str(split["known"]), "--unknown",
+                 str(split["unknown"]), "--ood-method", "centred_max_logit", *CLI_OPTS]) == 2
+    assert "rxvision calibrate" in capsys.readouterr().err

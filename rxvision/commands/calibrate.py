@@ -1,5 +1,6 @@
-"""`rxvision calibrate`: fit the temperature (and, with --thresholds, the abstention and
-open-set thresholds) on held-out views and store them in the card."""
+"""`rxvision calibrate`: fit the temperature, the per-class logit centres (for the
+``centred_max_logit`` open-set score) and, with --thresholds, the abstention and open-set
+thresholds on held-out views, and store them in the card."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.backends import load_backend
     from ..inference.enroll import own_class_cosine
     from ..inference.identifier import IdentifierError
+    from ..inference.openset import fit_class_centres
     from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if given and not args.thresholds:
         raise IdentifierError(f"{', '.join(given)} apply to threshold fitting: add --thresholds")
     backend = load_backend(args.model, backend="torch", bf16=args.precision == "bf16")
-    method = resolve_method(backend, args.ood_method) if args.thresholds else None
+    method = (resolve_method(backend, args.ood_method, centres_in_card=False)
+              if args.thresholds else None)
     images = subset(load_dataset(args.data), args.limit)
     pred = predict(backend, images, batch_size=args.batch_size, workers=args.workers,
                    embeddings=method == "cosine", progress=not args.no_progress,
@@ -100,6 +103,16 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(head, CosineClassifier):  # what `rxvision enroll --offset auto` matches
         record["own_class_cosine"] = own_class_cosine(
             torch.from_numpy(pred.logits), torch.from_numpy(pred.targets), head)
+    try:  # centres for the centred_max_logit open-set score
+        centres, centre_fit = fit_class_centres(pred.logits[known], pred.targets[known])
+        record["own_logit_means"] = [round(float(c), 6) for c in centres]
+        record["own_logit_means_fit"] = centre_fit
+    except ValueError as exc:
+        if method == "centred_max_logit":
+            raise DatasetError(f"{args.data}: {exc}; the centred_max_logit score needs them "
+                               "(render more views per pill: rxvision data synth --views 2)"
+                               ) from exc
+        print(f"note: no per-class logit centres ({exc})")
     if (~known).any():
         record["skipped_unknown"] = int((~known).sum())
     print(f"T = {fit['temperature']:.4f} on {fit['n']} images: "
@@ -107,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
           f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}"
           + (f"; own-class cosine {record['own_class_cosine']:.4f}"
              if "own_class_cosine" in record else ""))
+    if "own_logit_means_fit" in record:
+        cf = record["own_logit_means_fit"]
+        print(f"class centres for {cf['classes_with_views']} classes: mean own logit "
+              f"{cf['grand_mean']:.4f}, prior weight {cf['prior_views']:.3f} views")
     identification = None
     if args.thresholds:
-        identification = fit_identification(backend, pred, fit["temperature"], method, args)
+        identification = fit_identification(backend, pred, fit["temperature"], method, args,
+                                            record.get("own_logit_means"))
     else:
         _warn_stale_thresholds(backend.card, fit["temperature"])
     if not args.dry_run:
@@ -125,8 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
-                       args: argparse.Namespace) -> dict[str, Any]:
-    """Fit the card's ``identification`` thresholds with the freshly fitted temperature."""
+                       args: argparse.Namespace, class_centres: list[float] | None = None
+                       ) -> dict[str, Any]:
+    """Fit the card's ``identification`` thresholds with the freshly fitted temperature
+    (and, for ``centred_max_logit``, the freshly fitted class centres)."""
+    import torch
+
     from ..data import DatasetError
     from ..inference.openset import class_prototypes, fit_thresholds
 
@@ -136,7 +158,8 @@ def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
                   if method == "cosine" else None)
     try:
         fit = fit_thresholds(pred.logits, pred.targets, temperature, method, pred.embeddings,
-                             prototypes, tpr, precision, args.abstain_threshold)
+                             prototypes, tpr, precision, args.abstain_threshold,
+                             None if class_centres is None else torch.tensor(class_centres))
     except ValueError as exc:  # the only data-dependent failure: precision out of reach
         raise DatasetError(f"{args.data}: {exc}; lower --abstain-precision or set "
                            "--abstain-threshold P") from exc

@@ -36,6 +36,7 @@ from ..inference.identifier import (
 )
 from ..inference.openset import (
     OOD_METHODS,
+    class_centres_from_card,
     class_prototypes,
     fit_ood_threshold,
     ood_scores,
@@ -92,13 +93,15 @@ def card_thresholds(card: dict[str, Any], method: str | None = None) -> dict[str
 
 
 def _scores(pred: Predictions, mask: np.ndarray, method: str,
-            prototypes: torch.Tensor | None) -> np.ndarray:
+            prototypes: torch.Tensor | None, class_centres: torch.Tensor | None
+            ) -> np.ndarray:
     emb = None
     if method == "cosine":
         if pred.embeddings is None:
             raise ValueError("the cosine score needs predictions made with embeddings=True")
         emb = torch.from_numpy(pred.embeddings[mask])
-    return ood_scores(torch.from_numpy(pred.logits[mask]), emb, prototypes, method).numpy()
+    return ood_scores(torch.from_numpy(pred.logits[mask]), emb, prototypes, method,
+                      class_centres).numpy()
 
 
 def score_predictions(
@@ -107,6 +110,7 @@ def score_predictions(
     temperature: float,
     method: str = DEFAULT_OOD_METHOD,
     prototypes: torch.Tensor | None = None,
+    class_centres: torch.Tensor | None = None,
 ) -> OpenSetScores:
     """Open-set scores of the known set's known-label photos and the unknown set's others.
 
@@ -119,6 +123,7 @@ def score_predictions(
         temperature: calibrated T, for the confidences the abstention rule reads.
         method: an :data:`~rxvision.inference.openset.OOD_METHODS` name.
         prototypes: class prototypes (C, D) for ``cosine``.
+        class_centres: per-class logit centres (C,) for ``centred_max_logit``.
 
     Raises:
         DatasetError: if either side has no photos.
@@ -134,8 +139,8 @@ def score_predictions(
     u_probs = softmax(unknown.logits[u_mask], temperature)  # (M, C)
     return OpenSetScores(
         method=method,
-        known=_scores(known, k_mask, method, prototypes),
-        unknown=_scores(unknown, u_mask, method, prototypes),
+        known=_scores(known, k_mask, method, prototypes, class_centres),
+        unknown=_scores(unknown, u_mask, method, prototypes, class_centres),
         known_correct=k_probs.argmax(axis=1) == known.targets[k_mask],
         known_confidence=k_probs.max(axis=1),
         unknown_confidence=u_probs.max(axis=1),
@@ -234,16 +239,29 @@ def coverage_curve(s: OpenSetScores) -> dict[str, np.ndarray]:
             "unknown_accepted": n_u / s.unknown.size}
 
 
-def resolve_method(backend: Backend, method: str | None = None) -> str:
+def resolve_method(backend: Backend, method: str | None = None,
+                   centres_in_card: bool = True) -> str:
     """The open-set score to use (``method`` or the card's), checked against the backend.
 
-    Call it before the known pass: ``cosine`` needs ``predict(..., embeddings=True)``.
+    Call it before the known pass: ``cosine`` needs ``predict(..., embeddings=True)``, and
+    ``centred_max_logit`` the card's class centres (unless ``centres_in_card`` is False:
+    ``rxvision calibrate`` fits them in the same run).
     """
     method = card_thresholds(backend.card, method)["ood_method"]
     if method == "cosine" and not isinstance(getattr(backend, "model", None), torch.nn.Module):
         raise IdentifierError("the cosine open-set score needs embeddings: use the torch "
                               "backend or another --ood-method")
+    if method == "centred_max_logit" and centres_in_card:
+        class_centres(backend)
     return method
+
+
+def class_centres(backend: Backend) -> torch.Tensor:
+    """The card's per-class logit centres, or an IdentifierError saying how to get them."""
+    try:
+        return class_centres_from_card(backend.card, len(backend.card["labels"]))
+    except ValueError as exc:
+        raise IdentifierError(str(exc)) from exc
 
 
 def evaluate_open_set(
@@ -270,12 +288,14 @@ def evaluate_open_set(
     """
     thresholds = card_thresholds(backend.card, method)
     method = resolve_method(backend, method)
-    prototypes = None
+    prototypes = centres = None
     if method == "cosine":
         prototypes = class_prototypes(backend.model.get_classifier().weight).cpu()
+    if method == "centred_max_logit":
+        centres = class_centres(backend)
     pred = predict(backend, unknown_images, embeddings=method == "cosine", desc="unknown",
                    **predict_options)
-    scores = score_predictions(known, pred, backend.temperature, method, prototypes)
+    scores = score_predictions(known, pred, backend.temperature, method, prototypes, centres)
     study = open_set_study(scores, thresholds)
     study["skipped_known_labels"] = int(pred.known.sum())
     return scores, study

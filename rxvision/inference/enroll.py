@@ -116,6 +116,10 @@ class EnrollmentResult:
     scale_fit: dict[str, Any] | None = None  # how scale="auto" chose the scale
     offset: float = 0.0  # cosine layers: subtracted from the new rows' cosines
     offset_fit: dict[str, Any] | None = None  # how offset="auto" chose it
+    class_centres_fit: dict[str, Any] | None = None  # how the new classes' centres were set
+    # All classes' logit centres (calibration.own_logit_means) after enrollment; None when
+    # the base card has none. Saved into the card's calibration, not the enrollment record.
+    own_logit_means: list[float] | None = None
     output: str | None = None
 
 
@@ -385,6 +389,36 @@ def fit_offset(rows: Tensor, embeddings: list[Tensor], trained_own: float
                     "new_rows_own_cosine": float(new_own), "trained_own_cosine": trained_own}
 
 
+def extend_class_centres(card: dict[str, Any], head: torch.nn.Module, fresh: list[Tensor],
+                         old_count: int) -> tuple[list[float] | None, dict[str, Any] | None]:
+    """The card's per-class logit centres with one appended per new class.
+
+    A new class's centre is the mean logit its new row gives ``fresh[i]`` (embeddings of
+    views that did not build the row), shrunk towards the card's overall mean with the
+    card's prior weight, as :func:`~rxvision.inference.openset.fit_class_centres` does for
+    trained classes. Returns (None, None) when the card has no centres.
+    """
+    calibration = card.get("calibration") or {}
+    old = calibration.get("own_logit_means")
+    if old is None:
+        return None, None
+    if len(old) != old_count:
+        raise ArtifactError(f"card calibration.own_logit_means has {len(old)} values for "
+                            f"{old_count} classes; rerun `rxvision calibrate` on the base model")
+    fit = calibration.get("own_logit_means_fit") or {}
+    prior = float(fit.get("prior_views", 0.0))
+    grand = float(fit.get("grand_mean", sum(old) / len(old)))
+    new = []
+    with torch.no_grad():
+        for i, emb in enumerate(fresh):
+            own = head(emb.float())[:, old_count + i]  # (V,) logits of the new row
+            new.append(round((float(own.sum()) + prior * grand) / (own.numel() + prior), 6))
+    return [*old, *new], {"rule": "mean logit of the new row on its fresh views, shrunk "
+                                  "like the trained classes' centres",
+                          "views_per_label": int(fresh[0].shape[0]), "prior_views": prior,
+                          "grand_mean": grand}
+
+
 def load_references(data: ImageSet, skip: set[str]) -> dict[str, list[Image.Image]]:
     """Each label's reference photos (decoded), in ``data`` order, leaving out ``skip``."""
     refs: dict[str, list[Image.Image]] = {}
@@ -488,19 +522,33 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     transform = EvalTransform(art.preprocessing)
     embeddings = label_embeddings(art.model, transform, refs, views, seed, params, batch_size)
     protos = torch.stack([e.mean(0) for e in embeddings])
+    fresh_cache: list[list[Tensor]] = []
+
+    def fresh_embeddings() -> list[Tensor]:
+        """Views of each new label that do not build its row (computed once, on demand)."""
+        if not fresh_cache:
+            fresh_cache.append(label_embeddings(art.model, transform, refs, views,
+                                                seed + OFFSET_SEED_SHIFT, params, batch_size))
+        return fresh_cache[0]
+
     offset, offset_fit = _resolve_offset(art, method, offset, protos, old_data, transform,
-                                         batch_size, lambda: label_embeddings(
-        art.model, transform, refs, views, seed + OFFSET_SEED_SHIFT, params, batch_size))
+                                         batch_size, fresh_embeddings)
     scale_fit = None
     if scale == "auto":
         assert old_data is not None
         scale, scale_fit = choose_scale(art.model, transform, old_data, art.labels, protos,
                                         method, max_drop, batch_size)
+    old_count = len(art.labels)
     imprint(art.model, protos, method, float(scale), offset)
+    centres, centres_fit = (None, None)
+    if (art.card.get("calibration") or {}).get("own_logit_means") is not None:
+        centres, centres_fit = extend_class_centres(art.card, art.model.get_classifier(),
+                                                    fresh_embeddings(), old_count)
     meta = dict(zip(data.labels, data.label_metadata, strict=True))
     new = list(refs)
     result = EnrollmentResult(new, existing, {k: len(v) for k, v in refs.items()}, views,
-                              method, float(scale), scale_fit, offset, offset_fit)
+                              method, float(scale), scale_fit, offset, offset_fit,
+                              centres_fit, centres)
     return art.labels + new, art.label_metadata + [meta[k] for k in new], result
 
 
@@ -539,10 +587,14 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     record.pop("output")
+    record.pop("own_logit_means")
+    calibration = card.get("calibration")
+    if result.own_logit_means is not None:
+        calibration = {**calibration, "own_logit_means": result.own_logit_means}
     extra = {k: v for k, v in card.items() if k not in SAVED_CARD_KEYS}
     extra["enrollment"] = [*card.get("enrollment", []), record]
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
-                  calibration=card.get("calibration"), extra=extra,
+                  calibration=calibration, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16")
     result.output = str(out)
     return result

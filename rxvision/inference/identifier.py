@@ -42,7 +42,13 @@ from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
-from .openset import OOD_METHODS, class_prototypes, fit_thresholds, ood_scores
+from .openset import (
+    OOD_METHODS,
+    class_centres_from_card,
+    class_prototypes,
+    fit_thresholds,
+    ood_scores,
+)
 from .tta import RotationTTA
 
 ImageInput = str | Path | bytes | Image.Image
@@ -183,6 +189,12 @@ class Identifier:
                 raise IdentifierError("the cosine OOD score needs embeddings: use the torch "
                                       "backend or another OOD method")
             self.prototypes = class_prototypes(model.get_classifier().weight).cpu()
+        self.class_centres: Tensor | None = None
+        if self.ood_method == "centred_max_logit":
+            try:
+                self.class_centres = class_centres_from_card(card, len(self.labels))
+            except ValueError as exc:
+                raise IdentifierError(str(exc)) from exc
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -253,7 +265,8 @@ class Identifier:
 
     def ood(self, logits: Tensor, embeddings: Tensor | None = None) -> Tensor:
         """Open-set scores (B,), higher = more likely unknown."""
-        return ood_scores(logits, embeddings, self.prototypes, self.ood_method)
+        return ood_scores(logits, embeddings, self.prototypes, self.ood_method,
+                          self.class_centres)
 
     def postprocess(
         self, logits: Tensor, embeddings: Tensor | None = None, topk: int = 5
@@ -379,7 +392,7 @@ class Identifier:
         emb_all = None if any(e is None for e in embs) else torch.cat(embs)
         fit = fit_thresholds(torch.cat(logits), torch.tensor(images.targets(self.labels)),
                              self.temperature, self.ood_method, emb_all, self.prototypes,
-                             tpr, target_accuracy)
+                             tpr, target_accuracy, class_centres=self.class_centres)
         return {**fit, "fitted_on": str(images.source)}
 
     # --- torch-only extras ----------------------------------------------------------------

@@ -6,6 +6,12 @@ Every score is oriented the same way: **higher means more likely unknown**.
   nothing but the logits, so it works with every backend.
 - ``max_logit``: ``-max(logits)`` (Vaze et al., 2022: a good closed-set classifier is a
   good open-set one).
+- ``centred_max_logit``: ``-(max(logits) - m_c)`` with ``c`` the top class and ``m_c`` the
+  mean logit class ``c`` gives photos of its own pill (:func:`fit_class_centres`, stored by
+  ``rxvision calibrate`` as ``calibration.own_logit_means``). Some pills (plain white
+  rounds, blank backs) never reach the logits others do, so one threshold on the raw
+  maximum flags their photos as unknown; centring on each class's own level removes that.
+  Needs only the logits, so it works with every backend.
 - ``cosine``: ``1 - max_c cos(embedding, prototype_c)`` with the 512-d pre-logit embedding
   and prototypes = L2-normalised rows of the final Linear layer. Enrollment imprints new
   rows as scaled prototypes, so enrolled pills get prototypes for free. Needs embeddings,
@@ -24,13 +30,14 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-OOD_METHODS = ("energy", "max_logit", "cosine")
+OOD_METHODS = ("energy", "max_logit", "centred_max_logit", "cosine")
 
 
 def class_prototypes(classifier_weight: Tensor) -> Tensor:
@@ -43,6 +50,7 @@ def ood_scores(
     embeddings: Tensor | None = None,
     prototypes: Tensor | None = None,
     method: str = "energy",
+    class_centres: Tensor | None = None,
 ) -> Tensor:
     """Unknown-ness score per row, higher = more likely not a known pill.
 
@@ -51,6 +59,8 @@ def ood_scores(
         embeddings: pre-logit embeddings (B, D); required for ``cosine``.
         prototypes: normalised class prototypes (C, D); required for ``cosine``.
         method: one of :data:`OOD_METHODS`.
+        class_centres: each class's mean own-photo logit (C,); required for
+            ``centred_max_logit`` (:func:`fit_class_centres`).
 
     Returns:
         Float tensor (B,).
@@ -60,6 +70,16 @@ def ood_scores(
         return -torch.logsumexp(logits, dim=1)
     if method == "max_logit":
         return -logits.max(dim=1).values
+    if method == "centred_max_logit":
+        if class_centres is None:
+            raise ValueError("the centred_max_logit score needs per-class logit centres: run "
+                             "`rxvision calibrate` (it stores calibration.own_logit_means)")
+        centres = torch.as_tensor(class_centres).float()
+        if centres.shape != (logits.shape[1],):
+            raise ValueError(f"{centres.numel()} class centres for {logits.shape[1]} classes; "
+                             "rerun `rxvision calibrate` on this model")
+        top, index = logits.max(dim=1)
+        return -(top - centres[index])
     if method == "cosine":
         if embeddings is None or prototypes is None:
             raise ValueError("the cosine OOD score needs embeddings and class prototypes "
@@ -67,6 +87,73 @@ def ood_scores(
         cos = F.normalize(embeddings.float(), dim=1) @ prototypes.float().T  # (B, C)
         return 1.0 - cos.max(dim=1).values
     raise ValueError(f"unknown OOD method {method!r}; choose one of {OOD_METHODS}")
+
+
+def fit_class_centres(logits: np.ndarray | Tensor, targets: np.ndarray | Tensor
+                      ) -> tuple[np.ndarray, dict[str, float | int]]:
+    """Each class's mean logit on photos of its own pill, shrunk towards the overall mean.
+
+    With ``n_c`` photos of class ``c`` whose own logits sum to ``S_c``, the centre is
+    ``(S_c + k·g) / (n_c + k)``: ``g`` is the mean own logit over all photos and ``k`` the
+    empirical-Bayes prior weight ``k = within / between``, the variance of one photo's own
+    logit about its class mean over the variance of the class means themselves (both
+    estimated here, the second corrected for the noise in a mean of ``n_c`` photos). Few or
+    noisy photos pull a centre to ``g``; classes without photos get ``g``. No unknown pill
+    is involved in the fit.
+
+    Args:
+        logits: raw logits (N, C) of labelled views of the model's own pills.
+        targets: class index per view (N,); -1 (labels the model lacks) are ignored.
+
+    Returns:
+        (centres (C,), ``{"prior_views": k, "grand_mean": g, "classes_with_views",
+        "within_var", "between_var"}``).
+
+    Raises:
+        ValueError: no class has two or more views (the within-class spread is unknown).
+    """
+    logits = np.asarray(torch.as_tensor(logits).float(), dtype=np.float64)
+    targets = np.asarray(torch.as_tensor(targets), dtype=np.int64)
+    keep = targets >= 0
+    logits, targets = logits[keep], targets[keep]
+    num_classes = logits.shape[1]
+    own = logits[np.arange(len(targets)), targets]
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    sums = np.bincount(targets, weights=own, minlength=num_classes)
+    seen = counts > 0
+    multi = counts >= 2
+    if not multi.any():
+        raise ValueError("class centres need at least two views of some class (one view per "
+                         "class cannot separate a class's level from photo-to-photo noise)")
+    means = np.divide(sums, counts, out=np.zeros(num_classes), where=seen)
+    in_multi = multi[targets]
+    dev = own[in_multi] - means[targets[in_multi]]
+    within = float((dev ** 2).sum() / (counts[multi].sum() - multi.sum()))
+    between = float(means[seen].var() - within * (1.0 / counts[seen]).mean())
+    between = max(between, 1e-12)
+    prior = within / between
+    grand = float(own.mean())
+    centres = (sums + prior * grand) / (counts + prior)
+    return centres, {"prior_views": prior, "grand_mean": grand,
+                     "classes_with_views": int(seen.sum()), "within_var": within,
+                     "between_var": between}
+
+
+def class_centres_from_card(card: dict[str, Any], num_classes: int) -> Tensor:
+    """``calibration.own_logit_means`` as a (C,) tensor, checked against the label count.
+
+    Raises:
+        ValueError: the card has none, or as many as a different number of classes.
+    """
+    values = (card.get("calibration") or {}).get("own_logit_means")
+    if values is None:
+        raise ValueError("the centred_max_logit score needs calibration.own_logit_means: run "
+                         "`rxvision calibrate` on views of the model's own pills")
+    centres = torch.tensor(values, dtype=torch.float32)
+    if centres.shape != (num_classes,):
+        raise ValueError(f"card calibration.own_logit_means has {centres.numel()} values for "
+                         f"{num_classes} classes; rerun `rxvision calibrate`")
+    return centres
 
 
 def fit_ood_threshold(known_scores: np.ndarray | Tensor, tpr: float = 0.95) -> float:
@@ -158,6 +245,7 @@ def fit_thresholds(
     tpr: float = 0.95,
     target_accuracy: float = 0.95,
     abstain_threshold: float | None = None,
+    class_centres: Tensor | None = None,
 ) -> dict[str, float | int | str | None]:
     """Card-ready ``identification`` thresholds from validation views of *known* pills.
 
@@ -166,7 +254,8 @@ def fit_thresholds(
         targets: class index per view (N,); views with -1 (unknown labels) are ignored.
         temperature: the card's calibrated temperature (abstention uses calibrated
             probabilities).
-        method, embeddings, prototypes: the open-set score, see :func:`ood_scores`.
+        method, embeddings, prototypes, class_centres: the open-set score, see
+            :func:`ood_scores`.
         tpr: fraction of known views that must stay below the OOD threshold.
         target_accuracy: accuracy required of the answers that are not abstained on.
         abstain_threshold: use this fixed confidence threshold instead of fitting one
@@ -191,7 +280,7 @@ def fit_thresholds(
     emb = None if embeddings is None else torch.as_tensor(embeddings).float()[known]
     probs = torch.softmax(logits / temperature, dim=1)
     confidence, predicted = probs.max(dim=1)
-    scores = ood_scores(logits, emb, prototypes, method).numpy()
+    scores = ood_scores(logits, emb, prototypes, method, class_centres).numpy()
     correct = (predicted == targets).numpy()
     if abstain_threshold is None:
         abstain = fit_abstain_threshold(confidence.numpy(), correct, target_accuracy)
