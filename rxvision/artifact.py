@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError, config_from_dict
+from .data.transforms import ZOOM_FOR_NEW_MODELS
 from .io_utils import atomic_write, atomic_write_json
 from .models import RxVisionModel, build_model
 
@@ -127,7 +128,8 @@ def save_artifact(
         "config": cfg,
         "labels": list(labels),
         "label_metadata": label_metadata or [{} for _ in labels],
-        "preprocessing": model.data_config(config.training.input_size),
+        "preprocessing": {**model.data_config(config.training.input_size),
+                          "zoom": ZOOM_FOR_NEW_MODELS},
         "calibration": calibration or {"temperature": 1.0},
         "metrics": metrics or {},
         "parameters": model.parameter_counts(),

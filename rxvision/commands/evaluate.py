@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, metavar="N",
                    help="average over N right-angle rotations of each photo (1, 2 or 4; "
                         "default 1 = off; N times the compute)")
+    p.add_argument("--zoom", choices=["auto", "off"],
+                   help="auto: crop around a pill that is small in the photo before resizing "
+                        "(see docs/identification.md); default: the card's "
+                        "preprocessing.zoom, else off")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         backend = RotationTTA(backend, args.tta)
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
-            "progress": not args.no_progress}
+            "progress": not args.no_progress, "zoom": args.zoom}
     method = resolve_method(backend, args.ood_method) if args.unknown else None
     unknown_images = subset(load_dataset(args.unknown), args.limit) if args.unknown else None
     start = time.perf_counter()
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": args.tta,
+        "zoom": args.zoom or backend.preprocessing.get("zoom", "off"),
         **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),

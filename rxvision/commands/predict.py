@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, metavar="N",
                    help="average over N right-angle rotations of each photo (1, 2 or 4; "
                         "default 1 = off; N times the compute)")
+    p.add_argument("--zoom", choices=["auto", "off"],
+                   help="auto: crop around a pill that is small in the photo before resizing "
+                        "(see docs/identification.md); default: the card's "
+                        "preprocessing.zoom, else off")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=predict)
 
@@ -77,7 +81,7 @@ def predict(args: argparse.Namespace) -> int:
     ident = Identifier.load(args.model, backend=args.backend, device=args.device,
                             abstain_threshold=args.abstain_threshold,
                             ood_threshold=args.ood_threshold, batch_size=args.batch_size,
-                            tta=args.tta)
+                            tta=args.tta, zoom=args.zoom)
     if ident.ood_threshold is None:
         print("note: no open-set threshold in the model card; unknown pills are not flagged "
               "(fit one: rxvision calibrate --thresholds)", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Images are letterboxed (aspect kept, padded with the mean colour) to ``input_size`` and
 normalised with the card's mean/std, so training views, evaluation, export and the
-service all see pixels the same way.
+service all see pixels the same way. With ``zoom: auto`` in the card (or passed here) a
+photo whose pill is small in the frame is first cropped around it at full resolution
+(:mod:`rxvision.data.locate`); ``off`` or a card without the key leaves photos whole.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from .locate import zoom_to_pills
+
+ZOOM_MODES = ("auto", "off")
+ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes; cards without the key mean "off"
 
 _INTERPOLATION = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -45,7 +52,11 @@ def letterbox(img: Image.Image, size: tuple[int, int], fill: tuple[int, int, int
 class EvalTransform:
     """PIL RGB image -> normalised float tensor (3, H, W), from a preprocessing card."""
 
-    def __init__(self, preprocessing: dict[str, Any]):
+    def __init__(self, preprocessing: dict[str, Any], zoom: str | None = None):
+        """``zoom`` overrides the card's ``preprocessing.zoom`` ("auto" or "off")."""
+        self.zoom = zoom or preprocessing.get("zoom", "off")
+        if self.zoom not in ZOOM_MODES:
+            raise ValueError(f"zoom must be one of {ZOOM_MODES}, got {self.zoom!r}")
         self.size = tuple(int(s) for s in preprocessing["input_size"])
         self.mean = torch.tensor(preprocessing["mean"]).view(3, 1, 1)
         self.std = torch.tensor(preprocessing["std"]).view(3, 1, 1)
@@ -53,7 +64,9 @@ class EvalTransform:
         self.fill = fill_colour(preprocessing["mean"])
 
     def to_uint8(self, img: Image.Image) -> torch.Tensor:
-        """Letterboxed uint8 tensor (3, H, W), before normalisation."""
+        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
+        if self.zoom == "auto":
+            img = zoom_to_pills(img)
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
         return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
 

@@ -144,8 +144,11 @@ def corruption_sweep(
     batch_size: int = 32,
     workers: int = 2,
     progress: bool = True,
+    zoom: str | None = None,
 ) -> dict[str, Any]:
     """Top-1 accuracy per corruption and severity, corruption errors and mCE.
+
+    ``zoom`` ("auto"/"off") overrides the card's; the corruptions apply after zooming.
 
     Args:
         images: samples whose labels the model knows (others are skipped).
@@ -159,7 +162,7 @@ def corruption_sweep(
     index = {lab: i for i, lab in enumerate(backend.labels)}
     known = [s for s in images.samples if s.label in index]
     images = ImageSet(known, images.labels, images.label_metadata, images.source)
-    transform = EvalTransform(backend.preprocessing)
+    transform = EvalTransform(backend.preprocessing, zoom)
     targets = torch.tensor([index[s.label] for s in known], dtype=torch.int64)
     n_views = len(CORRUPTIONS) * len(SEVERITIES)
     # Each item carries 35 views; load enough images to fill about one forward batch.

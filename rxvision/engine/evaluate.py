@@ -100,6 +100,7 @@ def predict(
     embeddings: bool = False,
     progress: bool = True,
     desc: str = "evaluate",
+    zoom: str | None = None,
 ) -> Predictions:
     """Run ``backend`` over every image; decoding and preprocessing happen in workers.
 
@@ -115,6 +116,7 @@ def predict(
         embeddings: also collect pre-logit embeddings (B, D), e.g. for the cosine open-set
             score, from ``backend.logits_and_embeddings(batch)`` in the same forward pass.
         progress: show a progress bar.
+        zoom: ``"auto"`` or ``"off"`` overrides the card's ``preprocessing.zoom``.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -126,7 +128,7 @@ def predict(
     model = getattr(backend, "model", None)
     if channels_last and isinstance(model, torch.nn.Module):
         model.to(memory_format=torch.channels_last)  # in place and idempotent
-    dataset = EvalDataset(images, EvalTransform(backend.preprocessing), backend.labels)
+    dataset = EvalDataset(images, EvalTransform(backend.preprocessing, zoom), backend.labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, embeds = [], []
     with torch.inference_mode():

@@ -151,12 +151,16 @@ class Identifier:
         ood_method: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
+        zoom: str | None = None,
     ):
         self.runner = runner
         self.labels = list(labels)
         self.label_metadata = label_metadata or [{} for _ in labels]
         self.preprocessing = preprocessing
-        self.transform = EvalTransform(preprocessing)
+        try:  # zoom: "auto"/"off" overrides the card's preprocessing.zoom
+            self.transform = EvalTransform(preprocessing, zoom)
+        except ValueError as exc:
+            raise IdentifierError(str(exc)) from exc
         self.card = card
         self.model = model
         self.backend = backend
@@ -212,7 +216,7 @@ class Identifier:
             tta: average over 1, 2 or 4 right-angle rotations of each photo
                 (:class:`~rxvision.inference.tta.RotationTTA`; that many times the compute).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
-                ``max_pixels``, ``batch_size`` overriding the card's settings.
+                ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings.
         """
         path = resolve_model_path(path)
         runner, art = _load_runner(path, backend, device, threads)

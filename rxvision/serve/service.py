@@ -204,6 +204,7 @@ def model_info(ident: Identifier, settings: ServeSettings) -> dict[str, Any]:
                     "card_format": card.get("format"), **card.get("versions", {})},
         "num_labels": ident.num_classes,
         "input_size": list(ident.transform.size),
+        "zoom": ident.transform.zoom,
         "temperature": ident.temperature,
         "identification": {"abstain_threshold": ident.abstain_threshold,
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},

@@ -1,0 +1,123 @@
+"""Zooming to a small pill: locator decisions, crop geometry, transform, CLI and card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from rxvision.cli import main
+from rxvision.data import EvalTransform
+from rxvision.data.locate import (
+    TARGET_FILL,
+    ZOOM_BELOW,
+    locate_pills,
+    zoom_square,
+    zoom_to_pills,
+)
+from rxvision.inference.identifier import Identifier, IdentifierError
+
+PILL = (200, 60, 60)
+
+
+def _photo(pills: list[tuple[int, int, int, int]], size: tuple[int, int] = (1200, 900)
+           ) -> Image.Image:
+    """A table-like photo: a left-to-right light gradient with red pills (ellipse boxes)."""
+    w, h = size
+    ramp = np.linspace(150, 210, w, dtype=np.float32)[None, :, None]
+    base = np.broadcast_to(ramp * np.array([1.0, 0.97, 0.9], np.float32), (h, w, 3))
+    img = Image.fromarray(base.round().astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for box in pills:
+        draw.ellipse(box, fill=PILL)
+        x0, y0, x1, y1 = box
+        draw.line((x0 + (x1 - x0) // 3, (y0 + y1) // 2, x1 - (x1 - x0) // 3, (y0 + y1) // 2),
+                  fill=(120, 30, 30), width=3)  # an imprint-like mark
+    return img
+
+
+def test_a_small_pill_is_found_and_zoomed_to_the_training_fill() -> None:
+    box = (560, 400, 680, 470)  # 120 px of a 1200 x 900 photo: 13% of the shorter side
+    loc = locate_pills(_photo([box]))
+    assert loc.zoom and loc.reason == "zoomed" and loc.regions == 1
+    assert all(abs(a - b) <= 6 for a, b in zip(loc.box, box, strict=True))
+    x0, y0, x1, y1 = zoom_square(loc, (1200, 900))
+    assert x1 - x0 == y1 - y0 == round((loc.box[2] - loc.box[0]) / TARGET_FILL)
+    assert x0 <= loc.box[0] and y0 <= loc.box[1] and x1 >= loc.box[2] and y1 >= loc.box[3]
+
+
+def test_both_sides_of_one_pill_make_one_group() -> None:
+    sides = [(400, 400, 480, 480), (560, 410, 640, 490)]
+    loc = locate_pills(_photo(sides))
+    assert loc.zoom and loc.regions == 2
+    assert loc.box[0] <= 406 and loc.box[2] >= 634  # spans both sides
+
+
+@pytest.mark.parametrize(("pills", "reason"), [
+    ([(200, 150, 1000, 750)], "pills already fill the frame"),
+    ([(200, 200, 280, 280), (500, 500, 580, 580), (800, 200, 880, 280)], "3 similar regions"),
+    ([], "no pill-like region found"),
+    ([(1000, 300, 1300, 700), (500, 400, 560, 450)], "reaches the photo's edge"),
+])
+def test_unclear_photos_are_left_whole_with_a_reason(
+    pills: list[tuple[int, int, int, int]], reason: str
+) -> None:
+    img = _photo(pills)
+    loc = locate_pills(img)
+    assert not loc.zoom and reason in loc.reason
+    assert zoom_to_pills(img, loc) is img
+
+
+def test_a_mark_inside_a_faint_pill_is_not_taken_for_the_pill() -> None:
+    img = Image.new("RGB", (1200, 900), (185, 180, 170))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((350, 250, 850, 650), fill=(197, 190, 178))  # barely off the background
+    draw.ellipse((580, 430, 620, 470), fill=(60, 40, 40))  # a dark imprint in its middle
+    loc = locate_pills(img)
+    assert not loc.zoom and "not surrounded by background" in loc.reason
+
+
+def test_zoomed_input_shows_the_pill_large(tmp_path: Path) -> None:
+    img = _photo([(560, 400, 680, 470)])
+    prep = {"input_size": [64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    red = {}
+    for zoom in ("off", "auto"):
+        x = EvalTransform(prep, zoom).to_uint8(img).permute(1, 2, 0).numpy().astype(int)
+        red[zoom] = float((np.abs(x - np.array(PILL)).sum(-1) < 60).mean())
+    assert red["off"] < 0.03  # ~1% of the letterboxed photo
+    # Zoomed, the pill's width is TARGET_FILL of the side: an ellipse covers about
+    # pi/4 * 0.65 * (0.65 * 70/120) of the square.
+    assert red["auto"] > 0.15
+    assert EvalTransform({**prep, "zoom": "auto"}).zoom == "auto"
+    assert EvalTransform(prep).zoom == "off"  # cards without the key: photos stay whole
+    with pytest.raises(ValueError, match="zoom must be one of"):
+        EvalTransform(prep, "sometimes")
+    assert ZOOM_BELOW < TARGET_FILL  # a zoomed photo is never zoomed again
+
+
+def test_identifier_and_cli_take_the_zoom_setting(sample_artifact: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    card = json.loads((sample_artifact / "card.json").read_text())
+    assert card["preprocessing"]["zoom"] == "auto"  # new cards zoom by default
+    assert Identifier.load(sample_artifact).transform.zoom == "auto"
+    assert Identifier.load(sample_artifact, zoom="off").transform.zoom == "off"
+    with pytest.raises(IdentifierError, match="zoom must be one of"):
+        Identifier.load(sample_artifact, zoom="always")
+    photo = tmp_path / "small_pill.png"
+    _photo([(560, 400, 680, 470)]).save(photo)
+    outputs = {}
+    for zoom in ("off", "auto"):
+        assert main(["predict", "--model", str(sample_artifact), "--json", "--zoom", zoom,
+                     str(photo)]) == 0
+        outputs[zoom] = json.loads(capsys.readouterr().out)
+    ident = Identifier.load(sample_artifact)
+    zoomed = ident.transform(Image.open(photo).convert("RGB"))
+    logits, _ = ident.forward(zoomed[None])
+    top = ident.labels[int(logits.argmax())]
+    assert outputs["auto"][0]["topk"][0]["label"] == top
+    assert not torch.equal(zoomed, EvalTransform(ident.preprocessing, "off")(
+        Image.open(photo).convert("RGB")))
