@@ -76,7 +76,7 @@ def test_a_mark_inside_a_faint_pill_is_not_taken_for_the_pill() -> None:
     img = Image.new("RGB", (1200, 900), (185, 180, 170))
     draw = ImageDraw.Draw(img)
     draw.ellipse((350, 250, 850, 650), fill=(197, 190, 178))  # barely off the background
-    draw.ellipse((580, 430, 620, 470), fill=(60, 40, 40))  # a dark imprint in its middle
+    draw.ellipse((560, 410, 640, 490), fill=(60, 40, 40))  # a dark imprint in its middle
     loc = locate_pills(img)
     assert not loc.zoom and "not surrounded by background" in loc.reason
 
@@ -121,3 +121,10 @@ def test_identifier_and_cli_take_the_zoom_setting(sample_artifact: Path, tmp_pat
     assert outputs["auto"][0]["topk"][0]["label"] == top
     assert not torch.equal(zoomed, EvalTransform(ident.preprocessing, "off")(
         Image.open(photo).convert("RGB")))
+
+
+def test_low_resolution_photos_are_not_blown_up() -> None:
+    img = _photo([(140, 100, 170, 118)], size=(300, 225))  # a 30 px pill
+    assert locate_pills(img).zoom  # found and small...
+    loc = locate_pills(img, min_crop=112)  # ...but its crop (46 px) would be upsampled 2.4x
+    assert not loc.zoom and "photo too small to zoom" in loc.reason

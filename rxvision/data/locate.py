@@ -36,13 +36,16 @@ MIN_CONTRAST = 30.0  # RGB distance from the background that always counts as fo
 NOISE_MULTIPLIER = 6.0  # ... or this many robust deviations of the photo's own distances
 EDGE = 3  # work pixels: a region this close to the frame counts as cut by it
 MIN_AREA = 0.0008  # candidate area as a fraction of the photo: smaller is dust or noise
+MIN_EXTENT = 0.06  # ... and its longer side as a fraction of the photo's shorter side
 MIN_SOLIDITY = 0.8  # area / convex-hull area: pills are convex, texture and shadows not
 SIDE_RATIO = 0.35  # regions at least this fraction of the largest are further pill sides
 MAX_PILL_REGIONS = 2  # the two sides of one pill; more means several pills or clutter
 SURROUND_MARGIN = 0.5  # the band checked around the pills, as a fraction of their extent
 SURROUND_MULTIPLIER = 4.0  # the band's median distance may exceed the ring's typical one
 MIN_SURROUND = 12.0  # ... by this many robust deviations, and may always reach this
-ZOOM_BELOW = 0.4  # zoom only when the pills span less than this of the shorter side
+# Zoom only when the pills span less than this of the shorter side: the smallest single
+# side of a training view is 0.30 of the width, a whole one-side view 0.45.
+ZOOM_BELOW = 0.35
 TARGET_FILL = 0.65  # after zooming, the pills span this fraction of the crop's side
 
 
@@ -140,8 +143,13 @@ def _solidity(region: np.ndarray) -> float:
     return float(len(xs) / max(hull.volume + hull.area / 2 + 1, 1.0))  # pixel-area hull
 
 
-def locate_pills(image: Image.Image) -> PillLocation:
-    """Find the pill (or both sides of one pill) in ``image``; see the module docstring."""
+def locate_pills(image: Image.Image, min_crop: int = 0) -> PillLocation:
+    """Find the pill (or both sides of one pill) in ``image``; see the module docstring.
+
+    ``min_crop``: zoom only if the crop would be at least this many photo pixels across.
+    Blowing up a smaller crop adds blur, not detail, and in low-resolution photos the
+    locator's regions are least reliable (a pale pill's imprint passes for a small pill).
+    """
     W, H = image.size
     scale = WORK_SIDE / max(W, H)
     work = image.convert("RGB")
@@ -165,7 +173,8 @@ def locate_pills(image: Image.Image) -> PillLocation:
                 or sl[1].stop >= w - EDGE):
             at_border = max(at_border, area)  # cut off by the frame: not a whole pill
             continue
-        if area >= MIN_AREA * h * w and _solidity(region) >= MIN_SOLIDITY:
+        extent = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) / min(h, w)
+        if area >= MIN_AREA * h * w and extent >= MIN_EXTENT and _solidity(region) >= MIN_SOLIDITY:
             candidates.append((area, sl, index))
     if not candidates:
         return PillLocation(None, 0, None, False, "no pill-like region found")
@@ -188,7 +197,12 @@ def locate_pills(image: Image.Image) -> PillLocation:
     fill = max(box[2] - box[0], box[3] - box[1]) / min(W, H)
     if fill >= ZOOM_BELOW:
         return PillLocation(box, len(sides), fill, False, "pills already fill the frame")
-    return PillLocation(box, len(sides), fill, True, "zoomed")
+    location = PillLocation(box, len(sides), fill, True, "zoomed")
+    crop = zoom_square(location, (W, H))
+    if crop[2] - crop[0] < min_crop:
+        return PillLocation(box, len(sides), fill, False,
+                            f"photo too small to zoom ({crop[2] - crop[0]} px crop)")
+    return location
 
 
 def zoom_square(location: PillLocation, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -208,9 +222,10 @@ def zoom_square(location: PillLocation, size: tuple[int, int]) -> tuple[int, int
     return left, top, left + side, top + side
 
 
-def zoom_to_pills(image: Image.Image, location: PillLocation | None = None) -> Image.Image:
+def zoom_to_pills(image: Image.Image, location: PillLocation | None = None,
+                  min_crop: int = 0) -> Image.Image:
     """``image`` cropped around its pills when :func:`locate_pills` says so, else as is."""
-    location = location or locate_pills(image)
+    location = location or locate_pills(image, min_crop)
     if not location.zoom:
         return image
     return image.crop(zoom_square(location, image.size))

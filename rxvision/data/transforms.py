@@ -65,8 +65,8 @@ class EvalTransform:
 
     def to_uint8(self, img: Image.Image) -> torch.Tensor:
         """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
-        if self.zoom == "auto":
-            img = zoom_to_pills(img)
+        if self.zoom == "auto":  # never upsample: a smaller crop would only add blur
+            img = zoom_to_pills(img, min_crop=min(self.size))
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
         return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
 
