@@ -61,7 +61,7 @@ def test_round_trip_gives_identical_logits(tmp_path: Path, config_factory: Calla
     assert art.labels == ["a", "b", "c"]
     assert art.label_metadata == meta
     assert art.config == cfg
-    assert art.preprocessing == model.data_config([64, 64])
+    assert art.preprocessing == {**model.data_config([64, 64]), "zoom": "auto"}
     assert art.card["metrics"] == {"top1": 0.5}
     assert art.temperature == 1.0
 
@@ -87,7 +87,7 @@ def test_card_is_self_describing(sample_artifact: Path) -> None:
     assert set(card["versions"]) >= {"python", "torch", "timm", "torchvision"}
     assert card["config"]["architecture"]["backbone"]["name"] == "resnet18"
     assert card["config"]["training"]["num_classes"] == len(card["labels"])
-    assert set(card["preprocessing"]) == {"input_size", "mean", "std", "interpolation"}
+    assert set(card["preprocessing"]) == {"input_size", "mean", "std", "interpolation", "zoom"}
     assert card["parameters"]["num_params"] >= card["parameters"]["trainable_params"] > 0
 
 
