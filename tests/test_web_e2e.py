@@ -120,10 +120,12 @@ def test_upload_photo_shows_top5_with_bars_and_attention(
     # 24 labels, random weights: confidence far below 0.5, so the page must say "not sure".
     assert "Not sure" in verdict.text or "Unknown pill" in verdict.text
 
-    overlay = driver.find_element(By.ID, "attention")
-    wait.until(lambda d: d.execute_script(
-        "const i = document.getElementById('attention'); return i.complete && i.naturalWidth"))
-    assert overlay.is_displayed()
-    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
-    assert driver.execute_script("return document.getElementById('attention').naturalWidth") == 64
+    for kind in ("occlusion", "attention"):  # what the answer depends on, where it looked
+        overlay = driver.find_element(By.ID, kind)
+        wait.until(lambda d, kind=kind: d.execute_script(
+            f"const i = document.getElementById('{kind}'); return i.complete && i.naturalWidth"))
+        assert overlay.is_displayed()
+        assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+        assert driver.execute_script(
+            f"return document.getElementById('{kind}').naturalWidth") == 64
     assert "error" not in driver.find_element(By.ID, "status").get_attribute("class")
