@@ -121,6 +121,16 @@ def test_identifier_and_cli_take_the_zoom_setting(sample_artifact: Path, tmp_pat
     assert outputs["auto"][0]["topk"][0]["label"] == top
     assert not torch.equal(zoomed, EvalTransform(ident.preprocessing, "off")(
         Image.open(photo).convert("RGB")))
+    # Results say which crop the model saw (JSON, text, API; pairs give one per photo).
+    crop = zoom_square(locate_pills(Image.open(photo).convert("RGB"), 64), (1200, 900))
+    assert outputs["auto"][0]["zoomed_to"] == [list(crop)]
+    assert outputs["off"][0]["zoomed_to"] == [None]
+    assert main(["predict", "--model", str(sample_artifact), str(photo)]) == 0
+    assert f"zoomed to the pill at ({crop[0]}, {crop[1]})" in capsys.readouterr().out
+    whole = tmp_path / "whole.png"
+    _photo([(200, 150, 1000, 750)]).save(whole)
+    assert ident.identify_pair(photo, whole).zoomed_to == [list(crop), None]
+    assert [r.zoomed_to for _, r in ident.iter_identify([whole, photo])] == [[None], [list(crop)]]
 
 
 def test_low_resolution_photos_are_not_blown_up() -> None:

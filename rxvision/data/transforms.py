@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .locate import zoom_to_pills
+from .locate import PillLocation, locate_pills, zoom_to_pills
 
 ZOOM_MODES = ("auto", "off")
 ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes; cards without the key mean "off"
@@ -63,10 +63,19 @@ class EvalTransform:
         self.interpolation = preprocessing.get("interpolation", "bicubic")
         self.fill = fill_colour(preprocessing["mean"])
 
-    def to_uint8(self, img: Image.Image) -> torch.Tensor:
-        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
-        if self.zoom == "auto":  # never upsample: a smaller crop would only add blur
-            img = zoom_to_pills(img, min_crop=min(self.size))
+    def locate(self, img: Image.Image) -> PillLocation | None:
+        """Where ``zoom: auto`` finds the pill (None when zoom is off)."""
+        if self.zoom != "auto":
+            return None
+        return locate_pills(img, min_crop=min(self.size))  # never upsample a crop: blur
+
+    def to_uint8(self, img: Image.Image, location: PillLocation | None = None) -> torch.Tensor:
+        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set).
+
+        ``location``: :meth:`locate`'s answer for ``img`` when the caller already has it.
+        """
+        if self.zoom == "auto":
+            img = zoom_to_pills(img, location or self.locate(img))
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
         return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
 

@@ -39,6 +39,7 @@ from torch import Tensor
 from ..artifact import Artifact, ArtifactError
 from ..data import EvalTransform, ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
+from ..data.locate import zoom_square
 from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -87,6 +88,9 @@ class Identification:
     message: str  # "ok" | "not sure" | "not a pill I know"
     timings_ms: dict[str, float] = field(default_factory=dict)
     source: str | None = None  # file name(s) the answer is about, when known
+    # Per input photo (one, or front and back): the square (x0, y0, x1, y1) of the photo
+    # the model saw when it zoomed to a small pill (preprocessing.zoom), else None.
+    zoomed_to: list[list[int] | None] = field(default_factory=list)
 
     @property
     def top(self) -> Candidate:
@@ -251,7 +255,16 @@ class Identifier:
 
     def preprocess(self, image: ImageInput, name: str | None = None) -> Tensor:
         """One image -> normalised tensor (3, H, W) exactly as the card prescribes."""
-        return self.transform(self.decode(image, name))
+        return self.prepare(image, name)[0]
+
+    def prepare(self, image: ImageInput, name: str | None = None
+                ) -> tuple[Tensor, list[int] | None]:
+        """:meth:`preprocess`, and the zoom crop (x0, y0, x1, y1) in photo pixels or None."""
+        img = self.decode(image, name)
+        location = self.transform.locate(img)
+        x = self.transform.normalize(self.transform.to_uint8(img, location))
+        zoomed = location is not None and location.zoom
+        return x, list(zoom_square(location, img.size)) if zoomed else None
 
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """One forward pass: batch (B, 3, H, W) -> logits (B, C), embeddings (B, D) or None."""
@@ -313,10 +326,12 @@ class Identifier:
         """Identify ``images`` with ONE forward pass; a bad image raises ImageDecodeError."""
         if not images:
             return []
-        prep_ms, tensors = [], []
+        prep_ms, tensors, crops = [], [], []
         for image in images:
             t0 = time.perf_counter()
-            tensors.append(self.preprocess(image))
+            x, crop = self.prepare(image)
+            tensors.append(x)
+            crops.append(crop)
             prep_ms.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         logits, emb = self.forward(torch.stack(tensors))
@@ -324,8 +339,8 @@ class Identifier:
         t0 = time.perf_counter()
         results = self.postprocess(logits, emb, topk)
         post_ms = (time.perf_counter() - t0) * 1e3
-        for image, result, prep in zip(images, results, prep_ms, strict=True):
-            result.source = _name(image)
+        for image, result, prep, crop in zip(images, results, prep_ms, crops, strict=True):
+            result.source, result.zoomed_to = _name(image), [crop]
             result.timings_ms = _timings(prep, forward_ms / len(images), post_ms / len(images))
         return results
 
@@ -333,7 +348,8 @@ class Identifier:
                       ) -> Identification:
         """Fuse two photos of one pill (front and back) into one ranking; see :mod:`.fusion`."""
         t0 = time.perf_counter()
-        batch = torch.stack([self.preprocess(front), self.preprocess(back)])
+        (x_front, crop_front), (x_back, crop_back) = self.prepare(front), self.prepare(back)
+        batch = torch.stack([x_front, x_back])
         prep = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         logits, emb = self.forward(batch)
@@ -343,6 +359,7 @@ class Identifier:
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])), topk)
         result.source = f"{_name(front)} + {_name(back)}"
+        result.zoomed_to = [crop_front, crop_back]
         result.timings_ms = _timings(prep, forward_ms, (time.perf_counter() - t0) * 1e3)
         return result
 
@@ -351,10 +368,11 @@ class Identifier:
     ) -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
         """Identify many images in batches; a bad image yields its error and the rest go on."""
         size = batch_size or self.batch_size
-        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float]] = []
+        # (source, tensor or its decode error, preprocessing ms, zoom crop)
+        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float, list[int] | None]] = []
 
         def flush() -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
-            good = [i for i, (_, x, _) in enumerate(pending) if isinstance(x, Tensor)]
+            good = [i for i, (_, x, _, _) in enumerate(pending) if isinstance(x, Tensor)]
             results: dict[int, Identification] = {}
             if good:
                 t0 = time.perf_counter()
@@ -363,18 +381,21 @@ class Identifier:
                 for i, res in zip(good, self.postprocess(logits, emb, topk), strict=True):
                     res.source, res.timings_ms = _name(pending[i][0]), _timings(
                         pending[i][2], fwd, 0.0)
+                    res.zoomed_to = [pending[i][3]]
                     results[i] = res
-            for i, (src, x, _) in enumerate(pending):
+            for i, (src, x, _, _) in enumerate(pending):
                 yield src, results.get(i, x)
             pending.clear()
 
         for source in sources:
             t0 = time.perf_counter()
+            crop = None
             try:
-                x: Tensor | ImageDecodeError = self.preprocess(source)
+                x: Tensor | ImageDecodeError
+                x, crop = self.prepare(source)
             except ImageDecodeError as exc:
                 x = exc
-            pending.append((source, x, (time.perf_counter() - t0) * 1e3))
+            pending.append((source, x, (time.perf_counter() - t0) * 1e3, crop))
             if len(pending) >= size:
                 yield from flush()
         yield from flush()

@@ -6,7 +6,9 @@ row format serves the CLI's ``--json``, CSV and JSONL outputs.
 Row format (one per image, or per front/back pair): ``image``, optional ``true_label``
 (manifest input), ``abstain``, ``unknown``, ``message``, ``confidence``, ``ood_score``,
 ``topk`` (list of ``rank, label, probability, metadata, abstain, unknown``),
-``timings_ms``; or ``image`` and ``error`` for an input that could not be read.
+``zoomed_to`` (per photo, the crop the model saw when it zoomed to a small pill, or null;
+CSV has a ``zoomed`` flag instead), ``timings_ms``; or ``image`` and ``error`` for an
+input that could not be read.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def result_row(image: str, result: Identification | Exception,
     d = result.to_dict()
     row.update({k: d[k] for k in ("abstain", "unknown", "message", "confidence", "ood_score")})
     row["topk"] = d["candidates"]
+    row["zoomed_to"] = d["zoomed_to"]
     row["timings_ms"] = d["timings_ms"]
     return row
 
@@ -79,6 +82,10 @@ def format_text(row: dict[str, Any]) -> str:
         head = f"{row['image']}: {row['message']} (top probability {row['confidence']:.3f})"
     else:
         head = f"{row['image']}: {row['topk'][0]['label']} (p={row['confidence']:.3f})"
+    crops = [c for c in row.get("zoomed_to") or [] if c]
+    if crops:
+        head += "; zoomed to the pill at " + ", ".join(
+            f"({c[0]}, {c[1]})-({c[2]}, {c[3]})" for c in crops)
     lines = [head]
     for c in row["topk"]:
         meta = ", ".join(f"{k}={v}" for k, v in c["metadata"].items() if k != "label")
@@ -91,14 +98,15 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r."""
     has_truth = any("true_label" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
-              "message", "confidence", "ood_score"]
+              "message", "confidence", "ood_score", "zoomed"]
     for r in range(1, topk + 1):
         fields += [f"label_{r}", f"probability_{r}", *(f"{m}_{r}" for m in METADATA_COLUMNS)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        flat = {k: v for k, v in row.items() if k not in ("topk", "timings_ms")}
+        flat = {k: v for k, v in row.items() if k not in ("topk", "timings_ms", "zoomed_to")}
+        flat["zoomed"] = any(row.get("zoomed_to") or [])
         for c in row.get("topk", []):
             r = c["rank"]
             flat[f"label_{r}"], flat[f"probability_{r}"] = c["label"], f"{c['probability']:.6f}"
