@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from rxvision.inference.identifier import Identifier
 from rxvision.serve import ServeSettings, create_app
@@ -163,6 +163,21 @@ def test_batch_larger_than_max_batch_is_split(make_client: Callable[..., TestCli
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["results"]) == 5
     assert sorted(counter.sizes) == [1, 2, 2]
+
+
+def test_results_say_where_the_model_zoomed(client: TestClient, photos: list[Path],
+                                            identifier: Identifier, tmp_path: Path) -> None:
+    small = tmp_path / "small_pill.png"
+    photo = Image.new("RGB", (1200, 900), (170, 165, 150))
+    ImageDraw.Draw(photo).ellipse((560, 400, 680, 470), fill=(200, 60, 60))
+    photo.save(small)
+    _, expected = identifier.prepare(small)
+    assert expected is not None  # the sample model's card says zoom: auto
+    resp = client.post("/v1/identify", files=[_file(small)])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["result"]["zoomed_to"] == [expected]
+    resp = client.post("/v1/identify", files=[_file(small, "front"), _file(photos[0], "back")])
+    assert resp.json()["result"]["zoomed_to"] == [expected, None]  # a studio photo: whole
 
 
 def test_explain_returns_three_overlays(client: TestClient, photos: list[Path]) -> None:

@@ -221,7 +221,8 @@ def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
                                  metadata=c.metadata) for c in ident.candidates],
         abstain=ident.abstain, unknown=ident.unknown, confidence=ident.confidence,
         ood_score=ident.ood_score, message=ident.message,
-        source=" + ".join(d.upload.filename or d.upload.view for d in decoded))
+        source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
+        zoomed_to=[d.zoomed_to for d in decoded])
 
 
 def _timings(decoded: list[Decoded], results: list[BatchResult], post_ms: float,

@@ -26,6 +26,9 @@ class IdentificationOut(BaseModel):
     ood_score: float = Field(description="open-set score, higher = more likely unknown")
     message: str = Field(description='"ok" | "not sure" | "not a pill I know"')
     source: str | None = Field(None, description="uploaded file name(s)")
+    zoomed_to: list[list[int] | None] = Field(
+        default_factory=list, description="per photo: the square [x0, y0, x1, y1] the model "
+        "saw when it zoomed to a small pill (preprocessing.zoom), else null")
     explanations: dict[str, dict[str, str]] | None = Field(
         None, description="per view (image/front/back): overlay kind -> PNG data URL")
 

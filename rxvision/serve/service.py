@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.decode import load_image
+from ..data.locate import zoom_square
 from ..inference.fusion import fuse_log_probs, fuse_ood_scores
 from ..inference.identifier import Identification, Identifier
 from .batcher import BatchResult, MicroBatcher
@@ -47,6 +48,7 @@ class Decoded:
     image: Image.Image  # decoded RGB, kept for explanations
     tensor: Tensor  # (3, H, W) uint8, letterboxed as the card prescribes (not normalised)
     ms: float
+    zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
 
 
 class Service:
@@ -114,8 +116,12 @@ class Service:
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
         image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
-        tensor = self.identifier.transform.to_uint8(image)  # PIL + NumPy only
-        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3)
+        transform = self.identifier.transform
+        location = transform.locate(image)  # PIL + NumPy only, like the letterbox
+        tensor = transform.to_uint8(image, location)
+        crop = (list(zoom_square(location, image.size))
+                if location is not None and location.zoom else None)
+        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, crop)
 
     async def decode(self, uploads: list[Upload]) -> list[Decoded]:
         """Decode and letterbox uploads in the decode pool; ImageDecodeError names the file."""
