@@ -129,3 +129,31 @@ def test_upload_photo_shows_top5_with_bars_and_attention(
         assert driver.execute_script(
             f"return document.getElementById('{kind}').naturalWidth") == 64
     assert "error" not in driver.find_element(By.ID, "status").get_attribute("class")
+
+
+def test_a_small_pill_is_zoomed_and_the_page_says_so(
+    browser: object, server_url: str, sample_dir: Path, tmp_path: Path
+) -> None:
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    photos = {"small": tmp_path / "small_pill.png",
+              "studio": sorted((sample_dir / "images").glob("*.jpg"))[0]}
+    table = Image.new("RGB", (1200, 900), (170, 165, 150))
+    ImageDraw.Draw(table).ellipse((560, 400, 680, 470), fill=(200, 60, 60))
+    table.save(photos["small"])
+    wait = WebDriverWait(driver, 30)
+    for name, photo in photos.items():
+        driver.get(server_url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model sample@"))
+        driver.find_element(By.ID, "photo").send_keys(str(photo.resolve()))
+        wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#candidates li.candidate"))
+        notes = driver.find_elements(By.ID, "zoom-note")
+        if name == "small":
+            assert len(notes) == 1 and "square crop around it" in notes[0].text
+        else:  # the studio photo's pills fill the frame: no zoom, no note
+            assert notes == []

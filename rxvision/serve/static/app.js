@@ -88,6 +88,14 @@ function renderVerdict(result, pair) {
     note.textContent = "Confirm with the imprint, colour and shape before relying on it.";
   }
   v.append(note);
+  const zoomed = (result.zoomed_to || []).filter(Boolean).length;
+  if (zoomed) {
+    const z = document.createElement("small");
+    z.id = "zoom-note";
+    z.textContent = "The pill was small in the photo: the model looked at a square crop " +
+      "around it" + (zoomed > 1 ? " in both photos." : ".");
+    v.append(z);
+  }
 }
 
 function renderCandidates(result) {
