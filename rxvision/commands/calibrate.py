@@ -37,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.openset import OOD_METHODS
 
     p = sub.add_parser(
-        "calibrate", help="fit temperature scaling (and identification thresholds) on "
-                          "held-out photos; store them in the model")
+        "calibrate", help="fit temperature scaling, per-class logit centres (and "
+                          "identification thresholds) on held-out photos; store them in the "
+                          "model")
     p.add_argument("--model", required=True, metavar="RUN",
                    help="model artifact directory (its card.json is updated)")
     p.add_argument("--data", required=True, metavar="D",
