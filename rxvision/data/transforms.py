@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .locate import PillLocation, locate_pills, zoom_to_pills
+from .locate import locate_pills, zoom_square
 
 ZOOM_MODES = ("auto", "off")
 ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes; cards without the key mean "off"
@@ -63,21 +63,21 @@ class EvalTransform:
         self.interpolation = preprocessing.get("interpolation", "bicubic")
         self.fill = fill_colour(preprocessing["mean"])
 
-    def locate(self, img: Image.Image) -> PillLocation | None:
-        """Where ``zoom: auto`` finds the pill (None when zoom is off)."""
-        if self.zoom != "auto":
-            return None
-        return locate_pills(img, min_crop=min(self.size))  # never upsample a crop: blur
+    def to_uint8(self, img: Image.Image) -> torch.Tensor:
+        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
+        return self.to_uint8_and_crop(img)[0]
 
-    def to_uint8(self, img: Image.Image, location: PillLocation | None = None) -> torch.Tensor:
-        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set).
-
-        ``location``: :meth:`locate`'s answer for ``img`` when the caller already has it.
-        """
+    def to_uint8_and_crop(self, img: Image.Image) -> tuple[torch.Tensor, list[int] | None]:
+        """:meth:`to_uint8`, and the square (x0, y0, x1, y1) of ``img`` it zoomed to, or None."""
+        crop = None
         if self.zoom == "auto":
-            img = zoom_to_pills(img, location or self.locate(img))
+            location = locate_pills(img, min_crop=min(self.size))  # never upsample: blur
+            if location.zoom:
+                crop = zoom_square(location, img.size)
+                img = img.crop(crop)
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
-        return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
+        return tensor, None if crop is None else list(crop)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (…, 3, H, W) -> normalised float."""

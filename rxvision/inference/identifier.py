@@ -39,7 +39,6 @@ from torch import Tensor
 from ..artifact import Artifact, ArtifactError
 from ..data import EvalTransform, ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
-from ..data.locate import zoom_square
 from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -260,11 +259,8 @@ class Identifier:
     def prepare(self, image: ImageInput, name: str | None = None
                 ) -> tuple[Tensor, list[int] | None]:
         """:meth:`preprocess`, and the zoom crop (x0, y0, x1, y1) in photo pixels or None."""
-        img = self.decode(image, name)
-        location = self.transform.locate(img)
-        x = self.transform.normalize(self.transform.to_uint8(img, location))
-        zoomed = location is not None and location.zoom
-        return x, list(zoom_square(location, img.size)) if zoomed else None
+        boxed, crop = self.transform.to_uint8_and_crop(self.decode(image, name))
+        return self.transform.normalize(boxed), crop
 
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """One forward pass: batch (B, 3, H, W) -> logits (B, C), embeddings (B, D) or None."""

@@ -21,7 +21,6 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.decode import load_image
-from ..data.locate import zoom_square
 from ..inference.fusion import fuse_log_probs, fuse_ood_scores
 from ..inference.identifier import Identification, Identifier
 from .batcher import BatchResult, MicroBatcher
@@ -116,11 +115,7 @@ class Service:
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
         image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
-        transform = self.identifier.transform
-        location = transform.locate(image)  # PIL + NumPy only, like the letterbox
-        tensor = transform.to_uint8(image, location)
-        crop = (list(zoom_square(location, image.size))
-                if location is not None and location.zoom else None)
+        tensor, crop = self.identifier.transform.to_uint8_and_crop(image)  # PIL + NumPy only
         return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, crop)
 
     async def decode(self, uploads: list[Upload]) -> list[Decoded]:
