@@ -389,19 +389,22 @@ def fit_offset(rows: Tensor, embeddings: list[Tensor], trained_own: float
                     "new_rows_own_cosine": float(new_own), "trained_own_cosine": trained_own}
 
 
-def extend_class_centres(card: dict[str, Any], head: torch.nn.Module, fresh: list[Tensor],
-                         old_count: int) -> tuple[list[float] | None, dict[str, Any] | None]:
+def extend_class_centres(card: dict[str, Any], head: torch.nn.Module,
+                         fresh_embeddings: Callable[[], list[Tensor]], old_count: int
+                         ) -> tuple[list[float] | None, dict[str, Any] | None]:
     """The card's per-class logit centres with one appended per new class.
 
-    A new class's centre is the mean logit its new row gives ``fresh[i]`` (embeddings of
-    views that did not build the row), shrunk towards the card's overall mean with the
-    card's prior weight, as :func:`~rxvision.inference.openset.fit_class_centres` does for
-    trained classes. Returns (None, None) when the card has no centres.
+    A new class's centre is the mean logit its new row gives ``fresh_embeddings()[i]``
+    (views that did not build the row; only computed when the card has centres), shrunk
+    towards the card's overall mean with the card's prior weight, as
+    :func:`~rxvision.inference.openset.fit_class_centres` does for trained classes.
+    Returns (None, None) when the card has no centres.
     """
     calibration = card.get("calibration") or {}
     old = calibration.get("own_logit_means")
     if old is None:
         return None, None
+    fresh = fresh_embeddings()
     if len(old) != old_count:
         raise ArtifactError(f"card calibration.own_logit_means has {len(old)} values for "
                             f"{old_count} classes; rerun `rxvision calibrate` on the base model")
@@ -540,10 +543,8 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
                                         method, max_drop, batch_size)
     old_count = len(art.labels)
     imprint(art.model, protos, method, float(scale), offset)
-    centres, centres_fit = (None, None)
-    if (art.card.get("calibration") or {}).get("own_logit_means") is not None:
-        centres, centres_fit = extend_class_centres(art.card, art.model.get_classifier(),
-                                                    fresh_embeddings(), old_count)
+    centres, centres_fit = extend_class_centres(art.card, art.model.get_classifier(),
+                                                fresh_embeddings, old_count)
     meta = dict(zip(data.labels, data.label_metadata, strict=True))
     new = list(refs)
     result = EnrollmentResult(new, existing, {k: len(v) for k, v in refs.items()}, views,
