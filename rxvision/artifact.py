@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError, config_from_dict
-from .data.transforms import ZOOM_FOR_NEW_MODELS
+from .data.transforms import ZOOM_FOR_NEW_MODELS, ZOOM_MODES
 from .io_utils import atomic_write, atomic_write_json
 from .models import RxVisionModel, build_model
 
@@ -104,12 +104,16 @@ def save_artifact(
     calibration: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     half: bool = False,
+    zoom: str = ZOOM_FOR_NEW_MODELS,
 ) -> Path:
     """Write weights and card atomically into ``directory``; return the directory.
 
     Args:
         half: store floating-point weights as fp16 (halves the size; loads back as fp32).
+        zoom: ``preprocessing.zoom``; tools that re-save a model pass its card's setting.
     """
+    if zoom not in ZOOM_MODES:
+        raise ArtifactError(f"zoom must be one of {ZOOM_MODES}, got {zoom!r}")
     model = unwrap(model)
     if len(labels) != model.num_classes:
         raise ArtifactError(f"{len(labels)} labels for a model with {model.num_classes} classes")
@@ -129,7 +133,7 @@ def save_artifact(
         "labels": list(labels),
         "label_metadata": label_metadata or [{} for _ in labels],
         "preprocessing": {**model.data_config(config.training.input_size),
-                          "zoom": ZOOM_FOR_NEW_MODELS},
+                          "zoom": zoom},
         "calibration": calibration or {"temperature": 1.0},
         "metrics": metrics or {},
         "parameters": model.parameter_counts(),

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from rxvision.artifact import SAVED_CARD_KEYS, load_artifact, read_card, save_artifact
+from rxvision.data.transforms import card_zoom
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     extra["bundled_from"] = {"run": str(args.run), "sha256_fp32": card["weights"]["sha256"]}
     save_artifact(args.out, art.model, art.config, art.labels, art.label_metadata,
                   metrics=card.get("metrics"), calibration=card.get("calibration"),
-                  extra=extra, half=True)
+                  extra=extra, half=True, zoom=card_zoom(card["preprocessing"]))
     size = (args.out / "model.safetensors").stat().st_size / 2**20
     print(f"bundled {args.run} -> {args.out} ({size:.1f} MB fp16)")
 

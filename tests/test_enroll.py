@@ -359,3 +359,17 @@ def test_offset_needs_a_cosine_layer(split: dict[str, Path], tmp_path: Path,
                  "--out", str(tmp_path / "x"), "--imprint", "centred"]) == 2
     assert "imprinted with --imprint lean or prototype" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_enrollment_keeps_the_base_cards_zoom_setting(
+    split: dict[str, Path], tmp_path: Path, copy_artifact
+) -> None:
+    base = copy_artifact(split["base"])
+    card = read_card(base)
+    assert card["preprocessing"]["zoom"] == "auto"  # what a new card says
+    card["preprocessing"]["zoom"] = "off"
+    (base / "card.json").write_text(json.dumps(card))
+    out = tmp_path / "run2"
+    enroll_artifact(base, split["new"], out, views=0)
+    assert read_card(out)["preprocessing"]["zoom"] == "off"  # not reset to the default
+    assert Identifier.load(out).transform.zoom == "off"

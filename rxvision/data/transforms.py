@@ -18,7 +18,12 @@ from PIL import Image
 from .locate import locate_pills, zoom_square
 
 ZOOM_MODES = ("auto", "off")
-ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes; cards without the key mean "off"
+ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes for a new model
+
+
+def card_zoom(preprocessing: dict[str, Any]) -> str:
+    """A card's ``preprocessing.zoom``; cards written before the key existed mean "off"."""
+    return preprocessing.get("zoom", "off")
 
 _INTERPOLATION = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -54,7 +59,7 @@ class EvalTransform:
 
     def __init__(self, preprocessing: dict[str, Any], zoom: str | None = None):
         """``zoom`` overrides the card's ``preprocessing.zoom`` ("auto" or "off")."""
-        self.zoom = zoom or preprocessing.get("zoom", "off")
+        self.zoom = zoom or card_zoom(preprocessing)
         if self.zoom not in ZOOM_MODES:
             raise ValueError(f"zoom must be one of {ZOOM_MODES}, got {self.zoom!r}")
         self.size = tuple(int(s) for s in preprocessing["input_size"])

@@ -81,6 +81,7 @@ from ..artifact import (
 )
 from ..data import DatasetError, EvalTransform, ImageSet, Sample, load_dataset, load_image
 from ..data.synth import PhoneViewSynthesizer, SynthParams
+from ..data.transforms import card_zoom
 from ..models import RxVisionModel
 from ..models.layers import CosineClassifier
 
@@ -596,6 +597,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     extra["enrollment"] = [*card.get("enrollment", []), record]
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
                   calibration=calibration, extra=extra,
-                  half=card.get("weights", {}).get("dtype") == "float16")
+                  half=card.get("weights", {}).get("dtype") == "float16",
+                  zoom=card_zoom(card["preprocessing"]))
     result.output = str(out)
     return result

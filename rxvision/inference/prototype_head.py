@@ -41,6 +41,7 @@ from ..artifact import (
 )
 from ..data import DatasetError, EvalTransform, ImageSet, load_dataset
 from ..data.synth import SynthParams
+from ..data.transforms import card_zoom
 from ..models.layers import CosineClassifier
 from .enroll import (
     DEFAULT_SEED,
@@ -113,5 +114,6 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
     extra[PROTOTYPE_CARD_KEY] = record
     save_artifact(out, art.model, art.config, art.labels, art.label_metadata, metrics={},
                   calibration=None, extra=extra,
-                  half=card.get("weights", {}).get("dtype") == "float16")
+                  half=card.get("weights", {}).get("dtype") == "float16",
+                  zoom=card_zoom(card["preprocessing"]))
     return record
