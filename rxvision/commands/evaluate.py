@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
+    from ..data.transforms import card_zoom
     from ..engine.corruptions import corruption_sweep
     from ..engine.evaluate import predict, subset, summarize, write_json
     from ..engine.openset_eval import evaluate_open_set, resolve_method
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": args.tta,
-        "zoom": args.zoom or backend.preprocessing.get("zoom", "off"),
+        "zoom": args.zoom or card_zoom(backend.preprocessing),
         **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
