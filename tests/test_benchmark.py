@@ -17,6 +17,8 @@ from rxvision.inference.benchmark import (
     BenchmarkError,
     format_table,
     model_specs,
+    pool_rounds,
+    round_ratios,
     run_benchmark,
 )
 
@@ -103,6 +105,54 @@ def test_benchmark_errors(tiny_config: Path) -> None:
         model_specs("runs/x", None, ["training.num_classes=3"])
     with pytest.raises(BenchmarkError, match="batch sizes"):
         run_benchmark(model_specs(None, str(tiny_config)), ["torch-fp32"], [0])
+    with pytest.raises(BenchmarkError, match="--rounds must be at least 1"):
+        run_benchmark(model_specs(None, str(tiny_config)), ["torch-fp32"], [1], rounds=0)
+
+
+def _point(model: str, backend: str, times_ms: list[float], rss: float = 100.0) -> dict:
+    return {"model": model, "backend": backend, "batch_size": 1, "peak_rss_mb": rss,
+            "setup_s": 1.0, "size_mb": 5.0, "latency_ms_p50": float(np.median(times_ms)),
+            "latency_ms_min": float(min(times_ms)),
+            "times_s": [t / 1000 for t in times_ms]}
+
+
+def test_rounds_pool_calls_and_give_a_ratio_per_round() -> None:
+    # Round 2 ran on a machine twice as slow: the pooled ratio mixes machines, each
+    # round's own ratio does not (8x in both).
+    round1 = [_point("rxvision", "torch-fp32", [80, 80, 80]),
+              _point("rxvision", "onnx-int8", [10, 10, 10], rss=50),
+              _point("resnet50", "torch-fp32", [70, 70, 70])]
+    round2 = [_point("rxvision", "torch-fp32", [160, 160, 160], rss=120),
+              _point("rxvision", "onnx-int8", [20, 20, 20]),
+              _point("resnet50", "torch-fp32", [140, 140, 140])]
+    pooled = pool_rounds([round1, round2])
+    eager = pooled[0]
+    assert "times_s" not in eager
+    assert eager["iters"] == 6 and eager["peak_rss_mb"] == 120
+    assert eager["latency_ms_p50"] == pytest.approx(120.0)  # median of 80,80,80,160,160,160
+    assert eager["latency_ms_min"] == pytest.approx(80.0)
+    assert eager["latency_ms_p50_per_round"] == [80.0, 160.0]
+    ratios = round_ratios([round1, round2])
+    assert ratios["rxvision_int8_speedup_vs_torch_fp32_b1_per_round"] == [8.0, 8.0]
+    assert ratios["rxvision_int8_speedup_vs_torch_fp32_b1_round_median"] == 8.0
+    assert ratios["rxvision_torch_fp32_latency_vs_plain_b1_per_round"] == [
+        round(80 / 70, 3), round(160 / 140, 3)]
+
+
+def test_interleaved_rounds_end_to_end(tiny_config: Path) -> None:
+    specs = model_specs(None, str(tiny_config))
+    report = run_benchmark(specs, ["torch-fp32", "onnx-int8"], [1], iters=2, warmup=0,
+                           isolate=False, rounds=2)
+    assert report["options"]["rounds"] == 2
+    for r in report["results"]:
+        assert r["iters"] == 4 and len(r["latency_ms_p50_per_round"]) == 2
+        assert "times_s" not in r
+    summary = report["summary"]
+    per_round = summary["rxvision_int8_speedup_vs_torch_fp32_b1_per_round"]
+    assert len(per_round) == 2
+    assert summary["rxvision_int8_speedup_vs_torch_fp32_b1_round_median"] == pytest.approx(
+        float(np.median(per_round)), abs=1e-3)
+    assert "per round (interleaved)" in format_table(report)
 
 
 def load_gpu_script():

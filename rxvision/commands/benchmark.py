@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
     p.add_argument("--max-seconds", type=float, default=10.0, metavar="S",
                    help="stop a point after S seconds of timing (at least 3 iterations)")
+    p.add_argument("--rounds", type=int, default=1, metavar="R",
+                   help="run the whole set of backends R times, interleaved, and pool the "
+                        "calls; the summary adds each ratio per round (steadier on a shared "
+                        "machine; default 1)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: torch's default)")
     p.add_argument("--plain", metavar="TIMM_NAME",
                    help="plain timm model to compare with (default: the backbone's name; "
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(
         models, args.backend, args.batch_sizes, iters=args.iters, warmup=args.warmup,
         max_seconds=args.max_seconds, threads=args.threads, isolate=not args.in_process,
-        calibration=args.calibration, log=lambda s: print(s, file=sys.stderr),
+        calibration=args.calibration, rounds=args.rounds, log=lambda s: print(s, file=sys.stderr),
     )
     print(format_table(report))
     if args.json:

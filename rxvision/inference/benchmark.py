@@ -5,6 +5,13 @@ and times every batch size, so each backend's peak resident memory is its own (i
 the Python + torch runtime of the worker, reported as ``baseline_rss_mb``). With
 ``isolate=False`` everything runs in this process and ``peak_rss_mb`` is cumulative.
 
+With ``rounds > 1`` the whole sequence of (model, backend) workers runs that many times,
+interleaved (round 1: every backend, then round 2: every backend, ...), and each point's
+statistics pool the calls of all rounds. A shared machine's speed drifts over minutes; run
+back to back, two backends would see different machines and their ratio would carry the
+drift. Interleaved, each round gives its own ratio, and the summary reports their median
+and range beside the pooled ratio.
+
 Backends: ``torch-fp32`` (eager), ``torch-cl`` (eager, channels_last), ``torch-bf16``
 (channels_last + bfloat16 autocast), ``torch-compile`` (inductor, channels_last),
 ``onnx-fp32`` and ``onnx-int8`` (onnxruntime CPU, exported and quantised in this process
@@ -198,6 +205,7 @@ def run_task(task: Task) -> list[dict[str, Any]]:
             "baseline_rss_mb": round(baseline, 1),
             "setup_s": round(setup_s, 2),
             "threads": task.threads,
+            "times_s": times,  # raw, for pooling rounds; run_benchmark drops it
         })
     return results
 
@@ -278,25 +286,32 @@ def run_benchmark(
     isolate: bool = True,
     calibration: str | None = None,
     num_calibration: int = 16,
+    rounds: int = 1,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Benchmark every (model, backend) pair; return ``{"machine", "options", "results"}``."""
+    """Benchmark every (model, backend) pair; return ``{"machine", "options", "results"}``.
+
+    ``iters`` and ``max_seconds`` apply to each point in each of the ``rounds``.
+    """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise BenchmarkError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
     if not backends or not batch_sizes or min(batch_sizes) < 1 or iters < 1 or warmup < 0:
         raise BenchmarkError("need at least one backend, batch sizes >= 1, --iters >= 1")
+    if rounds < 1:
+        raise BenchmarkError(f"--rounds must be at least 1, got {rounds}")
     threads = threads or torch.get_num_threads()
     report: dict[str, Any] = {"machine": machine_info(threads), "results": []}
     report["options"] = {
         "backends": backends, "batch_sizes": batch_sizes, "iters": iters, "warmup": warmup,
-        "max_seconds_per_point": max_seconds,
+        "max_seconds_per_point": max_seconds, "rounds": rounds,
         "peak_rss": ("per (model, backend) worker process, includes its runtime baseline"
                      if isolate else "cumulative peak of one process (not separable)"),
         "inputs": "random N(0,1) tensors, preprocessing excluded",
         "int8_calibration": {},
     }
     with tempfile.TemporaryDirectory(prefix="rxvision-bench-") as tmp:
+        tasks = []
         for spec in models:
             wanted = [b for b in backends if b.startswith("onnx")]
             onnx_files: dict[str, Any] = {}
@@ -315,13 +330,53 @@ def run_benchmark(
                     size = (Path(path).stat().st_size / 1e6, "onnx file")
                 else:
                     path, size = None, torch_size
-                task = Task(spec, backend, list(batch_sizes), iters, warmup, max_seconds, threads,
-                            str(path) if path else None, *size)
-                log(f"timing {spec.name} {backend} at batch {','.join(map(str, batch_sizes))}")
-                report["results"].extend(_execute(task, isolate))
+                tasks.append(Task(spec, backend, list(batch_sizes), iters, warmup, max_seconds,
+                                  threads, str(path) if path else None, *size))
+        per_round = []
+        for r in range(rounds):
+            results = []
+            for task in tasks:
+                log(f"{f'round {r + 1}/{rounds}: ' if rounds > 1 else ''}timing "
+                    f"{task.model.name} {task.backend} at batch "
+                    f"{','.join(map(str, batch_sizes))}")
+                results.extend(_execute(task, isolate))
+            per_round.append(results)
+    report["results"] = pool_rounds(per_round)
     report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     report["summary"] = summarize(report["results"])
+    if rounds > 1:
+        report["summary"].update(round_ratios(per_round))
     return report
+
+
+def pool_rounds(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per point: statistics over the calls of every round, peak RSS the max."""
+    pooled = []
+    for point in per_round[0]:
+        key = (point["model"], point["backend"], point["batch_size"])
+        same = [_find(results, *key) for results in per_round]
+        times = [t for r in same for t in r["times_s"]]
+        merged = {k: v for k, v in point.items() if k != "times_s"}
+        merged.update(latency_stats(times, point["batch_size"]))
+        merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in same)
+        merged["setup_s"] = round(statistics.median(r["setup_s"] for r in same), 2)
+        if len(per_round) > 1:
+            merged["latency_ms_p50_per_round"] = [r["latency_ms_p50"] for r in same]
+        pooled.append(merged)
+    return pooled
+
+
+def round_ratios(per_round: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each summary ratio computed within each round: median, min and max over rounds."""
+    out: dict[str, Any] = {}
+    ratios = [summarize(results) for results in per_round]
+    for key in ("rxvision_int8_speedup_vs_torch_fp32_b1",
+                "rxvision_torch_fp32_latency_vs_plain_b1"):
+        values = [r[key] for r in ratios if key in r]
+        if values:
+            out[f"{key}_per_round"] = values
+            out[f"{key}_round_median"] = round(statistics.median(values), 3)
+    return out
 
 
 def _execute(task: Task, isolate: bool) -> list[dict[str, Any]]:
@@ -378,12 +433,23 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{s['rxvision_int8_speedup_vs_torch_fp32_b1_min']:.2f}x by fastest call; "
                      f"int8 model {s['rxvision_int8_size_mb']:.1f} MB "
                      f"(issue target: >= 5x, <= 25 MB)")
+        if "rxvision_int8_speedup_vs_torch_fp32_b1_per_round" in s:
+            lines.append("  per round (interleaved): " + _round_list(
+                s, "rxvision_int8_speedup_vs_torch_fp32_b1", "x"))
     if "rxvision_torch_fp32_latency_vs_plain_b1" in s:
         lines.append(f"rxvision torch-fp32 latency / plain {s['plain_model']} at batch 1: "
                      f"{s['rxvision_torch_fp32_latency_vs_plain_b1']:.3f} by median, "
                      f"{s['rxvision_torch_fp32_latency_vs_plain_b1_min']:.3f} by fastest call "
                      f"(issue target: <= 1.15)")
+        if "rxvision_torch_fp32_latency_vs_plain_b1_per_round" in s:
+            lines.append("  per round (interleaved): " + _round_list(
+                s, "rxvision_torch_fp32_latency_vs_plain_b1", ""))
     return "\n".join(lines)
+
+
+def _round_list(summary: dict[str, Any], key: str, unit: str) -> str:
+    values = ", ".join(f"{v:.2f}{unit}" for v in summary[f"{key}_per_round"])
+    return f"{values}; median {summary[f'{key}_round_median']:.2f}{unit}"
 
 
 def model_specs(model: str | None, config: str | None, overrides: list[str] | None = None,
