@@ -100,6 +100,34 @@ def test_pixel_limit_refuses_before_decoding(tmp_path: Path, monkeypatch: pytest
     assert loads
 
 
+def test_large_jpeg_decodes_at_a_reduced_scale(tmp_path: Path) -> None:
+    # A phone photo over the limit is decoded by libjpeg at 1/2, 1/4 or 1/8 scale, the
+    # largest that fits; the same pixels as PNG are refused (no reduced decoding there).
+    photo = Image.new("RGB", (2001, 1499), (200, 30, 30))
+    path = tmp_path / "big.jpg"
+    photo.save(path, quality=95)
+    assert load_image(path).size == (2001, 1499)  # under the default limit: untouched
+    half = load_image(path, max_pixels=1_000_000)
+    assert half.size == (1001, 750) and half.mode == "RGB"
+    assert np.abs(np.asarray(half, dtype=int) - (200, 30, 30)).max() <= 3
+    assert load_image(path, max_pixels=200_000).size == (501, 375)  # 1/4
+    with pytest.raises(ImageTooLargeError, match=r"big\.jpg.*even decoded at 1/8 scale"):
+        load_image(path, max_pixels=40_000)  # 1/8 is 251x188 = 47,188 pixels
+    png = tmp_path / "big.png"
+    photo.save(png)
+    with pytest.raises(ImageTooLargeError, match=r"big\.png.*exceeds the limit of 1,000,000$"):
+        load_image(png, max_pixels=1_000_000)
+
+
+def test_reduced_jpeg_keeps_exif_orientation(tmp_path: Path) -> None:
+    photo = Image.new("RGB", (2000, 1000), (10, 120, 240))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to display
+    path = tmp_path / "sideways.jpg"
+    photo.save(path, exif=exif)
+    assert load_image(path, max_pixels=600_000).size == (500, 1000)  # 1/2 scale, upright
+
+
 def test_too_large_is_a_decode_error() -> None:
     # Callers that catch ImageDecodeError (data check, the service) also catch the limit.
     assert issubclass(ImageTooLargeError, ImageDecodeError)
