@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -125,12 +126,31 @@ def test_identifier_and_cli_take_the_zoom_setting(sample_artifact: Path, tmp_pat
     crop = zoom_square(locate_pills(Image.open(photo).convert("RGB"), 64), (1200, 900))
     assert outputs["auto"][0]["zoomed_to"] == [list(crop)]
     assert outputs["off"][0]["zoomed_to"] == [None]
+    # ...and why: the locator's reason, or null when zoom is off.
+    assert outputs["auto"][0]["zoom_notes"] == ["zoomed"]
+    assert outputs["off"][0]["zoom_notes"] == [None]
     assert main(["predict", "--model", str(sample_artifact), str(photo)]) == 0
     assert f"zoomed to the pill at ({crop[0]}, {crop[1]})" in capsys.readouterr().out
     whole = tmp_path / "whole.png"
     _photo([(200, 150, 1000, 750)]).save(whole)
-    assert ident.identify_pair(photo, whole).zoomed_to == [list(crop), None]
+    pair = ident.identify_pair(photo, whole)
+    assert pair.zoomed_to == [list(crop), None]
+    assert pair.zoom_notes == ["zoomed", "pills already fill the frame"]
     assert [r.zoomed_to for _, r in ident.iter_identify([whole, photo])] == [[None], [list(crop)]]
+    [(_, empty)] = ident.iter_identify([_blank(tmp_path)])
+    assert empty.zoomed_to == [None] and empty.zoom_notes == ["no pill-like region found"]
+    csv_out = tmp_path / "pair.csv"
+    assert main(["predict", "--model", str(sample_artifact), "--pair", str(photo), str(whole),
+                 "--out", str(csv_out)]) == 0
+    row = next(csv.DictReader(csv_out.open()))
+    assert row["zoomed"] == "True"
+    assert row["zoom_note"] == "zoomed + pills already fill the frame"
+
+
+def _blank(tmp_path: Path) -> Path:
+    path = tmp_path / "blank.png"
+    Image.new("RGB", (1200, 900), (170, 165, 150)).save(path)
+    return path
 
 
 def test_low_resolution_photos_are_not_blown_up() -> None:

@@ -171,13 +171,18 @@ def test_results_say_where_the_model_zoomed(client: TestClient, photos: list[Pat
     photo = Image.new("RGB", (1200, 900), (170, 165, 150))
     ImageDraw.Draw(photo).ellipse((560, 400, 680, 470), fill=(200, 60, 60))
     photo.save(small)
-    _, expected = identifier.prepare(small)
+    _, zoom = identifier.prepare(small)
+    expected = zoom.crop
     assert expected is not None  # the sample model's card says zoom: auto
     resp = client.post("/v1/identify", files=[_file(small)])
     assert resp.status_code == 200, resp.text
     assert resp.json()["result"]["zoomed_to"] == [expected]
+    assert resp.json()["result"]["zoom_notes"] == ["zoomed"]
     resp = client.post("/v1/identify", files=[_file(small, "front"), _file(photos[0], "back")])
     assert resp.json()["result"]["zoomed_to"] == [expected, None]  # a studio photo: whole
+    _, studio = identifier.prepare(photos[0])
+    assert studio.note and studio.note != "zoomed"
+    assert resp.json()["result"]["zoom_notes"] == ["zoomed", studio.note]
 
 
 def test_explain_returns_three_overlays(client: TestClient, photos: list[Path]) -> None:

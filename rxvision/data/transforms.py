@@ -9,7 +9,7 @@ photo whose pill is small in the frame is first cropped around it at full resolu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +19,13 @@ from .locate import locate_pills, zoom_square
 
 ZOOM_MODES = ("auto", "off")
 ZOOM_FOR_NEW_MODELS = "auto"  # what save_artifact writes for a new model
+
+
+class ZoomResult(NamedTuple):
+    """What the zoom step did with one photo."""
+
+    crop: list[int] | None  # the square (x0, y0, x1, y1) of the photo the model saw, or None
+    note: str | None  # the locator's reason (``PillLocation.reason``); None with zoom off
 
 
 def card_zoom(preprocessing: dict[str, Any]) -> str:
@@ -70,19 +77,20 @@ class EvalTransform:
 
     def to_uint8(self, img: Image.Image) -> torch.Tensor:
         """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
-        return self.to_uint8_and_crop(img)[0]
+        return self.to_uint8_and_zoom(img)[0]
 
-    def to_uint8_and_crop(self, img: Image.Image) -> tuple[torch.Tensor, list[int] | None]:
-        """:meth:`to_uint8`, and the square (x0, y0, x1, y1) of ``img`` it zoomed to, or None."""
-        crop = None
+    def to_uint8_and_zoom(self, img: Image.Image) -> tuple[torch.Tensor, ZoomResult]:
+        """:meth:`to_uint8`, and where it zoomed (the crop, or None) and why."""
+        crop, note = None, None
         if self.zoom == "auto":
             location = locate_pills(img, min_crop=min(self.size))  # never upsample: blur
+            note = location.reason
             if location.zoom:
-                crop = zoom_square(location, img.size)
+                crop = list(zoom_square(location, img.size))
                 img = img.crop(crop)
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
         tensor = torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
-        return tensor, None if crop is None else list(crop)
+        return tensor, ZoomResult(crop, note)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (…, 3, H, W) -> normalised float."""

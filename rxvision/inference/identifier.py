@@ -39,6 +39,7 @@ from torch import Tensor
 from ..artifact import Artifact, ArtifactError
 from ..data import EvalTransform, ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
+from ..data.transforms import ZoomResult
 from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -90,6 +91,10 @@ class Identification:
     # Per input photo (one, or front and back): the square (x0, y0, x1, y1) of the photo
     # the model saw when it zoomed to a small pill (preprocessing.zoom), else None.
     zoomed_to: list[list[int] | None] = field(default_factory=list)
+    # Per input photo: why it was or was not zoomed (rxvision.data.locate's reason, e.g.
+    # "zoomed", "pills already fill the frame", "no pill-like region found"); None with
+    # zoom off.
+    zoom_notes: list[str | None] = field(default_factory=list)
 
     @property
     def top(self) -> Candidate:
@@ -257,10 +262,10 @@ class Identifier:
         return self.prepare(image, name)[0]
 
     def prepare(self, image: ImageInput, name: str | None = None
-                ) -> tuple[Tensor, list[int] | None]:
-        """:meth:`preprocess`, and the zoom crop (x0, y0, x1, y1) in photo pixels or None."""
-        boxed, crop = self.transform.to_uint8_and_crop(self.decode(image, name))
-        return self.transform.normalize(boxed), crop
+                ) -> tuple[Tensor, ZoomResult]:
+        """:meth:`preprocess`, and the zoom step's crop (photo pixels, or None) and reason."""
+        boxed, zoom = self.transform.to_uint8_and_zoom(self.decode(image, name))
+        return self.transform.normalize(boxed), zoom
 
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """One forward pass: batch (B, 3, H, W) -> logits (B, C), embeddings (B, D) or None."""
@@ -322,12 +327,12 @@ class Identifier:
         """Identify ``images`` with ONE forward pass; a bad image raises ImageDecodeError."""
         if not images:
             return []
-        prep_ms, tensors, crops = [], [], []
+        prep_ms, tensors, zooms = [], [], []
         for image in images:
             t0 = time.perf_counter()
-            x, crop = self.prepare(image)
+            x, zoom = self.prepare(image)
             tensors.append(x)
-            crops.append(crop)
+            zooms.append(zoom)
             prep_ms.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         logits, emb = self.forward(torch.stack(tensors))
@@ -335,8 +340,9 @@ class Identifier:
         t0 = time.perf_counter()
         results = self.postprocess(logits, emb, topk)
         post_ms = (time.perf_counter() - t0) * 1e3
-        for image, result, prep, crop in zip(images, results, prep_ms, crops, strict=True):
-            result.source, result.zoomed_to = _name(image), [crop]
+        for image, result, prep, zoom in zip(images, results, prep_ms, zooms, strict=True):
+            result.source = _name(image)
+            _set_zoom(result, [zoom])
             result.timings_ms = _timings(prep, forward_ms / len(images), post_ms / len(images))
         return results
 
@@ -344,7 +350,7 @@ class Identifier:
                       ) -> Identification:
         """Fuse two photos of one pill (front and back) into one ranking; see :mod:`.fusion`."""
         t0 = time.perf_counter()
-        (x_front, crop_front), (x_back, crop_back) = self.prepare(front), self.prepare(back)
+        (x_front, zoom_front), (x_back, zoom_back) = self.prepare(front), self.prepare(back)
         batch = torch.stack([x_front, x_back])
         prep = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
@@ -355,7 +361,7 @@ class Identifier:
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])), topk)
         result.source = f"{_name(front)} + {_name(back)}"
-        result.zoomed_to = [crop_front, crop_back]
+        _set_zoom(result, [zoom_front, zoom_back])
         result.timings_ms = _timings(prep, forward_ms, (time.perf_counter() - t0) * 1e3)
         return result
 
@@ -364,8 +370,8 @@ class Identifier:
     ) -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
         """Identify many images in batches; a bad image yields its error and the rest go on."""
         size = batch_size or self.batch_size
-        # (source, tensor or its decode error, preprocessing ms, zoom crop)
-        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float, list[int] | None]] = []
+        # (source, tensor or its decode error, preprocessing ms, zoom step)
+        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float, ZoomResult | None]] = []
 
         def flush() -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
             good = [i for i, (_, x, _, _) in enumerate(pending) if isinstance(x, Tensor)]
@@ -377,7 +383,7 @@ class Identifier:
                 for i, res in zip(good, self.postprocess(logits, emb, topk), strict=True):
                     res.source, res.timings_ms = _name(pending[i][0]), _timings(
                         pending[i][2], fwd, 0.0)
-                    res.zoomed_to = [pending[i][3]]
+                    _set_zoom(res, [pending[i][3]])
                     results[i] = res
             for i, (src, x, _, _) in enumerate(pending):
                 yield src, results.get(i, x)
@@ -385,13 +391,13 @@ class Identifier:
 
         for source in sources:
             t0 = time.perf_counter()
-            crop = None
+            zoom = None
             try:
                 x: Tensor | ImageDecodeError
-                x, crop = self.prepare(source)
+                x, zoom = self.prepare(source)
             except ImageDecodeError as exc:
                 x = exc
-            pending.append((source, x, (time.perf_counter() - t0) * 1e3, crop))
+            pending.append((source, x, (time.perf_counter() - t0) * 1e3, zoom))
             if len(pending) >= size:
                 yield from flush()
         yield from flush()
@@ -435,6 +441,12 @@ class Identifier:
 
         model = self._torch_model("explain()")
         return explain_image(model, self.transform, self.decode(image))
+
+
+def _set_zoom(result: Identification, zooms: list[ZoomResult | None]) -> None:
+    """Record, per input photo, the crop the model saw (or None) and the zoom step's reason."""
+    result.zoomed_to = [z.crop if z else None for z in zooms]
+    result.zoom_notes = [z.note if z else None for z in zooms]
 
 
 def _name(image: ImageInput) -> str | None:

@@ -6,9 +6,10 @@ row format serves the CLI's ``--json``, CSV and JSONL outputs.
 Row format (one per image, or per front/back pair): ``image``, optional ``true_label``
 (manifest input), ``abstain``, ``unknown``, ``message``, ``confidence``, ``ood_score``,
 ``topk`` (list of ``rank, label, probability, metadata, abstain, unknown``),
-``zoomed_to`` (per photo, the crop the model saw when it zoomed to a small pill, or null;
-CSV has a ``zoomed`` flag instead), ``timings_ms``; or ``image`` and ``error`` for an
-input that could not be read.
+``zoomed_to`` (per photo, the crop the model saw when it zoomed to a small pill, or null),
+``zoom_notes`` (per photo, why it was or was not zoomed; null with zoom off; CSV has a
+``zoomed`` flag and a ``zoom_note`` column instead of both), ``timings_ms``; or ``image``
+and ``error`` for an input that could not be read.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def result_row(image: str, result: Identification | Exception,
     row.update({k: d[k] for k in ("abstain", "unknown", "message", "confidence", "ood_score")})
     row["topk"] = d["candidates"]
     row["zoomed_to"] = d["zoomed_to"]
+    row["zoom_notes"] = d["zoom_notes"]
     row["timings_ms"] = d["timings_ms"]
     return row
 
@@ -98,15 +100,17 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r."""
     has_truth = any("true_label" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
-              "message", "confidence", "ood_score", "zoomed"]
+              "message", "confidence", "ood_score", "zoomed", "zoom_note"]
     for r in range(1, topk + 1):
         fields += [f"label_{r}", f"probability_{r}", *(f"{m}_{r}" for m in METADATA_COLUMNS)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        flat = {k: v for k, v in row.items() if k not in ("topk", "timings_ms", "zoomed_to")}
+        flat = {k: v for k, v in row.items()
+                if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes")}
         flat["zoomed"] = any(row.get("zoomed_to") or [])
+        flat["zoom_note"] = " + ".join(n or "" for n in row.get("zoom_notes") or [])
         for c in row.get("topk", []):
             r = c["rank"]
             flat[f"label_{r}"], flat[f"probability_{r}"] = c["label"], f"{c['probability']:.6f}"

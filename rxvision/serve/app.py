@@ -222,7 +222,7 @@ def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
         abstain=ident.abstain, unknown=ident.unknown, confidence=ident.confidence,
         ood_score=ident.ood_score, message=ident.message,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
-        zoomed_to=[d.zoomed_to for d in decoded])
+        zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded])
 
 
 def _timings(decoded: list[Decoded], results: list[BatchResult], post_ms: float,

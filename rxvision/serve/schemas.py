@@ -29,6 +29,10 @@ class IdentificationOut(BaseModel):
     zoomed_to: list[list[int] | None] = Field(
         default_factory=list, description="per photo: the square [x0, y0, x1, y1] the model "
         "saw when it zoomed to a small pill (preprocessing.zoom), else null")
+    zoom_notes: list[str | None] = Field(
+        default_factory=list, description="per photo: why it was or was not zoomed "
+        '("zoomed", "pills already fill the frame", "no pill-like region found", ...); '
+        "null with zoom off")
     explanations: dict[str, dict[str, str]] | None = Field(
         None, description="per view (image/front/back): overlay kind -> PNG data URL")
 

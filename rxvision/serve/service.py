@@ -48,6 +48,7 @@ class Decoded:
     tensor: Tensor  # (3, H, W) uint8, letterboxed as the card prescribes (not normalised)
     ms: float
     zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
+    zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
 
 
 class Service:
@@ -115,8 +116,9 @@ class Service:
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
         image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
-        tensor, crop = self.identifier.transform.to_uint8_and_crop(image)  # PIL + NumPy only
-        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, crop)
+        tensor, zoom = self.identifier.transform.to_uint8_and_zoom(image)  # PIL + NumPy only
+        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, zoom.crop,
+                       zoom.note)
 
     async def decode(self, uploads: list[Upload]) -> list[Decoded]:
         """Decode and letterbox uploads in the decode pool; ImageDecodeError names the file."""
