@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=300.0, metavar="S",
                    help="stop a repeat after S seconds even if requests remain")
     p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--tta", type=int, choices=[1, 2, 4],
+                   help="rotations per photo, both sides (default: the model card's)")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--offline-images", type=int, default=800,
                    help="images timed offline (stops earlier at --offline-seconds)")
@@ -86,7 +88,8 @@ def load_photos(folder: Path) -> list[tuple[str, bytes]]:
 
 # --- offline --------------------------------------------------------------------------------
 def offline(model: Path, backend: str, threads: int | None, photos: list[tuple[str, bytes]],
-            batch: int, max_images: int, max_seconds: float) -> dict[str, Any]:
+            batch: int, max_images: int, max_seconds: float, tta: int | None = None
+            ) -> dict[str, Any]:
     """Images/s of identify_batch (bytes in) and of the bare forward pass, at ``batch``.
 
     Throughput is ``batch / median(seconds per batch)``, as ``rxvision benchmark`` reports
@@ -94,7 +97,7 @@ def offline(model: Path, backend: str, threads: int | None, photos: list[tuple[s
     """
     if backend == "onnx":  # as `rxvision serve --backend onnx` does (see --torch-threads)
         torch.set_num_threads(1)
-    ident = Identifier.load(model, backend=backend, threads=threads)
+    ident = Identifier.load(model, backend=backend, threads=threads, tta=tta)
     data = [b for _, b in photos]
     batches = [[data[(i + j) % len(data)] for j in range(batch)]
                for i in range(0, max(max_images, 3 * batch), batch)]
@@ -147,6 +150,8 @@ def start_server(args: argparse.Namespace, model: Path, port: int, log: Path
            "--log-level", "warning"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.tta:
+        cmd += ["--tta", str(args.tta)]
     env = {k: v for k, v in os.environ.items() if k != "RXVISION_API_KEY"}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     def measure_offline(when: str) -> dict[str, Any]:
         print(f"offline ({when}): {args.backend} at batch {args.max_batch} ...", file=sys.stderr)
         off = offline(model, args.backend, args.threads, photos, args.max_batch,
-                      args.offline_images, args.offline_seconds)
+                      args.offline_images, args.offline_seconds, args.tta)
         print(f"offline ({when}): {off['end_to_end_ips']} img/s end to end, "
               f"{off['forward_only_ips']} img/s forward only", file=sys.stderr)
         return off

@@ -6,7 +6,10 @@ the training range, smaller and tiny, and identifies each with zoom off and auto
 Prints top-1, the share answered, and the share answered wrongly (not abstained on), which
 is the number that matters for safety. Seeds are fixed; nothing here was used to train.
 
-    python benchmarks/zoom_gain.py [--model DIR] [--n 100] [--side 1536]
+    python benchmarks/zoom_gain.py [--model DIR] [--n 100] [--side 1536] [--tta N]
+
+``--tta`` defaults to the model's own setting (its card's ``calibration.tta``, 4 for the
+bundled model).
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/c3pi-1k/manifest.csv")
     p.add_argument("--n", type=int, default=100, help="pills (one view each per size)")
     p.add_argument("--side", type=int, default=1536, help="rendered photo side in pixels")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4],
+                   help="right-angle rotations averaged per photo (default: the card's)")
     args = p.parse_args()
     refs = load_dataset(args.data)
     rng = random.Random(0)
     pick = rng.sample(range(len(refs.samples)), args.n)
     images = [load_image(refs.samples[i].path) for i in pick]
     labels = [refs.samples[i].label for i in pick]
-    ident = {z: Identifier.load(args.model, zoom=z) for z in ("off", "auto")}
+    ident = {z: Identifier.load(args.model, zoom=z, tta=args.tta) for z in ("off", "auto")}
     min_crop = min(ident["auto"].transform.size)
     print(f"{args.n} pills at {args.side} px; model {ident['off'].path}")
     print(f"{'pill size':16s} {'zoom':5s} {'top-1':>6s} {'answered':>9s} {'answered wrong':>15s}")

@@ -236,6 +236,20 @@ def test_onnx_backend_serves_the_export(make_client: Callable[..., TestClient],
     session = client.app.state.service.identifier.runner.model.session
     assert session.get_session_options().get_session_config_entry(
         "session.intra_op.allow_spinning") == "0"
+    assert info["tta"] == 1  # the card has no calibration.tta
+
+
+def test_serve_takes_the_rotation_setting(make_client: Callable[..., TestClient],
+                                          sample_artifact: Path, photos: list[Path]) -> None:
+    client = make_client(model=sample_artifact, tta=4)
+    assert client.get("/v1/model").json()["tta"] == 4
+    resp = client.post("/v1/identify", files=[_file(photos[1])], data={"topk": "3"})
+    assert resp.status_code == 200, resp.text
+    [expected] = Identifier.load(sample_artifact, tta=4).identify(photos[1], topk=3)
+    assert [c["probability"] for c in resp.json()["result"]["candidates"]] == pytest.approx(
+        [c.probability for c in expected.candidates], abs=1e-5)
+    with pytest.raises(ValueError, match="tta"):
+        ServeSettings(tta=3)
 
 
 # --- micro-batching ------------------------------------------------------------------------

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from rxvision.artifact import ArtifactError
 from rxvision.cli import main
 from rxvision.inference.identifier import Identifier, TorchRunner
-from rxvision.inference.tta import RotationTTA
+from rxvision.inference.tta import RotationTTA, card_tta
 
 
 def test_four_rotations_make_outputs_rotation_invariant(tiny_model) -> None:
@@ -57,3 +59,50 @@ def test_identifier_and_evaluate_accept_tta(sample_artifact: Path, sample_dir: P
     assert main(["predict", "--model", str(sample_artifact), "--tta", "4", "--json",
                  str(photo)]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+def test_card_tta_reads_the_calibrated_setting() -> None:
+    assert card_tta({}) == 1 and card_tta({"calibration": {"temperature": 1.0}}) == 1
+    assert card_tta({"calibration": {"tta": 4}}) == 4
+    for bad in (3, 0, True, "4", None):
+        with pytest.raises(ArtifactError, match=r"calibration\.tta must be one of"):
+            card_tta({"calibration": {"tta": bad}})
+
+
+def test_calibrate_with_tta_makes_it_the_default(sample_artifact: Path, sample_dir: Path,
+                                                 tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(sample_artifact, run)
+    data = str(sample_dir / "manifest.csv")
+    assert Identifier.load(run).tta == 1  # no calibration.tta: one pass
+    assert main(["calibrate", "--model", str(run), "--data", data, "--tta", "2",
+                 "--no-progress", "--workers", "0"]) == 0
+    assert "x 2 rotations" in capsys.readouterr().out
+    card = json.loads((run / "card.json").read_text())
+    assert card["calibration"]["tta"] == 2
+    # The temperature was fitted on averaged logits: it differs from a one-pass fit.
+    one_pass = tmp_path / "one"
+    shutil.copytree(sample_artifact, one_pass)
+    assert main(["calibrate", "--model", str(one_pass), "--data", data, "--no-progress",
+                 "--workers", "0"]) == 0
+    t_one = json.loads((one_pass / "card.json").read_text())["calibration"]["temperature"]
+    assert card["calibration"]["temperature"] != pytest.approx(t_one, abs=1e-6)
+    # Every identifying command now defaults to 2 rotations; --tta / tta= override it.
+    assert Identifier.load(run).tta == 2
+    assert isinstance(Identifier.load(run).runner, RotationTTA)
+    assert Identifier.load(run, tta=1).tta == 1
+    for extra, expected in (([], 2), (["--tta", "1"], 1)):
+        out = tmp_path / f"eval{expected}.json"
+        assert main(["evaluate", "--model", str(run), "--data", data, "--limit", "4",
+                     "--json", str(out), "--no-progress", "--workers", "0", *extra]) == 0
+        assert json.loads(out.read_text())["tta_rotations"] == expected
+    # Recalibrating without --tta keeps the card's setting.
+    assert main(["calibrate", "--model", str(run), "--data", data, "--no-progress",
+                 "--workers", "0"]) == 0
+    assert json.loads((run / "card.json").read_text())["calibration"]["tta"] == 2
+    # A corrupt value is a clear error, not a silent single pass.
+    card = json.loads((run / "card.json").read_text())
+    card["calibration"]["tta"] = 3
+    (run / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ArtifactError, match=r"calibration\.tta must be one of"):
+        Identifier.load(run)

@@ -1,6 +1,9 @@
 """`rxvision calibrate`: fit the temperature, the per-class logit centres (for the
 ``centred_max_logit`` open-set score) and, with --thresholds, the abstention and open-set
-thresholds on held-out views, and store them in the card."""
+thresholds on held-out views, and store them in the card.
+
+With ``--tta N`` everything is fitted on logits averaged over N right-angle rotations, and
+the card records ``calibration.tta = N``: the default of every command that identifies."""
 
 from __future__ import annotations
 
@@ -49,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="W")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--limit", type=int, metavar="N", help="use a fixed random subset of N images")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
+                   help="fit on logits averaged over N right-angle rotations and make N the "
+                        "model's default (calibration.tta; default: the card's current "
+                        "value, else 1)")
     p.add_argument("--dry-run", action="store_true", help="print the fit; leave the card as is")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t = p.add_argument_group(
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.enroll import own_class_cosine
     from ..inference.identifier import IdentifierError
     from ..inference.openset import fit_class_centres
+    from ..inference.tta import card_tta, with_rotations
     from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
@@ -88,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if given and not args.thresholds:
         raise IdentifierError(f"{', '.join(given)} apply to threshold fitting: add --thresholds")
     backend = load_backend(args.model, backend="torch", bf16=args.precision == "bf16")
+    tta = args.tta or card_tta(backend.card)
+    backend = with_rotations(backend, tta)
     method = (resolve_method(backend, args.ood_method, centres_in_card=False)
               if args.thresholds else None)
     images = subset(load_dataset(args.data), args.limit)
@@ -99,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.data}: none of its labels are in the model; "
                            "calibrate on views of the model's own classes")
     fit = calibrate(pred.logits[known], pred.targets[known])
-    record = {**fit, "fitted_on": str(args.data)}
+    record = {**fit, "fitted_on": str(args.data), "tta": tta}
     head = backend.model.get_classifier()
     if isinstance(head, CosineClassifier):  # what `rxvision enroll --offset auto` matches
         record["own_class_cosine"] = own_class_cosine(
@@ -116,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: no per-class logit centres ({exc})")
     if (~known).any():
         record["skipped_unknown"] = int((~known).sum())
-    print(f"T = {fit['temperature']:.4f} on {fit['n']} images: "
+    print(f"T = {fit['temperature']:.4f} on {fit['n']} images"
+          f"{f' x {tta} rotations' if tta > 1 else ''}: "
           f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f}, "
           f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}"
           + (f"; own-class cosine {record['own_class_cosine']:.4f}"

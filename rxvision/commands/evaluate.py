@@ -40,9 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ood-method", choices=OOD_METHODS,
                    help="open-set score for --unknown (default: the card's "
                         "identification.ood_method, else energy; cosine needs --backend torch)")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, metavar="N",
+    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
                    help="average over N right-angle rotations of each photo (1, 2 or 4; "
-                        "default 1 = off; N times the compute)")
+                        "default: the number the model was calibrated with, "
+                        "calibration.tta, else 1; N times the compute)")
     p.add_argument("--zoom", choices=["auto", "off"],
                    help="auto: crop around a pill that is small in the photo before resizing "
                         "(see docs/identification.md); default: the card's "
@@ -59,13 +60,12 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.openset_eval import evaluate_open_set, resolve_method
     from ..inference.backends import load_backend
     from ..inference.bundled import resolve_model_path
+    from ..inference.tta import card_tta, with_rotations
 
     model_dir = resolve_model_path(args.model)
     backend = load_backend(model_dir, backend=args.backend, bf16=args.precision == "bf16")
-    if args.tta > 1:
-        from ..inference.tta import RotationTTA
-
-        backend = RotationTTA(backend, args.tta)
+    tta = args.tta or card_tta(backend.card)
+    backend = with_rotations(backend, tta)
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress, "zoom": args.zoom}
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
-        "precision": args.precision, "tta_rotations": args.tta,
+        "precision": args.precision, "tta_rotations": tta,
         "zoom": args.zoom or card_zoom(backend.preprocessing),
         **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),

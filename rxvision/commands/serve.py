@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch intra-op threads (default: 1 with --backend onnx, where torch "
                         "only normalises images and its threads would compete with "
                         "onnxruntime's; torch's default otherwise)")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
+                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
+                        "default: the number the model was calibrated with, else 1; N times "
+                        "the compute)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
@@ -63,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     fields = {"model": model, "backend": args.backend,
               "device": args.device, "threads": args.threads, "host": args.host,
               "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
-              "onnx_spinning": args.onnx_spinning,
+              "onnx_spinning": args.onnx_spinning, "tta": args.tta,
               "port": args.port, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
               "queue_size": args.queue_size, "max_body_bytes": int(args.max_body_mb * 2**20)}
     if args.max_pixels is not None:

@@ -50,7 +50,7 @@ from .openset import (
     fit_thresholds,
     ood_scores,
 )
-from .tta import RotationTTA
+from .tta import RotationTTA, card_tta, with_rotations
 
 ImageInput = str | Path | bytes | Image.Image
 
@@ -162,6 +162,7 @@ class Identifier:
         zoom: str | None = None,
     ):
         self.runner = runner
+        self.tta = runner.rotations if isinstance(runner, RotationTTA) else 1
         self.labels = list(labels)
         self.label_metadata = label_metadata or [{} for _ in labels]
         self.preprocessing = preprocessing
@@ -212,7 +213,7 @@ class Identifier:
     @classmethod
     def load(
         cls, path: str | Path | None = None, backend: str = "torch", device: str = "cpu",
-        threads: int | None = None, tta: int = 1, **options: Any,
+        threads: int | None = None, tta: int | None = None, **options: Any,
     ) -> Identifier:
         """Load a model artifact (``None``: the bundled model) for identification.
 
@@ -222,14 +223,18 @@ class Identifier:
             device: torch device for the torch backend.
             threads: onnxruntime intra-op threads (onnx backend; None: its default).
             tta: average over 1, 2 or 4 right-angle rotations of each photo
-                (:class:`~rxvision.inference.tta.RotationTTA`; that many times the compute).
+                (:class:`~rxvision.inference.tta.RotationTTA`; that many times the compute);
+                None: the number the card was calibrated with (``calibration.tta``, else 1).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
                 ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings.
         """
         path = resolve_model_path(path)
         runner, art = _load_runner(path, backend, device, threads)
-        if tta != 1:
-            runner = RotationTTA(runner, tta)
+        try:
+            tta = card_tta(art.card if art is not None else runner.card) if tta is None else tta
+            runner = with_rotations(runner, tta)
+        except ValueError as exc:
+            raise IdentifierError(str(exc)) from exc
         if art is not None:
             return cls.from_artifact(art, runner=runner, **options)
         card = runner.card  # exported backends carry the same card

@@ -6,9 +6,10 @@ each preprocessed image in one batch and averages the logits (and embeddings, fo
 scores). With 4 rotations the result is exactly invariant to right-angle turns of the input;
 it costs that many forward passes.
 
-The card's temperature was fitted without rotations; averaged logits are a little less
-extreme, so probabilities come out slightly under-confident (never over-confident) unless
-the temperature is refitted with the same setting.
+Averaged logits are a little less extreme than single-pass ones, so the temperature and
+thresholds should be fitted with the same setting: ``rxvision calibrate --tta N`` does, and
+records ``calibration.tta = N`` in the card. That is then the model's default number of
+rotations (:func:`card_tta`; cards without it mean 1); ``--tta`` overrides it.
 
 Example:
     >>> backend = RotationTTA(load_backend("runs/c3pi"), rotations=4)
@@ -22,7 +23,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..artifact import ArtifactError
+
 ROTATIONS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}  # number of copies -> quarter turns
+TTA_CHOICES = tuple(ROTATIONS)
+
+
+def card_tta(card: dict[str, Any]) -> int:
+    """The rotations a card was calibrated with (``calibration.tta``); 1 when absent.
+
+    Raises:
+        ArtifactError: the card holds a value other than 1, 2 or 4.
+    """
+    value = (card.get("calibration") or {}).get("tta", 1)
+    if isinstance(value, bool) or value not in ROTATIONS:
+        raise ArtifactError(f"card calibration.tta must be one of {TTA_CHOICES}, got {value!r}")
+    return int(value)
+
+
+def with_rotations(inner: Any, rotations: int) -> Any:
+    """``inner`` wrapped in :class:`RotationTTA`, or ``inner`` itself for 1 rotation."""
+    return inner if rotations == 1 else RotationTTA(inner, rotations)
 
 
 class RotationTTA:

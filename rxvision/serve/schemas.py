@@ -79,6 +79,8 @@ class ModelInfo(BaseModel):
     version: dict[str, Any] = Field(description="rxvision, card format and software versions")
     num_labels: int
     input_size: list[int]
+    zoom: str = Field(description='"auto": crops around a pill small in the photo; "off"')
+    tta: int = Field(description="right-angle rotations averaged per photo (1 = one pass)")
     temperature: float
     identification: dict[str, Any] = Field(description="abstain/open-set thresholds in use")
     metrics: dict[str, Any]

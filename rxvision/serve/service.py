@@ -74,7 +74,7 @@ class Service:
         if self.identifier is None:
             self.identifier = await asyncio.to_thread(
                 Identifier.load, s.model, backend=s.backend, device=s.device, threads=s.threads,
-                max_pixels=s.max_pixels)
+                tta=s.tta, max_pixels=s.max_pixels)
         ident = self.identifier
         if ident.backend == "onnx" and not s.onnx_spinning:
             await asyncio.to_thread(_stop_onnx_spinning, ident, s.threads)
@@ -208,6 +208,7 @@ def model_info(ident: Identifier, settings: ServeSettings) -> dict[str, Any]:
         "num_labels": ident.num_classes,
         "input_size": list(ident.transform.size),
         "zoom": ident.transform.zoom,
+        "tta": ident.tta,
         "temperature": ident.temperature,
         "identification": {"abstain_threshold": ident.abstain_threshold,
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},

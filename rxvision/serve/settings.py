@@ -30,6 +30,9 @@ class ServeSettings(BaseModel):
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads")
+    tta: Literal[1, 2, 4] | None = Field(
+        None, description="right-angle rotations averaged per photo (None: the number the "
+        "card was calibrated with, calibration.tta, else 1)")
     onnx_spinning: bool = Field(
         False, description="let onnxruntime's idle threads spin (off: they would burn the "
         "CPU that decoding and HTTP need between passes)")
