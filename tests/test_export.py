@@ -18,6 +18,7 @@ from rxvision import cli
 from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
 from rxvision.config import Config
 from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.engine.int8_reference import compare, format_comparison
 from rxvision.inference.backends import load_backend
 from rxvision.inference.export import (
     ArrayCalibrationReader,
@@ -169,6 +170,56 @@ def test_int8_model_runs_and_agrees(int8_export, fitted_artifact: Path, fp32_exp
     x = sample_batch(manifest, onnx_backend.preprocessing)
     agree = (onnx_backend(x).argmax(1) == torch_backend(x).argmax(1)).float().mean()
     assert agree >= INT8_MIN_AGREEMENT
+
+
+def test_evaluating_int8_reports_the_delta_to_its_fp32_source(
+        int8_export, fp32_export, fitted_artifact: Path, manifest: Path, tmp_path: Path) -> None:
+    out, _ = int8_export
+    args = ["--data", str(manifest), "--no-progress", "--workers", "0"]
+    results, printed = {}, {}
+    for name, model, backend in (("int8", out, "onnx"), ("fp32", fitted_artifact, "torch")):
+        path = tmp_path / f"{name}.json"
+        code, printed[name], stderr = run_cli(["evaluate", "--model", str(model), "--backend",
+                                               backend, "--json", str(path), *args])
+        assert code == 0, stderr
+        results[name] = json.loads(path.read_text())
+    study = results["int8"]["int8_vs_fp32"]
+    # The reference is the export's source, evaluated on the same images in the same run.
+    assert study["fp32_source"] == str(fitted_artifact)
+    assert study["fp32_top1"] == results["fp32"]["top1"]
+    assert study["int8_top1"] == results["int8"]["top1"]
+    assert study["delta_top1_points"] == pytest.approx(
+        100 * (results["int8"]["top1"] - results["fp32"]["top1"]), abs=0.01)
+    assert f"int8 vs fp32 ({fitted_artifact})" in printed["int8"]
+    assert "int8_vs_fp32" not in results["fp32"]  # only int8 exports get the study
+    code, _, _ = run_cli(["evaluate", "--model", str(fp32_export[0]), "--backend", "onnx",
+                          "--json", str(tmp_path / "f.json"), *args])
+    assert code == 0 and "int8_vs_fp32" not in json.loads((tmp_path / "f.json").read_text())
+    # A moved or changed source is reported, never silently replaced by another model.
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    card = json.loads((moved / "card.json").read_text())
+    card["export"]["source"]["weights_sha256"] = "0" * 64
+    (moved / "card.json").write_text(json.dumps(card))
+    code, stdout, stderr = run_cli(["evaluate", "--model", str(moved), "--backend", "onnx",
+                                    "--json", str(tmp_path / "m.json"), *args])
+    assert code == 0, stderr
+    missing = json.loads((tmp_path / "m.json").read_text())["int8_vs_fp32"]
+    assert missing["available"] is False and "000000000000 not found" in missing["reason"]
+    assert "no fp32 reference" in stdout
+
+
+def test_int8_comparison_per_group() -> None:
+    int8 = {"top1": 0.90, "top5": 0.99, "ece": 0.02,
+            "groups": {"both": {"top1": 0.95}, "one": {"top1": 0.85}}}
+    fp32 = {"top1": 0.92, "top5": 0.99, "ece": 0.01,
+            "groups": {"both": {"top1": 0.96}, "one": {"top1": 0.88}}}
+    study = compare(int8, fp32, Path("runs/src"))
+    assert study["delta_top1_points"] == -2.0 and study["delta_top5_points"] == 0.0
+    assert study["groups"]["one"] == {"fp32_top1": 0.88, "int8_top1": 0.85,
+                                      "delta_top1_points": -3.0}
+    line = format_comparison(study)
+    assert "-2.00 pt" in line and "[both] -1.00 pt" in line and "[one] -3.00 pt" in line
 
 
 def test_backends_share_the_card_interface(fp32_export, fitted_artifact: Path,

@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto: crop around a pill that is small in the photo before resizing "
                         "(see docs/identification.md); default: the card's "
                         "preprocessing.zoom, else off")
+    p.add_argument("--no-reference", action="store_true",
+                   help="with an int8 ONNX export: skip evaluating its fp32 source on the same "
+                        "images (by default the accuracy delta is reported)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -88,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         open_set, study = evaluate_open_set(backend, pred, unknown_images, method, **opts)
         result["open_set"] = {"data": str(args.unknown), **study,
                               "seconds": round(time.perf_counter() - start, 2)}
+    if args.backend == "onnx" and (backend.card.get("export") or {}).get("int8") \
+            and not args.no_reference:
+        result["int8_vs_fp32"] = int8_reference_study(backend.card, result, images, tta,
+                                                      args.group_by, opts)
     if args.corruptions:
         start = time.perf_counter()
         result["corruptions"] = corruption_sweep(backend, images, result["top1"] or 0.0, **opts)
@@ -102,6 +109,23 @@ def run(args: argparse.Namespace) -> int:
                      run_dir=model_dir, thumbnails=refs, open_set=open_set)
     print_summary(result)
     return 0
+
+
+def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: Any, tta: int,
+                         group_by: str | None, opts: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate an int8 export's fp32 source on the same images; the accuracy delta."""
+    from ..engine.evaluate import predict, summarize
+    from ..engine.int8_reference import compare, fp32_source
+    from ..inference.backends import load_backend
+    from ..inference.tta import with_rotations
+
+    source, reason = fp32_source(card)
+    if source is None:
+        return {"available": False, "reason": reason}
+    reference = with_rotations(load_backend(source, backend="torch"), tta)
+    pred = predict(reference, images, **{**opts, "desc": "fp32 reference"})
+    fp32 = summarize(pred, reference.labels, reference.temperature, group_by=group_by)
+    return compare(result, fp32, source)
 
 
 def _f(v: Any) -> str:
@@ -127,6 +151,10 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"  [{result['group_by']}={name}] n {m['n']}  top1 {_f(m['top1'])}  "
               f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}")
     print_open_set(result.get("open_set"))
+    if "int8_vs_fp32" in result:
+        from ..engine.int8_reference import format_comparison
+
+        print(format_comparison(result["int8_vs_fp32"]))
     sweep = result.get("corruptions")
     if sweep:
         print(f"  corruptions: mCE {_f(sweep['mce'])}  mean accuracy "
