@@ -2,8 +2,9 @@
 
 A regression guard for `models/rxvision-c3pi-1k`: the 24 sample photos are C3PI pills the
 model was trained on, so views rendered with a seed no training run uses must be named
-right most of the time (the bundled model scores 0.925 top-1 on 2,000 such views of all
-1,000 pills; docs/training.md). A broken, swapped or badly re-bundled model fails here.
+right most of the time (one pass of the bundled model scores 0.925 top-1 on 2,000 such
+views of all 1,000 pills, 0.940 with its default 4 rotations; docs/training.md). A
+broken, swapped or badly re-bundled model fails here.
 """
 
 from __future__ import annotations
