@@ -12,7 +12,7 @@ import torch
 from rxvision.artifact import ArtifactError
 from rxvision.cli import main
 from rxvision.inference.identifier import Identifier, TorchRunner
-from rxvision.inference.tta import RotationTTA, card_tta
+from rxvision.inference.tta import RotationTTA, card_tta, with_rotations
 
 
 def test_four_rotations_make_outputs_rotation_invariant(tiny_model) -> None:
@@ -106,3 +106,11 @@ def test_calibrate_with_tta_makes_it_the_default(sample_artifact: Path, sample_d
     (run / "card.json").write_text(json.dumps(card))
     with pytest.raises(ArtifactError, match=r"calibration\.tta must be one of"):
         Identifier.load(run)
+
+
+def test_rotations_of_a_non_square_model_are_refused_up_front(tiny_model) -> None:
+    runner = TorchRunner(tiny_model)
+    runner.preprocessing = {"input_size": [64, 96]}
+    with pytest.raises(ArtifactError, match=r"square input; this model's is 64x96"):
+        with_rotations(runner, 4)
+    assert with_rotations(runner, 1) is runner  # one pass needs no square

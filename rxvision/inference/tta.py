@@ -42,8 +42,19 @@ def card_tta(card: dict[str, Any]) -> int:
 
 
 def with_rotations(inner: Any, rotations: int) -> Any:
-    """``inner`` wrapped in :class:`RotationTTA`, or ``inner`` itself for 1 rotation."""
-    return inner if rotations == 1 else RotationTTA(inner, rotations)
+    """``inner`` wrapped in :class:`RotationTTA`, or ``inner`` itself for 1 rotation.
+
+    Raises:
+        ArtifactError: rotations asked of a model whose input is not square (a quarter turn
+            would change its shape).
+    """
+    if rotations == 1:
+        return inner
+    size = (getattr(inner, "preprocessing", None) or {}).get("input_size")
+    if size is not None and size[0] != size[1]:
+        raise ArtifactError(f"rotation TTA needs a square input; this model's is "
+                            f"{size[0]}x{size[1]} (use --tta 1)")
+    return RotationTTA(inner, rotations)
 
 
 class RotationTTA:
