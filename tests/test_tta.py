@@ -114,3 +114,5 @@ def test_rotations_of_a_non_square_model_are_refused_up_front(tiny_model) -> Non
     with pytest.raises(ArtifactError, match=r"square input; this model's is 64x96"):
         with_rotations(runner, 4)
     assert with_rotations(runner, 1) is runner  # one pass needs no square
+    with pytest.raises(ArtifactError, match="48x64"):
+        with_rotations(TorchRunner(tiny_model), 2, input_size=[48, 64])

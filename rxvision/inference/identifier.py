@@ -230,14 +230,14 @@ class Identifier:
         """
         path = resolve_model_path(path)
         runner, art = _load_runner(path, backend, device, threads)
+        card = art.card if art is not None else runner.card  # exports carry the same card
         try:
-            tta = card_tta(art.card if art is not None else runner.card) if tta is None else tta
-            runner = with_rotations(runner, tta)
+            tta = card_tta(card) if tta is None else tta
+            runner = with_rotations(runner, tta, card["preprocessing"]["input_size"])
         except ValueError as exc:
             raise IdentifierError(str(exc)) from exc
         if art is not None:
             return cls.from_artifact(art, runner=runner, **options)
-        card = runner.card  # exported backends carry the same card
         return cls(runner, card["labels"], card.get("label_metadata"), card["preprocessing"],
                    card, backend=backend, path=path, **options)
 

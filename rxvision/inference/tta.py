@@ -41,8 +41,10 @@ def card_tta(card: dict[str, Any]) -> int:
     return int(value)
 
 
-def with_rotations(inner: Any, rotations: int) -> Any:
+def with_rotations(inner: Any, rotations: int, input_size: Any = None) -> Any:
     """``inner`` wrapped in :class:`RotationTTA`, or ``inner`` itself for 1 rotation.
+
+    ``input_size`` (height, width) defaults to ``inner.preprocessing["input_size"]``.
 
     Raises:
         ArtifactError: rotations asked of a model whose input is not square (a quarter turn
@@ -50,7 +52,7 @@ def with_rotations(inner: Any, rotations: int) -> Any:
     """
     if rotations == 1:
         return inner
-    size = (getattr(inner, "preprocessing", None) or {}).get("input_size")
+    size = input_size or (getattr(inner, "preprocessing", None) or {}).get("input_size")
     if size is not None and size[0] != size[1]:
         raise ArtifactError(f"rotation TTA needs a square input; this model's is "
                             f"{size[0]}x{size[1]} (use --tta 1)")
