@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.enroll import own_class_cosine
     from ..inference.identifier import IdentifierError
     from ..inference.openset import fit_class_centres
-    from ..inference.tta import card_tta, with_rotations
+    from ..inference.tta import apply_tta
     from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
@@ -96,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if given and not args.thresholds:
         raise IdentifierError(f"{', '.join(given)} apply to threshold fitting: add --thresholds")
     backend = load_backend(args.model, backend="torch", bf16=args.precision == "bf16")
-    tta = args.tta or card_tta(backend.card)
-    backend = with_rotations(backend, tta)
+    backend, tta = apply_tta(backend, backend.card, args.tta)
     method = (resolve_method(backend, args.ood_method, centres_in_card=False)
               if args.thresholds else None)
     images = subset(load_dataset(args.data), args.limit)

@@ -63,12 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.openset_eval import evaluate_open_set, resolve_method
     from ..inference.backends import load_backend
     from ..inference.bundled import resolve_model_path
-    from ..inference.tta import card_tta, with_rotations
+    from ..inference.tta import apply_tta
 
     model_dir = resolve_model_path(args.model)
     backend = load_backend(model_dir, backend=args.backend, bf16=args.precision == "bf16")
-    tta = args.tta or card_tta(backend.card)
-    backend = with_rotations(backend, tta)
+    backend, tta = apply_tta(backend, backend.card, args.tta)
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress, "zoom": args.zoom}

@@ -367,7 +367,7 @@ def pool_rounds(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def round_ratios(per_round: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Each summary ratio computed within each round: median, min and max over rounds."""
+    """Each summary ratio computed within each round: the list, and its median."""
     out: dict[str, Any] = {}
     ratios = [summarize(results) for results in per_round]
     for key in ("rxvision_int8_speedup_vs_torch_fp32_b1",

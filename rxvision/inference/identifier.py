@@ -50,7 +50,7 @@ from .openset import (
     fit_thresholds,
     ood_scores,
 )
-from .tta import RotationTTA, card_tta, with_rotations
+from .tta import RotationTTA, apply_tta
 
 ImageInput = str | Path | bytes | Image.Image
 
@@ -232,8 +232,7 @@ class Identifier:
         runner, art = _load_runner(path, backend, device, threads)
         card = art.card if art is not None else runner.card  # exports carry the same card
         try:
-            tta = card_tta(card) if tta is None else tta
-            runner = with_rotations(runner, tta, card["preprocessing"]["input_size"])
+            runner, _ = apply_tta(runner, card, tta, card["preprocessing"]["input_size"])
         except ValueError as exc:
             raise IdentifierError(str(exc)) from exc
         if art is not None:

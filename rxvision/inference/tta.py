@@ -59,6 +59,16 @@ def with_rotations(inner: Any, rotations: int, input_size: Any = None) -> Any:
     return RotationTTA(inner, rotations)
 
 
+def apply_tta(inner: Any, card: dict[str, Any], requested: int | None = None,
+              input_size: Any = None) -> tuple[Any, int]:
+    """``inner`` with the rotations asked for (``requested``), else the card's; and how many.
+
+    The one rule every command follows: ``--tta N`` wins, then ``calibration.tta``, then 1.
+    """
+    rotations = card_tta(card) if requested is None else requested
+    return with_rotations(inner, rotations, input_size), rotations
+
+
 class RotationTTA:
     """Wrap a backend or runner (batch -> logits, or -> (logits, embeddings))."""
 
