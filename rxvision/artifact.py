@@ -146,6 +146,18 @@ def save_artifact(
     return directory
 
 
+def require_new_output(model_dir: str | Path, out: str | Path) -> None:
+    """Refuse to write a derived model over its source or over another model.
+
+    Raises:
+        ArtifactError: ``out`` is ``model_dir``, or already holds a card.
+    """
+    if Path(out).resolve() == Path(model_dir).resolve():
+        raise ArtifactError("--out must differ from --model: the model given is kept as is")
+    if (Path(out) / CARD_NAME).exists():
+        raise ArtifactError(f"{out} already holds a model; choose another --out or remove it")
+
+
 def read_card(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     card_path = directory / CARD_NAME

@@ -11,8 +11,10 @@ import torch
 
 from rxvision.artifact import ArtifactError
 from rxvision.cli import main
+from rxvision.commands import options
+from rxvision.data.transforms import ZOOM_MODES
 from rxvision.inference.identifier import Identifier, TorchRunner
-from rxvision.inference.tta import RotationTTA, card_tta, with_rotations
+from rxvision.inference.tta import TTA_CHOICES, RotationTTA, card_tta, with_rotations
 
 
 def test_four_rotations_make_outputs_rotation_invariant(tiny_model) -> None:
@@ -116,3 +118,9 @@ def test_rotations_of_a_non_square_model_are_refused_up_front(tiny_model) -> Non
     assert with_rotations(runner, 1) is runner  # one pass needs no square
     with pytest.raises(ArtifactError, match="48x64"):
         with_rotations(TorchRunner(tiny_model), 2, input_size=[48, 64])
+
+
+def test_cli_choices_are_the_library_choices() -> None:
+    """The shared CLI options list their choices without importing torch; they must agree."""
+    assert options.TTA_CHOICES == TTA_CHOICES
+    assert options.ZOOM_CHOICES == ZOOM_MODES

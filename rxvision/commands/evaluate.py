@@ -6,6 +6,8 @@ import argparse
 import time
 from typing import Any
 
+from .options import add_tta_argument, add_zoom_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
@@ -40,14 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ood-method", choices=OOD_METHODS,
                    help="open-set score for --unknown (default: the card's "
                         "identification.ood_method, else energy; cosine needs --backend torch)")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
-                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
-                        "default: the number the model was calibrated with, "
-                        "calibration.tta, else 1; N times the compute)")
-    p.add_argument("--zoom", choices=["auto", "off"],
-                   help="auto: crop around a pill that is small in the photo before resizing "
-                        "(see docs/identification.md); default: the card's "
-                        "preprocessing.zoom, else off")
+    add_tta_argument(p)
+    add_zoom_argument(p)
     p.add_argument("--no-reference", action="store_true",
                    help="with an int8 ONNX export: skip evaluating its fp32 source on the same "
                         "images (by default the accuracy delta is reported)")

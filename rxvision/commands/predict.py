@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from .options import add_tta_argument, add_zoom_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
@@ -42,14 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="flag unknown pills above this open-set score (default: the card's)")
     p.add_argument("--out", metavar="FILE", help="write all results to FILE.csv or FILE.jsonl")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
-                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
-                        "default: the number the model was calibrated with, "
-                        "calibration.tta, else 1; N times the compute)")
-    p.add_argument("--zoom", choices=["auto", "off"],
-                   help="auto: crop around a pill that is small in the photo before resizing "
-                        "(see docs/identification.md); default: the card's "
-                        "preprocessing.zoom, else off")
+    add_tta_argument(p)
+    add_zoom_argument(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=predict)
 

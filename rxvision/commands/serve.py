@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_tta_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..inference.bundled import add_model_argument
@@ -30,10 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch intra-op threads (default: 1 with --backend onnx, where torch "
                         "only normalises images and its threads would compete with "
                         "onnxruntime's; torch's default otherwise)")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
-                   help="average over N right-angle rotations of each photo (1, 2 or 4; "
-                        "default: the number the model was calibrated with, else 1; N times "
-                        "the compute)")
+    add_tta_argument(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")

@@ -72,11 +72,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..artifact import (
-    CARD_NAME,
     SAVED_CARD_KEYS,
     Artifact,
     ArtifactError,
     load_artifact,
+    require_new_output,
     save_artifact,
 )
 from ..data import DatasetError, EvalTransform, ImageSet, Sample, load_dataset, load_image
@@ -568,10 +568,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     because they were measured without the new labels.
     """
     model_path, out = Path(model_path), Path(out)
-    if out.resolve() == model_path.resolve():
-        raise ArtifactError("--out must differ from --model: the base model is kept as is")
-    if (out / CARD_NAME).exists():
-        raise ArtifactError(f"{out} already holds a model; choose another --out or remove it")
+    require_new_output(model_path, out)
     art = load_artifact(model_path)
     data = load_dataset(data_path)
     old = load_dataset(old_data) if old_data is not None else None

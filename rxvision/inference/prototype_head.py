@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from ..artifact import (
-    CARD_NAME,
     SAVED_CARD_KEYS,
     Artifact,
     ArtifactError,
     load_artifact,
+    require_new_output,
     save_artifact,
 )
 from ..data import DatasetError, EvalTransform, ImageSet, load_dataset
@@ -95,10 +95,7 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
         The record written to the card under ``classifier_rows``.
     """
     model_path, out = Path(model_path), Path(out)
-    if out.resolve() == model_path.resolve():
-        raise ArtifactError("--out must differ from --model: the source model is kept as is")
-    if (out / CARD_NAME).exists():
-        raise ArtifactError(f"{out} already holds a model; choose another --out or remove it")
+    require_new_output(model_path, out)
     art = load_artifact(model_path)
     data = load_dataset(data_path)
     rebuild_rows(art, data, views, seed, batch_size)
