@@ -14,7 +14,13 @@ from rxvision.cli import main
 from rxvision.commands import options
 from rxvision.data.transforms import ZOOM_MODES
 from rxvision.inference.identifier import Identifier, TorchRunner
-from rxvision.inference.tta import TTA_CHOICES, RotationTTA, card_tta, with_rotations
+from rxvision.inference.tta import (
+    TTA_CHOICES,
+    RotationTTA,
+    calibration_mismatch,
+    card_tta,
+    with_rotations,
+)
 
 
 def test_four_rotations_make_outputs_rotation_invariant(tiny_model) -> None:
@@ -71,6 +77,16 @@ def test_card_tta_reads_the_calibrated_setting() -> None:
             card_tta({"calibration": {"tta": bad}})
 
 
+def test_calibration_mismatch_only_for_a_calibrated_card_run_otherwise() -> None:
+    assert calibration_mismatch({}, 4) is None  # nothing fitted, nothing to mismatch
+    assert calibration_mismatch({"calibration": {"temperature": 0.5}}, 1) is None
+    assert calibration_mismatch({"calibration": {"temperature": 0.5, "tta": 4}}, 4) is None
+    note = calibration_mismatch({"calibration": {"temperature": 0.5, "tta": 4}}, 1)
+    assert note is not None and "calibrated with 4" in note and "--tta 1" in note
+    note = calibration_mismatch({"calibration": {"temperature": 0.5}}, 2)
+    assert note is not None and "calibrated with 1" in note
+
+
 def test_calibrate_with_tta_makes_it_the_default(sample_artifact: Path, sample_dir: Path,
                                                  tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
@@ -98,6 +114,13 @@ def test_calibrate_with_tta_makes_it_the_default(sample_artifact: Path, sample_d
         assert main(["evaluate", "--model", str(run), "--data", data, "--limit", "4",
                      "--json", str(out), "--no-progress", "--workers", "0", *extra]) == 0
         assert json.loads(out.read_text())["tta_rotations"] == expected
+        # Running with other rotations than the card was fitted for is said, not hidden.
+        mismatch_noted = "calibrated with 2 rotation(s) per photo but runs with 1" in \
+            capsys.readouterr().err
+        assert mismatch_noted == (expected == 1)
+    photo = next((sample_dir / "images").iterdir())
+    assert main(["predict", "--model", str(run), "--tta", "1", str(photo)]) == 0
+    assert "calibrate --tta 1" in capsys.readouterr().err
     # Recalibrating without --tta keeps the card's setting.
     assert main(["calibrate", "--model", str(run), "--data", data, "--no-progress",
                  "--workers", "0"]) == 0

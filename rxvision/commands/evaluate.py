@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -59,11 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.openset_eval import evaluate_open_set, resolve_method
     from ..inference.backends import load_backend
     from ..inference.bundled import resolve_model_path
-    from ..inference.tta import apply_tta
+    from ..inference.tta import apply_tta, calibration_mismatch
 
     model_dir = resolve_model_path(args.model)
     backend = load_backend(model_dir, backend=args.backend, bf16=args.precision == "bf16")
     backend, tta = apply_tta(backend, backend.card, args.tta)
+    mismatch = calibration_mismatch(backend.card, tta)
+    if mismatch:  # the ECE and abstention figures below then describe an unfitted card
+        print(f"note: {mismatch}", file=sys.stderr)
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress, "zoom": args.zoom}

@@ -63,6 +63,7 @@ def predict(args: argparse.Namespace) -> int:
         result_row,
         write_rows,
     )
+    from ..inference.tta import calibration_mismatch
 
     if args.out and Path(args.out).suffix.lower() not in OUTPUT_SUFFIXES:
         raise IdentifierError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}: {args.out}")
@@ -79,6 +80,9 @@ def predict(args: argparse.Namespace) -> int:
                             abstain_threshold=args.abstain_threshold,
                             ood_threshold=args.ood_threshold, batch_size=args.batch_size,
                             tta=args.tta, zoom=args.zoom)
+    mismatch = calibration_mismatch(ident.card, ident.tta)
+    if mismatch:
+        print(f"note: {mismatch}", file=sys.stderr)
     if ident.ood_threshold is None:
         print("note: no open-set threshold in the model card; unknown pills are not flagged "
               "(fit one: rxvision calibrate --thresholds)", file=sys.stderr)

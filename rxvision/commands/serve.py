@@ -58,11 +58,12 @@ def serve(args: argparse.Namespace) -> int:
     from ..artifact import read_card
     from ..inference.bundled import resolve_model_path
     from ..inference.identifier import IdentifierError
+    from ..inference.tta import calibration_mismatch, card_tta
     from ..serve import ServeSettings, create_app
     from ..serve.runtime import limit_malloc_arenas
 
     model = resolve_model_path(args.model)
-    read_card(model)  # a wrong path fails here, in one line, not as a startup traceback
+    card = read_card(model)  # a wrong path fails here, in one line, not as a traceback
     fields = {"model": model, "backend": args.backend,
               "device": args.device, "threads": args.threads, "host": args.host,
               "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
@@ -78,6 +79,9 @@ def serve(args: argparse.Namespace) -> int:
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rxvision serve: warning: listening on {args.host} without an API key "
               f"(set {args.api_key_env})", file=sys.stderr)
+    mismatch = calibration_mismatch(card, card_tta(card) if args.tta is None else args.tta)
+    if mismatch:
+        print(f"rxvision serve: note: {mismatch}", file=sys.stderr)
     limit_malloc_arenas()  # before the server's threads allocate; see serve/runtime.py
     # One worker process: the model and the micro-batcher live in it (more workers would
     # each load the model and split the batches).

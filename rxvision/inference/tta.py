@@ -41,6 +41,24 @@ def card_tta(card: dict[str, Any]) -> int:
     return int(value)
 
 
+def calibration_mismatch(card: dict[str, Any], rotations: int) -> str | None:
+    """A note when a calibrated card runs with other rotations than it was calibrated for.
+
+    The temperature, class centres and thresholds were fitted on logits averaged over
+    ``calibration.tta`` rotations; with another number they still rank pills the same way
+    but the confidences and the abstain/unknown decisions are no longer fitted. ``None``
+    when the numbers agree or the card holds no temperature.
+    """
+    if "temperature" not in (card.get("calibration") or {}):
+        return None
+    fitted = card_tta(card)
+    if fitted == rotations:
+        return None
+    return (f"the model was calibrated with {fitted} rotation(s) per photo but runs with "
+            f"{rotations}: confidences and thresholds were not fitted for this setting "
+            f"(refit: rxvision calibrate --tta {rotations} --thresholds ...)")
+
+
 def with_rotations(inner: Any, rotations: int, input_size: Any = None) -> Any:
     """``inner`` wrapped in :class:`RotationTTA`, or ``inner`` itself for 1 rotation.
 
