@@ -103,6 +103,35 @@ def test_one_side_views_show_one_side(two_colour_synth: PhoneViewSynthesizer) ->
     assert areas["one"].mean() > areas["both"].mean() / 2
 
 
+def test_forced_sides_pick_the_side_and_keep_the_random_stream(
+        two_colour_synth: PhoneViewSynthesizer) -> None:
+    """``sides`` chooses front or back of a one-side view; the seed's other draws stay put."""
+    n = 8
+    classes = torch.zeros(n, dtype=torch.long)
+    one = torch.ones(n, dtype=torch.bool)
+    shown = {}
+    for side in (0, 1):
+        pills, alpha = two_colour_synth._place_pills(
+            classes, one, torch.Generator().manual_seed(3), torch.full((n,), side))
+        solid = alpha[:, 0] > 0.9
+        red = ((pills[:, 0] > 0.6) & (pills[:, 2] < 0.4) & solid).flatten(1).sum(1)
+        blue = ((pills[:, 2] > 0.6) & (pills[:, 0] < 0.4) & solid).flatten(1).sum(1)
+        assert ((red > 50) ^ (blue > 50)).all()
+        shown[side] = bool((red > 50).all()), bool((blue > 50).all())
+    assert shown[0] != shown[1] and all(any(v) for v in shown.values())  # each all one colour
+    # Forcing the side the seed would have drawn anyway renders the very same views, and the
+    # generator ends in the same state.
+    g_free, g_forced = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    free, _ = two_colour_synth.render(classes, g_free, ["one"] * n)
+    forced, _ = two_colour_synth.render(classes, g_forced, ["one"] * n,
+                                        torch.zeros(n, dtype=torch.long))
+    assert torch.rand(1, generator=g_free) == torch.rand(1, generator=g_forced)
+    same = (free.float() - forced.float()).flatten(1).abs().mean(1) < 1e-6
+    assert same.any() and not same.all()  # the views whose drawn side was 0 are unchanged
+    with pytest.raises(ValueError, match="0 or 1"):
+        two_colour_synth.render(classes, torch.Generator(), ["one"] * n, torch.full((n,), 2))
+
+
 def test_cut_edges_have_no_dark_fringe() -> None:
     # A white side on a transparent canvas: resampled edge pixels keep the side's colour.
     side = _side_tensor(Image.new("RGBA", (120, 60), (255, 255, 255, 255)))

@@ -125,9 +125,18 @@ class PhoneViewSynthesizer:
 
     # --- rendering -----------------------------------------------------------------------
     def render(self, classes: torch.Tensor, g: torch.Generator,
-               modes: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
-        """Views (B, 3, H, W) uint8 of ``classes``; ``modes`` forces 'one'/'both' per view."""
+               modes: list[str] | None = None, sides: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, list[str]]:
+        """Views (B, 3, H, W) uint8 of ``classes``; ``modes`` forces 'one'/'both' per view.
+
+        ``sides`` (B,) of 0/1 forces which stored side a one-side view shows (and which comes
+        first in a both-sides view) for references with two stored sides; left out, it is
+        random. Either way the generator advances the same, so a seed renders the same views.
+        """
         B = classes.numel()
+        if sides is not None and (
+                sides.shape != (B,) or not bool(((sides == 0) | (sides == 1)).all())):
+            raise ValueError(f"sides must be {B} values of 0 or 1, got {sides.tolist()!r}")
         p = self.params
         if modes is None:
             one = self._p(g, B, p.one_side_prob)
@@ -137,7 +146,7 @@ class PhoneViewSynthesizer:
             one = torch.tensor([m == "one" for m in modes], dtype=torch.bool)
         bg = self._background(B, g)  # (B, 3, H, W) float
         # pills (B, 3, H, W) come premultiplied by their coverage alpha (B, 1, H, W).
-        pills, alpha = self._place_pills(classes, one, g)
+        pills, alpha = self._place_pills(classes, one, g, sides)
         bg = self._shadow(bg, alpha, g)
         img = bg * (1 - alpha) + pills  # "over" with premultiplied pill colour
         img = self._photometric(img, g)
@@ -174,8 +183,8 @@ class PhoneViewSynthesizer:
         grey = self._u(g, B, 0.42, 0.55).view(B, 1, 1, 1).expand(B, 3, H, W)
         return torch.where(studio, grey, base).clamp(0, 1)
 
-    def _place_pills(self, classes: torch.Tensor, one: torch.Tensor,
-                     g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _place_pills(self, classes: torch.Tensor, one: torch.Tensor, g: torch.Generator,
+                     sides: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         H, W = self.size
         p = self.params
         B = classes.numel()
@@ -194,6 +203,8 @@ class PhoneViewSynthesizer:
         # Which stored side goes in each slot: both -> random order; one -> a random side.
         two_sides = self.num_sides[classes] == 2
         first = torch.where(two_sides, (torch.rand(B, generator=g) < 0.5).long(), 0)
+        if sides is not None:  # drawn above anyway: the rest of the stream stays the same
+            first = torch.where(two_sides, sides.long(), 0)
         slots = [first, 1 - first]
         rgb_sum = alpha_sum = torch.zeros(0)
         # The second slot shows only in 'both' views of references with two sides (an
