@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from rxvision.inference.bundled import resolve_model_path  # noqa: E402
 from rxvision.inference.identifier import Identifier  # noqa: E402
+from rxvision.inference.tta import TTA_CHOICES  # noqa: E402
 from rxvision.io_utils import atomic_write_json  # noqa: E402
 
 DEFAULT_IMAGES = REPO / "data" / "sample" / "images"
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=300.0, metavar="S",
                    help="stop a repeat after S seconds even if requests remain")
     p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--tta", type=int, choices=[1, 2, 4],
+    p.add_argument("--tta", type=int, choices=TTA_CHOICES,
                    help="rotations per photo, both sides (default: the model card's)")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--offline-images", type=int, default=800,

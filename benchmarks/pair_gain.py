@@ -3,9 +3,9 @@
 For N random c3pi-1k pills whose reference shows two sides, the training synthesiser
 renders one photo of each side (the left and right side of the reference photo, usually
 front and back; other backgrounds, light and pose for each, 320 px like `rxvision data
-synth`), plus one photo with both sides in the frame. Each
-one-side photo is identified alone, then the two are fused (`Identifier.identify_pair`, the
-`--pair` path), with the model's own rotations, temperature and thresholds. Prints top-1,
+synth`), plus one photo with both sides in the frame. Each one-side photo is identified
+alone, then the two are fused (`Identifier.identify_pair`, the `--pair` path), with the
+model's own rotations, temperature and thresholds. Prints top-1,
 top-5, the share answered and the share answered wrongly (not abstained on). Seeds are
 fixed; nothing here was used to train or calibrate.
 
@@ -21,6 +21,7 @@ import time
 import torch
 from PIL import Image
 
+from rxvision.commands.options import add_tta_argument
 from rxvision.data import load_dataset, load_image
 from rxvision.data.synth import PhoneViewSynthesizer
 from rxvision.inference.identifier import Identification, Identifier
@@ -46,8 +47,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/c3pi-1k/manifest.csv")
     p.add_argument("--n", type=int, default=300, help="pills (three photos each)")
     p.add_argument("--size", type=int, default=320, help="rendered photo side in pixels")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4],
-                   help="right-angle rotations averaged per photo (default: the card's)")
+    add_tta_argument(p)
     args = p.parse_args()
     refs = load_dataset(args.data)
     ident = Identifier.load(args.model, tta=args.tta)

@@ -22,6 +22,7 @@ from collections import Counter
 import torch
 from PIL import Image
 
+from rxvision.commands.options import add_tta_argument
 from rxvision.data import load_dataset, load_image
 from rxvision.data.locate import locate_pills
 from rxvision.data.synth import PhoneViewSynthesizer, SynthParams
@@ -40,8 +41,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/c3pi-1k/manifest.csv")
     p.add_argument("--n", type=int, default=100, help="pills (one view each per size)")
     p.add_argument("--side", type=int, default=1536, help="rendered photo side in pixels")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4],
-                   help="right-angle rotations averaged per photo (default: the card's)")
+    add_tta_argument(p)
     args = p.parse_args()
     refs = load_dataset(args.data)
     rng = random.Random(0)

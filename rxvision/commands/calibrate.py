@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .options import TTA_CHOICES
+
 THRESHOLD_OPTIONS = ("target_tpr", "abstain_precision", "abstain_threshold", "ood_method")
 
 
@@ -52,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="W")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--limit", type=int, metavar="N", help="use a fixed random subset of N images")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4], metavar="N",
+    p.add_argument("--tta", type=int, choices=TTA_CHOICES, metavar="N",
                    help="fit on logits averaged over N right-angle rotations and make N the "
                         "model's default (calibration.tta; default: the card's current "
                         "value, else 1)")

@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..artifact import read_card
     from ..inference.bundled import resolve_model_path
     from ..inference.identifier import IdentifierError
-    from ..inference.tta import calibration_mismatch, card_tta
+    from ..inference.tta import calibration_mismatch, resolve_rotations
     from ..serve import ServeSettings, create_app
     from ..serve.runtime import limit_malloc_arenas
 
@@ -79,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
     if settings.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rxvision serve: warning: listening on {args.host} without an API key "
               f"(set {args.api_key_env})", file=sys.stderr)
-    mismatch = calibration_mismatch(card, card_tta(card) if args.tta is None else args.tta)
+    mismatch = calibration_mismatch(card, resolve_rotations(card, args.tta))
     if mismatch:
         print(f"rxvision serve: note: {mismatch}", file=sys.stderr)
     limit_malloc_arenas()  # before the server's threads allocate; see serve/runtime.py

@@ -77,13 +77,15 @@ def with_rotations(inner: Any, rotations: int, input_size: Any = None) -> Any:
     return RotationTTA(inner, rotations)
 
 
+def resolve_rotations(card: dict[str, Any], requested: int | None = None) -> int:
+    """The one rule every command follows: ``--tta N`` wins, then ``calibration.tta``, then 1."""
+    return card_tta(card) if requested is None else requested
+
+
 def apply_tta(inner: Any, card: dict[str, Any], requested: int | None = None,
               input_size: Any = None) -> tuple[Any, int]:
-    """``inner`` with the rotations asked for (``requested``), else the card's; and how many.
-
-    The one rule every command follows: ``--tta N`` wins, then ``calibration.tta``, then 1.
-    """
-    rotations = card_tta(card) if requested is None else requested
+    """``inner`` with the rotations of :func:`resolve_rotations`; and how many."""
+    rotations = resolve_rotations(card, requested)
     return with_rotations(inner, rotations, input_size), rotations
 
 
