@@ -156,3 +156,37 @@ def test_bytes_input(sample_dir: Path) -> None:
         load_image(b"", name="upload.bin")
     with pytest.raises(ImageDecodeError, match=r"upload\.bin"):
         load_image(b"GIF89a garbage", name="upload.bin")
+
+
+def test_heic_photo_decodes_upright(tmp_path: Path, sample_dir: Path) -> None:
+    # iPhones save HEIC by default; pillow-heif reads it and libheif applies the rotation.
+    photo = load_image(next((sample_dir / "images").glob("*.jpg")))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways
+    path = tmp_path / "IMG_0001.HEIC"
+    # Given EXIF bytes, pillow-heif writes the rotation as the HEIF 'irot' box, as cameras do.
+    photo.save(path, "HEIF", quality=95, exif=exif.tobytes())
+    assert path.read_bytes()[4:12] == b"ftypheic"
+    out = load_image(path)
+    assert out.size == (photo.height, photo.width)  # upright, rotated once (not twice)
+    upright = np.asarray(photo.transpose(Image.Transpose.ROTATE_270), dtype=float)
+    assert np.abs(_rgb(out).astype(float) - upright).mean() < 6  # lossy, but the same photo
+
+
+def test_heic_truncated_or_too_large_is_a_decode_error(tmp_path: Path) -> None:
+    data = _encode(Image.new("RGB", (320, 200), (200, 30, 30)), "HEIF")
+    path = tmp_path / "cut.heic"
+    path.write_bytes(data[:-10])
+    with pytest.raises(ImageDecodeError, match=r"cut\.heic: truncated or corrupt"):
+        load_image(path)
+    with pytest.raises(ImageTooLargeError, match="64,000 pixels exceeds"):
+        load_image(data, max_pixels=1000)
+
+
+def test_folders_of_heic_photos_are_listed(tmp_path: Path) -> None:
+    from rxvision.inference.predict_io import expand_inputs
+
+    (tmp_path / "a.HEIC").write_bytes(_encode(Image.new("RGB", (8, 8)), "HEIF"))
+    (tmp_path / "notes.txt").write_text("not a photo")
+    items, batch = expand_inputs([str(tmp_path)])
+    assert batch and [i.path.name for i in items] == ["a.HEIC"]

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="identify pills in photos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files, folders of images (recursive) or manifest CSVs")
+                   help="image files (JPEG, PNG, WebP, HEIC, ...), folders of images "
+                        "(recursive) or manifest CSVs")
     add_model_argument(p)
     p.add_argument("--topk", type=int, default=5, help="candidates per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON to stdout")

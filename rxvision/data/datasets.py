@@ -21,7 +21,9 @@ from torch.utils.data import Dataset
 from .decode import load_image
 from .transforms import EvalTransform
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif",
+}
 # Columns describing a sample rather than its label; kept per sample, not per label.
 SAMPLE_COLUMNS = {"image", "label", "side", "mode", "source_id", "view", "split"}
 

@@ -1,11 +1,12 @@
 """Safe image decoding shared by training, evaluation, prediction and the service.
 
-Every image enters RxVision through :func:`load_image`: EXIF orientation is applied;
-grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images become 8-bit RGB;
-images over ``max_pixels`` are refused before decoding (decompression bombs), except a
-JPEG that libjpeg can decode at 1/2, 1/4 or 1/8 scale within the limit (a 48 MP phone
-photo); empty, truncated and non-image inputs raise :class:`ImageDecodeError` naming the
-source.
+Every image enters RxVision through :func:`load_image`. JPEG, PNG, WebP, BMP, TIFF, GIF and
+HEIC/HEIF (iPhone photos, through pillow-heif) are read; EXIF orientation is applied (for
+HEIC, libheif applies the file's rotation); grayscale, palette, RGBA/LA (composited on white),
+CMYK and 16-bit images become 8-bit RGB; images over ``max_pixels`` are refused before
+decoding (decompression bombs), except a JPEG that libjpeg can decode at 1/2, 1/4 or 1/8
+scale within the limit (a 48 MP phone photo); empty, truncated and non-image inputs raise
+:class:`ImageDecodeError` naming the source.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+register_heif_opener()  # HEIC/HEIF, the default format of iPhone cameras
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 12-24 MP pass; a 48 MP JPEG decodes at 1/2 scale
 
