@@ -169,6 +169,29 @@ def test_corruption_sweep_runs(backend: TorchBackend, manifest: Path) -> None:
     assert out["mce"] is not None and out["mce"] >= 0
 
 
+def test_corruption_sweep_counts_answers_under_the_card_rule(backend: TorchBackend,
+                                                             manifest: Path) -> None:
+    images = subset(load_dataset(manifest), 3)
+    opts = {"batch_size": 36, "workers": 0, "progress": False}
+    card = backend.card
+    backend.card = {**card, "identification": {"abstain_threshold": 0.0}}
+    always = CR.corruption_sweep(backend, images, clean_top1=0.5, **opts)
+    backend.card = {**card, "identification": {"abstain_threshold": 1.0 + 1e-6}}
+    never = CR.corruption_sweep(backend, images, clean_top1=0.5, **opts)
+    backend.card = card
+    # Answering everything: every mistake is a wrong answer; answering nothing: none is.
+    for name, by_sev in always["accuracy"].items():
+        for sev, acc in by_sev.items():
+            assert always["answered"][name][sev] == 1.0
+            assert always["answered_wrong"][name][sev] == pytest.approx(1.0 - acc)
+            assert never["answered"][name][sev] == never["answered_wrong"][name][sev] == 0.0
+    assert always["clean"]["answered_wrong"] == pytest.approx(1.0 - always["clean"]["top1"])
+    assert always["rule"]["abstain_threshold"] == 0.0
+    # The clean view is the unmodified photo: the same top-1 as the evaluation's own pass.
+    pred = predict(backend, images, batch_size=8, workers=0, progress=False)
+    assert always["clean"]["top1"] == pytest.approx(summarize(pred, backend.labels, 1.0)["top1"])
+
+
 def test_report_references_existing_pngs(backend: TorchBackend, pred, manifest: Path,
                                          tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -178,7 +201,9 @@ def test_report_references_existing_pngs(backend: TorchBackend, pred, manifest: 
         '{"epoch": 2, "train_loss": 2.5, "val_loss": 2.9, "val_top1": 0.2, "lr": 0.0005}\n')
     pred.logits[:, 0] += 3.0  # many mistakes into class 0, so there are confused pairs
     result = summarize(pred, backend.labels, temperature=1.7, group_by="mode")
-    result["corruptions"] = CR.summarize_sweep(np.full((7, 5), 0.3), 0.5, 21)
+    result["corruptions"] = sweep = CR.summarize_sweep(np.full((7, 5), 0.3), 0.5, 21)
+    sweep["clean"] = {"top1": 0.5, "answered": 0.7, "answered_wrong": 0.1}
+    sweep["answered_wrong"] = {c: dict.fromkeys(by, 0.2) for c, by in sweep["accuracy"].items()}
     out = write_report(tmp_path / "rep", result, pred, backend.labels, 1.7, run_dir=run,
                        thumbnails=load_dataset(manifest))
     page = out.read_text()
@@ -189,6 +214,7 @@ def test_report_references_existing_pngs(backend: TorchBackend, pred, manifest: 
         with Image.open(out.parent / name) as im:
             assert im.size[0] > 100
     assert "after temperature scaling (T = 1.7)" in page
+    assert "answered wrongly" in page and "(clean: 0.1000)" in page
     assert "1 unreadable lines skipped" in page and UNKNOWN in page
     assert (out.parent / "per_class.csv").is_file()
 

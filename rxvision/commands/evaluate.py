@@ -158,6 +158,14 @@ def print_summary(result: dict[str, Any]) -> None:
     if sweep:
         print(f"  corruptions: mCE {_f(sweep['mce'])}  mean accuracy "
               f"{_f(sweep['mean_accuracy'])} (clean {_f(sweep['clean_top1'])})")
+        wrong = sweep.get("answered_wrong")
+        if wrong:
+            cells = [(v, c, s) for c, by in wrong.items() for s, v in by.items()]
+            worst = max(cells)
+            print(f"  answered wrongly under the card's rule: clean "
+                  f"{_f(sweep['clean']['answered_wrong'])}, mean over corruptions "
+                  f"{_f(sum(v for v, _, _ in cells) / len(cells))}, worst {_f(worst[0])} "
+                  f"({worst[1]} severity {worst[2]})")
 
 
 def print_open_set(study: dict[str, Any] | None) -> None:

@@ -16,6 +16,12 @@ CE_c = 1 means corruption c costs nothing; 2 means it doubles the error. With a 
 clean score (err_clean = 0) the ratio is undefined and reported as None; the mean relative
 accuracy drop, ``mean_{c,s} (acc_clean - acc_{c,s}) / acc_clean``, is reported alongside
 because it stays defined there.
+
+Accuracy alone hides what matters most here: whether a degraded photo gets a *wrong answer*
+or a "not sure". Every cell therefore also records, under the card's own rule (calibrated
+confidence at least ``abstain_threshold`` and open-set score at most ``ood_threshold``, as
+:class:`~rxvision.inference.identifier.Identifier` decides), the fraction of photos answered
+and the fraction answered wrongly, next to the same for the clean photo.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import EvalTransform, ImageSet, load_image
+from ..inference.openset import class_centres_from_card, ood_scores
 from .evaluate import batches
+from .openset_eval import card_thresholds
 
 if TYPE_CHECKING:
     from ..inference.backends import Backend
@@ -114,10 +122,42 @@ def corrupt(img: Image.Image, name: str, severity: int, seed: int = 0) -> Image.
     return CORRUPTIONS[name](img, severity, rng)
 
 
-class CorruptedViews(Dataset):
-    """Item i: every corrupted view of image i, uint8 (len(CORRUPTIONS) * 5, 3, H, W).
+class CardRule:
+    """The card's answer-or-abstain rule on raw logits, as the Identifier applies it.
 
-    One decode per image feeds all 35 views; views are in (corruption, severity) order.
+    ``None`` from :meth:`answered` when the rule needs embeddings (the ``cosine`` score),
+    which a logits-only sweep does not compute.
+    """
+
+    def __init__(self, backend: Backend):
+        self.thresholds = card_thresholds(backend.card)
+        self.temperature = float(backend.temperature)
+        self.method = self.thresholds["ood_method"]
+        self.centres = None
+        if self.thresholds["ood_threshold"] is not None and self.method == "centred_max_logit":
+            self.centres = class_centres_from_card(backend.card, len(backend.labels))
+
+    @property
+    def usable(self) -> bool:
+        return self.thresholds["ood_threshold"] is None or self.method != "cosine"
+
+    def answered(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """(B, C) raw logits -> (B,) bool: the photo gets an answer, not "not sure"."""
+        if not self.usable:
+            return None
+        conf = torch.softmax(logits.float() / self.temperature, dim=1).amax(1)
+        ok = conf >= self.thresholds["abstain_threshold"]
+        if self.thresholds["ood_threshold"] is not None:
+            scores = ood_scores(logits, None, None, self.method, self.centres)
+            ok &= scores <= self.thresholds["ood_threshold"]
+        return ok
+
+
+class CorruptedViews(Dataset):
+    """Item i: the clean view of image i, then every corrupted one, uint8 (1 + 35, 3, H, W).
+
+    One decode per image feeds all 36 views; corrupted views are in (corruption, severity)
+    order.
     """
 
     def __init__(self, images: ImageSet, transform: EvalTransform):
@@ -130,11 +170,11 @@ class CorruptedViews(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         x = self.transform.to_uint8(load_image(self.images.samples[i].path))  # (3, H, W)
         boxed = Image.fromarray(x.permute(1, 2, 0).numpy())
-        views = [
+        views = [torch.from_numpy(np.asarray(boxed).copy())] + [
             torch.from_numpy(np.asarray(corrupt(boxed, name, s, seed=i)).copy())
             for name in CORRUPTIONS for s in SEVERITIES
         ]
-        return torch.stack(views).permute(0, 3, 1, 2)  # (35, 3, H, W)
+        return torch.stack(views).permute(0, 3, 1, 2)  # (36, 3, H, W)
 
 
 def corruption_sweep(
@@ -146,50 +186,80 @@ def corruption_sweep(
     progress: bool = True,
     zoom: str | None = None,
 ) -> dict[str, Any]:
-    """Top-1 accuracy per corruption and severity, corruption errors and mCE.
+    """Top-1 accuracy per corruption and severity, corruption errors and mCE, and how often
+    the card's rule answers (and answers wrongly) there.
 
     ``zoom`` ("auto"/"off") overrides the card's; the corruptions apply after zooming.
 
     Args:
         images: samples whose labels the model knows (others are skipped).
-        clean_top1: the model's top-1 on the same images without corruption.
+        clean_top1: the model's top-1 on the same images without corruption (the mCE's
+            normaliser; the sweep's own clean pass is reported as ``clean``).
 
     Returns:
         ``{"definition", "n", "clean_top1", "accuracy": {corruption: {"1".."5": acc}},
         "corruption_error": {corruption: CE_c or None}, "mce", "mean_accuracy",
-        "mean_relative_accuracy_drop"}``.
+        "mean_relative_accuracy_drop", "rule", "clean": {"top1", "answered",
+        "answered_wrong"}, "answered": {...}, "answered_wrong": {...}}``; the last two are
+        fractions of all photos, shaped like ``accuracy`` (None where the card's open-set
+        score needs embeddings).
     """
     index = {lab: i for i, lab in enumerate(backend.labels)}
     known = [s for s in images.samples if s.label in index]
     images = ImageSet(known, images.labels, images.label_metadata, images.source)
     transform = EvalTransform(backend.preprocessing, zoom)
+    rule = CardRule(backend)
     targets = torch.tensor([index[s.label] for s in known], dtype=torch.int64)
-    n_views = len(CORRUPTIONS) * len(SEVERITIES)
-    # Each item carries 35 views; load enough images to fill about one forward batch.
+    n_views = 1 + len(CORRUPTIONS) * len(SEVERITIES)  # the clean view first
+    # Each item carries 36 views; load enough images to fill about one forward batch.
     loader = DataLoader(CorruptedViews(images, transform), num_workers=workers,
                         batch_size=max(1, batch_size // n_views), shuffle=False)
     hits = torch.zeros(n_views, dtype=torch.int64)
+    answered = torch.zeros(n_views, dtype=torch.int64)
+    wrong = torch.zeros(n_views, dtype=torch.int64)
     seen = 0
     with torch.inference_mode():
         for views in batches(loader, progress, "corruptions"):
             k = views.shape[0]
-            flat = transform.normalize(views.flatten(0, 1))  # (k * 35, 3, H, W)
-            preds = torch.cat([
-                backend(chunk.contiguous(memory_format=torch.channels_last)).argmax(1)
+            flat = transform.normalize(views.flatten(0, 1))  # (k * 36, 3, H, W)
+            logits = torch.cat([
+                backend(chunk.contiguous(memory_format=torch.channels_last)).float()
                 for chunk in flat.split(batch_size)
-            ]).view(k, n_views)
-            hits += (preds == targets[seen:seen + k, None]).sum(0)
+            ])  # (k * 36, C)
+            right = (logits.argmax(1).view(k, n_views) == targets[seen:seen + k, None])
+            hits += right.sum(0)
+            says = rule.answered(logits)
+            if says is not None:
+                says = says.view(k, n_views)
+                answered += says.sum(0)
+                wrong += (says & ~right).sum(0)
             seen += k
-    acc = (hits.double() / max(seen, 1)).view(len(CORRUPTIONS), len(SEVERITIES)).numpy()
-    return summarize_sweep(acc, clean_top1, seen)
+    shape = (len(CORRUPTIONS), len(SEVERITIES))
+    rate = (torch.stack([hits, answered, wrong]).double() / max(seen, 1)).numpy()
+    out = summarize_sweep(rate[0, 1:].reshape(shape), clean_top1, seen)
+    out["rule"] = rule.thresholds
+    if rule.usable and seen:
+        out["clean"] = {"top1": float(rate[0, 0]), "answered": float(rate[1, 0]),
+                        "answered_wrong": float(rate[2, 0])}
+        out["answered"] = _by_cell(rate[1, 1:].reshape(shape))
+        out["answered_wrong"] = _by_cell(rate[2, 1:].reshape(shape))
+    else:
+        out["clean"] = {"top1": float(rate[0, 0]) if seen else None,
+                        "answered": None, "answered_wrong": None}
+        out["answered"] = out["answered_wrong"] = None
+    return out
+
+
+def _by_cell(values: np.ndarray) -> dict[str, dict[str, float]]:
+    return {name: {str(s): float(values[c, j]) for j, s in enumerate(SEVERITIES)}
+            for c, name in enumerate(CORRUPTIONS)}
 
 
 def summarize_sweep(acc: np.ndarray, clean_top1: float, n: int) -> dict[str, Any]:
     """Corruption errors and mCE from accuracies (len(CORRUPTIONS), 5)."""
     clean_err = 1.0 - clean_top1
-    accuracy, ce = {}, {}
+    accuracy, ce = _by_cell(acc), {}
     for c, name in enumerate(CORRUPTIONS):
-        accuracy[name] = {str(s): float(acc[c, j]) for j, s in enumerate(SEVERITIES)}
         err_sum = float((1.0 - acc[c]).sum())
         ce[name] = err_sum / (len(SEVERITIES) * clean_err) if clean_err > 0 else None
     defined = [v for v in ce.values() if v is not None]

@@ -245,18 +245,26 @@ def plot_training(records: list[dict[str, Any]], path: Path) -> str | None:
 
 
 def plot_corruptions(sweep: dict[str, Any], path: Path) -> str:
-    """Top-1 per corruption against severity, with the clean top-1 as a reference line."""
-    fig = Figure(figsize=(6.5, 4.2))
-    ax = fig.add_subplot(1, 1, 1)
-    for name, by_sev in sweep["accuracy"].items():
-        ax.plot([int(s) for s in by_sev], list(by_sev.values()), "o-", label=name, markersize=4)
-    ax.axhline(sweep["clean_top1"], color="k", linestyle="--", label="clean")
-    ax.set_xticks([1, 2, 3, 4, 5])
-    ax.set_xlabel("severity")
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=2)
+    """Top-1 per corruption against severity, with the clean top-1 as a reference line, and
+    (when the sweep has them) the photos answered wrongly under the card's rule."""
+    wrong = sweep.get("answered_wrong")
+    fig = Figure(figsize=(11, 4.2) if wrong else (6.5, 4.2))
+    panels = [("accuracy", "top-1 accuracy", sweep["clean_top1"])]
+    if wrong:
+        panels.append(("answered_wrong", "answered wrongly (fraction of photos)",
+                       sweep["clean"]["answered_wrong"]))
+    for i, (key, ylabel, clean) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), i)
+        for name, by_sev in sweep[key].items():
+            ax.plot([int(s) for s in by_sev], list(by_sev.values()), "o-", label=name,
+                    markersize=4)
+        ax.axhline(clean, color="k", linestyle="--", label="clean")
+        ax.set_xticks([1, 2, 3, 4, 5])
+        ax.set_xlabel("severity")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1.02 if key == "accuracy" else None)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncols=2)
     return _save(fig, path)
 
 
@@ -446,13 +454,20 @@ def write_report(
     if sweep:
         rows = [[c, *by.values(), sweep["corruption_error"][c]]
                 for c, by in sweep["accuracy"].items()]
+        tables = _table(["corruption", "s1", "s2", "s3", "s4", "s5", "CE"], rows)
+        wrong = sweep.get("answered_wrong")
+        if wrong:
+            tables += _table(["answered wrongly", "s1", "s2", "s3", "s4", "s5"],
+                             [[c, *by.values()] for c, by in wrong.items()])
         parts.append(_section(
             "Robustness to corruptions",
             f"Top-1 on {sweep['n']} photos under each corruption at severities 1-5. "
             f"mCE = {_fmt(sweep['mce'])}, mean corrupted accuracy = "
-            f"{_fmt(sweep['mean_accuracy'])}. Definition: {html.escape(sweep['definition'])}.",
-            _img(plot_corruptions(sweep, out / "corruptions.png"))
-            + _table(["corruption", "s1", "s2", "s3", "s4", "s5", "CE"], rows)))
+            f"{_fmt(sweep['mean_accuracy'])}. Definition: {html.escape(sweep['definition'])}."
+            + (" Right: the fraction of photos the card's rule (abstain and open-set "
+               "thresholds) answers with a wrong pill; the rest are right or 'not sure' "
+               f"(clean: {_fmt(sweep['clean']['answered_wrong'])})." if wrong else ""),
+            _img(plot_corruptions(sweep, out / "corruptions.png")) + tables))
     records, bad = read_training_log(run_dir)
     curves = plot_training(records, out / "training.png") if records else None
     if curves:
