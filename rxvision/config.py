@@ -102,6 +102,11 @@ class AugmentConfig:
     strength: float = 1.0
     # Probability that a training view shows only one side of the pill.
     one_side_prob: float = 0.5
+    # Training views only (validation views keep the defaults, so runs stay comparable):
+    # the largest Gaussian blur sigma (pixels at the input size; a defocused close-up) and
+    # sensor-noise standard deviation (on 0-1 intensities), before ``strength`` scaling.
+    blur_sigma: float = 1.6
+    noise_std: float = 0.035
     # Held-out validation views generated per reference image (fixed seed).
     val_views_per_image: int = 2
     val_seed: int = 1234
@@ -175,6 +180,8 @@ def validate(cfg: Config) -> Config:
     g = cfg.augment
     _check(g.strength >= 0, "augment.strength", "must be >= 0")
     _check(0 <= g.one_side_prob <= 1, "augment.one_side_prob", "must be in [0, 1]")
+    _check(0.31 <= g.blur_sigma <= 8, "augment.blur_sigma", "must be in [0.31, 8] pixels")
+    _check(0 <= g.noise_std <= 0.3, "augment.noise_std", "must be in [0, 0.3]")
     _check(g.val_views_per_image >= 1, "augment.val_views_per_image", "must be >= 1")
     _check(0 <= g.crop_margin < 0.5, "augment.crop_margin", "must be in [0, 0.5)")
     return cfg

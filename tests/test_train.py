@@ -206,3 +206,32 @@ def test_worker_rendering_matches_inline_rendering() -> None:
     assert len(inline) == len(worker) == 3
     for (idx_a, views_a), (idx_b, views_b) in zip(inline, worker, strict=True):
         assert torch.equal(idx_a, idx_b) and torch.equal(views_a, views_b)
+
+
+def test_stronger_training_blur_and_noise_leave_validation_views_unchanged(
+        tmp_path: Path) -> None:
+    from rxvision.data import load_dataset
+    from rxvision.engine.train import build_synthesizer, validation_views
+
+    images = load_dataset(_tiny_data(tmp_path))
+    base = load_config(_tiny_config(tmp_path))
+    strong = load_config(_tiny_config(tmp_path), ["augment.blur_sigma=4.0",
+                                                  "augment.noise_std=0.1"])
+    mean = [0.5, 0.5, 0.5]
+    (synth_a, targets), (synth_b, _) = (build_synthesizer(images, c, mean) for c in (base, strong))
+    assert synth_b.params.blur_sigma == 4.0 and synth_b.params.noise_std == 0.1
+    val_a = validation_views(synth_a, targets, 2, seed=3)
+    val_b = validation_views(synth_b, targets, 2, seed=3)
+    assert torch.equal(val_a.images, val_b.images)
+    assert synth_b.params.blur_sigma == 4.0  # the training synthesizer keeps its own ranges
+    classes = torch.arange(NUM_CLASSES).repeat(4)
+    train_a, _ = synth_a.render(classes, torch.Generator().manual_seed(1))
+    train_b, _ = synth_b.render(classes, torch.Generator().manual_seed(1))
+    assert not torch.equal(train_a, train_b)
+
+
+@pytest.mark.parametrize("key", ["augment.blur_sigma=0", "augment.noise_std=-0.1",
+                                 "augment.noise_std=0.5"])
+def test_bad_degradation_ranges_name_the_key(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.split("=")[0]):
+        load_config(_tiny_config(tmp_path), [key])

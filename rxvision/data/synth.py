@@ -313,7 +313,7 @@ class PhoneViewSynthesizer:
         blurred = self._p(g, B, p.blur_prob)
         nb = int(blurred.sum())
         if nb:  # only the blurred views pay for the convolution
-            radius = 4
+            radius = max(4, math.ceil(2.5 * p.blur_sigma * st))  # 4 for the default 1.6
             x = torch.arange(-radius, radius + 1, dtype=torch.float32)
             k = torch.exp(-(x.view(1, -1) ** 2) / (2 * sigma[blurred].view(-1, 1) ** 2))
             k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (nb*C, K)

@@ -14,6 +14,8 @@ ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -84,7 +86,9 @@ def build_synthesizer(images: ImageSet, cfg: Config, mean: list[float]) -> tuple
     """Decode every reference once and cut out its pill sides."""
     refs = [load_image(s.path) for s in tqdm(images.samples, desc="cut out references",
                                              disable=_dist_info()[0] != 0, leave=False)]
-    params = SynthParams(strength=cfg.augment.strength, one_side_prob=cfg.augment.one_side_prob)
+    a = cfg.augment
+    params = SynthParams(strength=a.strength, one_side_prob=a.one_side_prob,
+                         blur_sigma=a.blur_sigma, noise_std=a.noise_std)
     synth = PhoneViewSynthesizer.from_images(refs, tuple(cfg.training.input_size), params,
                                              fill=fill_colour(mean))
     return synth, torch.tensor(images.targets(), dtype=torch.long)
@@ -94,9 +98,14 @@ def validation_views(synth: PhoneViewSynthesizer, image_targets: torch.Tensor,
                      views_per_image: int, seed: int, batch: int = 64) -> ValidationSet:
     """Render the held-out views, generator seeded by ``seed``.
 
+    Views use the default blur and noise ranges whatever the training ones
+    (``augment.blur_sigma``/``noise_std``), so validation top-1 compares across recipes.
     Both-sides and one-side views alternate over images and over each image's views, so
     one view per image still gives half of each, and two give every image one of each.
     """
+    synth = copy.copy(synth)  # shares the cut-out sides; only the parameters differ
+    synth.params = dataclasses.replace(synth.params, blur_sigma=SynthParams.blur_sigma,
+                                       noise_std=SynthParams.noise_std)
     g = torch.Generator().manual_seed(seed)
     n = len(synth)
     index = torch.arange(n).repeat(views_per_image)
