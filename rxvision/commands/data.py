@@ -69,10 +69,7 @@ def preview(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else Config()
     images = load_dataset(args.data)
     refs = [load_image(s.path) for s in images.samples]
-    strength = cfg.augment.strength if args.strength is None else args.strength
-    a = cfg.augment  # the training views' ranges, as `rxvision train` renders them
-    params = SynthParams(strength=strength, one_side_prob=a.one_side_prob,
-                         blur_sigma=a.blur_sigma, noise_std=a.noise_std)
+    params = SynthParams.for_training(cfg.augment, args.strength)  # as `rxvision train`
     synth = PhoneViewSynthesizer.from_images(refs, tuple(cfg.training.input_size), params)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randint(len(refs), (args.num,), generator=g)

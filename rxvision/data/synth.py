@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,14 @@ class SynthParams:
     jpeg_quality: tuple[int, int] = (35, 95)
     letterbox_prob: float = 0.15
     studio_background_prob: float = 0.1
+
+    @classmethod
+    def for_training(cls, augment: Any, strength: float | None = None) -> SynthParams:
+        """The ranges `rxvision train` renders with, from a config's ``augment`` section
+        (``strength`` overrides its strength, as ``data preview --strength`` does)."""
+        return cls(strength=augment.strength if strength is None else strength,
+                   one_side_prob=augment.one_side_prob, blur_sigma=augment.blur_sigma,
+                   noise_std=augment.noise_std)
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:

@@ -36,9 +36,9 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import EvalTransform, ImageSet, load_image
-from ..inference.openset import class_centres_from_card, ood_scores
+from ..inference.openset import ood_scores
 from .evaluate import batches
-from .openset_eval import card_thresholds
+from .openset_eval import answered, card_thresholds, class_centres
 
 if TYPE_CHECKING:
     from ..inference.backends import Backend
@@ -135,7 +135,7 @@ class CardRule:
         self.method = self.thresholds["ood_method"]
         self.centres = None
         if self.thresholds["ood_threshold"] is not None and self.method == "centred_max_logit":
-            self.centres = class_centres_from_card(backend.card, len(backend.labels))
+            self.centres = class_centres(backend)
 
     @property
     def usable(self) -> bool:
@@ -146,11 +146,10 @@ class CardRule:
         if not self.usable:
             return None
         conf = torch.softmax(logits.float() / self.temperature, dim=1).amax(1)
-        ok = conf >= self.thresholds["abstain_threshold"]
-        if self.thresholds["ood_threshold"] is not None:
-            scores = ood_scores(logits, None, None, self.method, self.centres)
-            ok &= scores <= self.thresholds["ood_threshold"]
-        return ok
+        ood = self.thresholds["ood_threshold"]
+        scores = None if ood is None else ood_scores(logits, None, None, self.method,
+                                                      self.centres)
+        return answered(conf, scores, self.thresholds["abstain_threshold"], ood)
 
 
 class CorruptedViews(Dataset):
@@ -215,7 +214,7 @@ def corruption_sweep(
     loader = DataLoader(CorruptedViews(images, transform), num_workers=workers,
                         batch_size=max(1, batch_size // n_views), shuffle=False)
     hits = torch.zeros(n_views, dtype=torch.int64)
-    answered = torch.zeros(n_views, dtype=torch.int64)
+    answers = torch.zeros(n_views, dtype=torch.int64)
     wrong = torch.zeros(n_views, dtype=torch.int64)
     seen = 0
     with torch.inference_mode():
@@ -231,11 +230,11 @@ def corruption_sweep(
             says = rule.answered(logits)
             if says is not None:
                 says = says.view(k, n_views)
-                answered += says.sum(0)
+                answers += says.sum(0)
                 wrong += (says & ~right).sum(0)
             seen += k
     shape = (len(CORRUPTIONS), len(SEVERITIES))
-    rate = (torch.stack([hits, answered, wrong]).double() / max(seen, 1)).numpy()
+    rate = (torch.stack([hits, answers, wrong]).double() / max(seen, 1)).numpy()
     out = summarize_sweep(rate[0, 1:].reshape(shape), clean_top1, seen)
     out["rule"] = rule.thresholds
     if rule.usable and seen:

@@ -158,20 +158,21 @@ def _at_threshold(s: OpenSetScores, threshold: float) -> dict[str, float | None]
     }
 
 
+def answered(conf: Any, score: Any, abstain_threshold: float,
+             ood_threshold: float | None) -> Any:
+    """The Identifier's answer rule, elementwise on arrays or tensors: a photo is answered
+    when its calibrated confidence is at least ``abstain_threshold`` and (if there is an
+    ``ood_threshold``) its open-set score is at most ``ood_threshold``."""
+    ok = conf >= abstain_threshold
+    return ok if ood_threshold is None else ok & (score <= ood_threshold)
+
+
 def abstention(s: OpenSetScores, abstain_threshold: float, ood_threshold: float | None,
                ) -> dict[str, float | None]:
-    """The Identifier's answer rule on both sets: what is answered, and how well.
-
-    A photo is answered when its calibrated confidence is at least ``abstain_threshold``
-    and (if there is an ``ood_threshold``) its score is at most ``ood_threshold``; every
-    answered unknown photo is a wrong answer.
-    """
-    def answered(conf: np.ndarray, score: np.ndarray) -> np.ndarray:
-        ok = conf >= abstain_threshold
-        return ok if ood_threshold is None else ok & (score <= ood_threshold)
-
-    k = answered(s.known_confidence, s.known)
-    u = answered(s.unknown_confidence, s.unknown)
+    """The Identifier's answer rule (:func:`answered`) on both sets: what is answered, and
+    how well. Every answered unknown photo is a wrong answer."""
+    k = answered(s.known_confidence, s.known, abstain_threshold, ood_threshold)
+    u = answered(s.unknown_confidence, s.unknown, abstain_threshold, ood_threshold)
     n_answered = int(k.sum() + u.sum())
     return {
         "known_answered": float(k.mean()),

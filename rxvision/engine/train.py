@@ -86,9 +86,7 @@ def build_synthesizer(images: ImageSet, cfg: Config, mean: list[float]) -> tuple
     """Decode every reference once and cut out its pill sides."""
     refs = [load_image(s.path) for s in tqdm(images.samples, desc="cut out references",
                                              disable=_dist_info()[0] != 0, leave=False)]
-    a = cfg.augment
-    params = SynthParams(strength=a.strength, one_side_prob=a.one_side_prob,
-                         blur_sigma=a.blur_sigma, noise_std=a.noise_std)
+    params = SynthParams.for_training(cfg.augment)
     synth = PhoneViewSynthesizer.from_images(refs, tuple(cfg.training.input_size), params,
                                              fill=fill_colour(mean))
     return synth, torch.tensor(images.targets(), dtype=torch.long)
