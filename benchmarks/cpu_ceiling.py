@@ -22,8 +22,8 @@ model's arithmetic. This script measures those bounds:
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -35,17 +35,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rxvision.config import load_config
+from rxvision.inference.benchmark import time_calls
+from rxvision.inference.onnx_backend import session_options
 from rxvision.models import build_model
 
 
 def median_seconds(fn: Callable[[], object], calls: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, calls, warmup=1, max_seconds=math.inf))
 
 
 def int8_gemm_session(n: int, threads: int) -> ort.InferenceSession:
@@ -58,9 +54,7 @@ def int8_gemm_session(n: int, threads: int) -> ort.InferenceSession:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options,
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 
