@@ -22,8 +22,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from rxvision.artifact import load_artifact
 from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.identify.onnx_backend import OnnxModel
 from rxvision.inference.export import FLOAT_OPS, ArrayCalibrationReader, export_onnx
-from rxvision.inference.onnx_backend import OnnxModel
 
 MINMAX, PERCENTILE, ENTROPY = (CalibrationMethod.MinMax, CalibrationMethod.Percentile,
                                CalibrationMethod.Entropy)

@@ -43,9 +43,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from rxvision.inference.bundled import resolve_model_path  # noqa: E402
-from rxvision.inference.identifier import Identifier  # noqa: E402
-from rxvision.inference.tta import TTA_CHOICES  # noqa: E402
+from rxvision.identify.bundled import resolve_model_path  # noqa: E402
+from rxvision.identify.identifier import Identifier  # noqa: E402
+from rxvision.identify.tta import TTA_CHOICES  # noqa: E402
 from rxvision.io_utils import atomic_write_json  # noqa: E402
 
 DEFAULT_IMAGES = REPO / "data" / "sample" / "images"

@@ -24,7 +24,7 @@ from PIL import Image
 from rxvision.commands.options import add_tta_argument
 from rxvision.data import load_dataset, load_image
 from rxvision.data.synth import PhoneViewSynthesizer
-from rxvision.inference.identifier import Identification, Identifier
+from rxvision.identify.identifier import Identification, Identifier
 
 SEED = 31  # no training, calibration or held-out set uses it
 BATCH = 50

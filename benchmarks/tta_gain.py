@@ -18,7 +18,7 @@ import torch
 
 from rxvision.artifact import load_artifact
 from rxvision.data import EvalTransform, load_dataset, load_image
-from rxvision.inference.bundled import resolve_model_path
+from rxvision.identify.bundled import resolve_model_path
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from rxvision.commands.options import add_tta_argument
 from rxvision.data import load_dataset, load_image
 from rxvision.data.locate import locate_pills
 from rxvision.data.synth import PhoneViewSynthesizer, SynthParams
-from rxvision.inference.identifier import Identifier
+from rxvision.identify.identifier import Identifier
 
 SIZES = {  # name: (both sides: side length / width, one side: the same)
     "training range": ((0.30, 0.46), (0.45, 0.85)),

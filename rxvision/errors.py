@@ -4,10 +4,10 @@ from .artifact import ArtifactError
 from .config import ConfigError
 from .data.datasets import DatasetError
 from .data.decode import ImageDecodeError
+from .identify.identifier import IdentifierError
 from .inference.benchmark import BenchmarkError
 from .inference.enroll import EnrollmentError
 from .inference.export import ExportError
-from .inference.identifier import IdentifierError
 from .models.pretrained import PretrainedWeightsError
 
 UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,

@@ -184,7 +184,7 @@ def test_heic_truncated_or_too_large_is_a_decode_error(tmp_path: Path) -> None:
 
 
 def test_folders_of_heic_photos_are_listed(tmp_path: Path) -> None:
-    from rxvision.inference.predict_io import expand_inputs
+    from rxvision.identify.predict_io import expand_inputs
 
     (tmp_path / "a.HEIC").write_bytes(_encode(Image.new("RGB", (8, 8)), "HEIF"))
     (tmp_path / "notes.txt").write_text("not a photo")

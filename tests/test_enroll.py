@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
 from rxvision.cli import main
 from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
+from rxvision.identify.identifier import Identifier
 from rxvision.inference.enroll import (
     SCALE_GRID,
     embed_uint8,
@@ -25,7 +26,6 @@ from rxvision.inference.enroll import (
     mean_embedding,
     reference_views,
 )
-from rxvision.inference.identifier import Identifier
 from rxvision.models import build_model
 from rxvision.models.layers import CosineClassifier
 

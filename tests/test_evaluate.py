@@ -21,7 +21,7 @@ from rxvision.engine import corruptions as CR
 from rxvision.engine.evaluate import predict, subset, summarize, write_json
 from rxvision.engine.metrics import HEADLINE_KEYS, compute_metrics, softmax
 from rxvision.engine.report import write_report
-from rxvision.inference.backends import TorchBackend, load_backend
+from rxvision.identify.backends import TorchBackend, load_backend
 
 UNKNOWN = "99999-0000-00"
 

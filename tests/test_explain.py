@@ -11,7 +11,7 @@ from PIL import Image
 
 from rxvision.cli import main
 from rxvision.data import EvalTransform, load_dataset, load_image
-from rxvision.inference.explain import (
+from rxvision.identify.explain import (
     attention_heatmap,
     explain_image,
     gradcam_heatmap,
@@ -19,7 +19,7 @@ from rxvision.inference.explain import (
     overlay,
     write_overlays,
 )
-from rxvision.inference.identifier import Identifier
+from rxvision.identify.identifier import Identifier
 
 
 @pytest.fixture(scope="module")

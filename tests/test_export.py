@@ -19,7 +19,8 @@ from rxvision.artifact import ArtifactError, load_artifact, read_card, save_arti
 from rxvision.config import Config
 from rxvision.data import EvalTransform, load_dataset, load_image
 from rxvision.engine.int8_reference import compare, format_comparison
-from rxvision.inference.backends import load_backend
+from rxvision.identify.backends import load_backend
+from rxvision.identify.onnx_backend import OnnxModel
 from rxvision.inference.export import (
     ArrayCalibrationReader,
     ExportError,
@@ -27,7 +28,6 @@ from rxvision.inference.export import (
     export_onnx,
     quantize_int8,
 )
-from rxvision.inference.onnx_backend import OnnxModel
 from rxvision.models import build_model
 
 # int8 agreement threshold on the 24 sample photos. The fixture model is fitted to them, so

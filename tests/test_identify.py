@@ -15,16 +15,16 @@ import torch
 from rxvision.artifact import ArtifactError, update_card
 from rxvision.cli import main
 from rxvision.data import ImageDecodeError, load_dataset
-from rxvision.inference import bundled
-from rxvision.inference.fusion import fuse_log_probs, fuse_ood_scores
-from rxvision.inference.identifier import (
+from rxvision.identify import bundled
+from rxvision.identify.fusion import fuse_log_probs, fuse_ood_scores
+from rxvision.identify.identifier import (
     MESSAGE_OK,
     MESSAGE_UNKNOWN,
     MESSAGE_UNSURE,
     Identifier,
     IdentifierError,
 )
-from rxvision.inference.openset import (
+from rxvision.identify.openset import (
     binary_auroc,
     class_prototypes,
     fit_abstain_threshold,

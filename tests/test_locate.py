@@ -20,7 +20,7 @@ from rxvision.data.locate import (
     zoom_square,
     zoom_to_pills,
 )
-from rxvision.inference.identifier import Identifier, IdentifierError
+from rxvision.identify.identifier import Identifier, IdentifierError
 
 PILL = (200, 60, 60)
 

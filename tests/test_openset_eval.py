@@ -25,9 +25,9 @@ from rxvision.engine.openset_eval import (
     coverage_curve,
     open_set_study,
 )
-from rxvision.inference.backends import load_backend
-from rxvision.inference.identifier import MESSAGE_UNKNOWN, Identifier, IdentifierError
-from rxvision.inference.openset import (
+from rxvision.identify.backends import load_backend
+from rxvision.identify.identifier import MESSAGE_UNKNOWN, Identifier, IdentifierError
+from rxvision.identify.openset import (
     binary_auroc,
     fit_abstain_threshold,
     fit_class_centres,

@@ -21,7 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from rxvision.inference.identifier import Identifier
+from rxvision.identify.identifier import Identifier
 from rxvision.serve import ServeSettings, create_app
 from rxvision.serve.middleware import BodyLimitMiddleware
 

@@ -13,8 +13,8 @@ from rxvision.artifact import ArtifactError
 from rxvision.cli import main
 from rxvision.commands import options
 from rxvision.data.transforms import ZOOM_MODES
-from rxvision.inference.identifier import Identifier, TorchRunner
-from rxvision.inference.tta import (
+from rxvision.identify.identifier import Identifier, TorchRunner
+from rxvision.identify.tta import (
     TTA_CHOICES,
     RotationTTA,
     calibration_mismatch,

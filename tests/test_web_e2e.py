@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rxvision.inference.identifier import Identifier
+from rxvision.identify.identifier import Identifier
 from rxvision.serve import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

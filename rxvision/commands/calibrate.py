@@ -39,7 +39,7 @@ def _positive_fraction(text: str) -> float:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.openset import OOD_METHODS
+    from ..identify.openset import OOD_METHODS
 
     p = sub.add_parser(
         "calibrate", help="fit temperature scaling, per-class logit centres (and "
@@ -86,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.calibration import calibrate
     from ..engine.evaluate import predict, subset
     from ..engine.openset_eval import resolve_method
-    from ..inference.backends import load_backend
+    from ..identify.backends import load_backend
+    from ..identify.identifier import IdentifierError
+    from ..identify.openset import fit_class_centres
+    from ..identify.tta import apply_tta
     from ..inference.enroll import own_class_cosine
-    from ..inference.identifier import IdentifierError
-    from ..inference.openset import fit_class_centres
-    from ..inference.tta import apply_tta
     from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS
@@ -163,7 +163,7 @@ def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
     import torch
 
     from ..data import DatasetError
-    from ..inference.openset import class_prototypes, fit_thresholds
+    from ..identify.openset import class_prototypes, fit_thresholds
 
     tpr = 0.95 if args.target_tpr is None else args.target_tpr
     precision = 0.99 if args.abstain_precision is None else args.abstain_precision

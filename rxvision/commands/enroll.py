@@ -13,7 +13,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
+    from ..identify.bundled import add_model_argument
     from ..inference.enroll import (
         DEFAULT_IMPRINT,
         DEFAULT_MAX_DROP,
@@ -100,7 +100,7 @@ def _scale(text: str) -> float | str:
 def enroll(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ..inference.bundled import resolve_model_path
+    from ..identify.bundled import resolve_model_path
     from ..inference.enroll import enroll_artifact
 
     result = enroll_artifact(

@@ -11,8 +11,8 @@ from .options import add_tta_argument, add_zoom_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
-    from ..inference.openset import OOD_METHODS
+    from ..identify.bundled import add_model_argument
+    from ..identify.openset import OOD_METHODS
 
     p = sub.add_parser("evaluate", help="measure a model on labelled images")
     add_model_argument(p)
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.corruptions import corruption_sweep
     from ..engine.evaluate import predict, subset, summarize, write_json
     from ..engine.openset_eval import evaluate_open_set, resolve_method
-    from ..inference.backends import load_backend
-    from ..inference.bundled import resolve_model_path
-    from ..inference.tta import apply_tta, calibration_mismatch
+    from ..identify.backends import load_backend
+    from ..identify.bundled import resolve_model_path
+    from ..identify.tta import apply_tta, calibration_mismatch
 
     model_dir = resolve_model_path(args.model)
     backend = load_backend(model_dir, backend=args.backend, bf16=args.precision == "bf16")
@@ -115,8 +115,8 @@ def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: A
     """Evaluate an int8 export's fp32 source on the same images; the accuracy delta."""
     from ..engine.evaluate import predict, summarize
     from ..engine.int8_reference import compare, fp32_source
-    from ..inference.backends import load_backend
-    from ..inference.tta import with_rotations
+    from ..identify.backends import load_backend
+    from ..identify.tta import with_rotations
 
     source, reason = fp32_source(card)
     if source is None:

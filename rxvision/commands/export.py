@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
+    from ..identify.bundled import add_model_argument
     from ..inference.export import DEFAULT_FLOAT_CONVS
 
     p = sub.add_parser("export", help="export a trained model to ONNX (fp32 or int8)")
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.bundled import resolve_model_path
+    from ..identify.bundled import resolve_model_path
     from ..inference.export import export_artifact
 
     model_dir = resolve_model_path(args.model)

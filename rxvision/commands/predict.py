@@ -19,8 +19,8 @@ from .options import add_tta_argument, add_zoom_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
-    from ..inference.identifier import BACKENDS
+    from ..identify.bundled import add_model_argument
+    from ..identify.identifier import BACKENDS
 
     p = sub.add_parser("predict", help="identify pills in photos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,16 +55,16 @@ def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data import DatasetError, ImageDecodeError
-    from ..inference.explain import write_overlays
-    from ..inference.identifier import Identifier, IdentifierError
-    from ..inference.predict_io import (
+    from ..identify.explain import write_overlays
+    from ..identify.identifier import Identifier, IdentifierError
+    from ..identify.predict_io import (
         OUTPUT_SUFFIXES,
         expand_inputs,
         format_text,
         result_row,
         write_rows,
     )
-    from ..inference.tta import calibration_mismatch
+    from ..identify.tta import calibration_mismatch
 
     if args.out and Path(args.out).suffix.lower() not in OUTPUT_SUFFIXES:
         raise IdentifierError(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}: {args.out}")

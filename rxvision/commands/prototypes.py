@@ -17,7 +17,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
+    from ..identify.bundled import add_model_argument
     from .enroll import add_view_arguments
 
     p = sub.add_parser("prototypes", help="rebuild every class row from reference photos",
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def prototypes(args: argparse.Namespace) -> int:
-    from ..inference.bundled import resolve_model_path
+    from ..identify.bundled import resolve_model_path
     from ..inference.prototype_head import prototype_head_artifact
 
     record = prototype_head_artifact(resolve_model_path(args.model), args.data, args.out,

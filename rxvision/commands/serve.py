@@ -15,8 +15,8 @@ from .options import add_tta_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.bundled import add_model_argument
-    from ..inference.identifier import BACKENDS
+    from ..identify.bundled import add_model_argument
+    from ..identify.identifier import BACKENDS
     from ..serve.settings import DEFAULT_API_KEY_ENV
 
     p = sub.add_parser("serve", help="serve the HTTP API and the web page",
@@ -56,9 +56,9 @@ def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ..artifact import read_card
-    from ..inference.bundled import resolve_model_path
-    from ..inference.identifier import IdentifierError
-    from ..inference.tta import calibration_mismatch, resolve_rotations
+    from ..identify.bundled import resolve_model_path
+    from ..identify.identifier import IdentifierError
+    from ..identify.tta import calibration_mismatch, resolve_rotations
     from ..serve import ServeSettings, create_app
     from ..serve.runtime import limit_malloc_arenas
 

@@ -20,7 +20,7 @@ because it stays defined there.
 Accuracy alone hides what matters most here: whether a degraded photo gets a *wrong answer*
 or a "not sure". Every cell therefore also records, under the card's own rule (calibrated
 confidence at least ``abstain_threshold`` and open-set score at most ``ood_threshold``, as
-:class:`~rxvision.inference.identifier.Identifier` decides), the fraction of photos answered
+:class:`~rxvision.identify.identifier.Identifier` decides), the fraction of photos answered
 and the fraction answered wrongly, next to the same for the clean photo.
 """
 
@@ -36,12 +36,12 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import EvalTransform, ImageSet, load_image
-from ..inference.openset import ood_scores
+from ..identify.openset import ood_scores
 from .evaluate import batches
 from .openset_eval import answered, card_thresholds, class_centres
 
 if TYPE_CHECKING:
-    from ..inference.backends import Backend
+    from ..identify.backends import Backend
 
 SEVERITIES = (1, 2, 3, 4, 5)
 DEFINITION = ("CE_c = sum_s err_{c,s} / (5 * err_clean); mCE = mean_c CE_c "

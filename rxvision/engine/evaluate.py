@@ -45,7 +45,7 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:  # the protocol lives with the backends; importing it loads onnxruntime
-    from ..inference.backends import Backend
+    from ..identify.backends import Backend
 
 NO_GROUP = "(none)"  # group name for samples with an empty group-by column
 
@@ -105,7 +105,7 @@ def predict(
     """Run ``backend`` over every image; decoding and preprocessing happen in workers.
 
     Args:
-        backend: from :func:`rxvision.inference.backends.load_backend` (precision, e.g.
+        backend: from :func:`rxvision.identify.backends.load_backend` (precision, e.g.
             bf16 autocast, is the backend's choice); its card's preprocessing is used.
         images: the labelled set; labels the model lacks get target -1.
         batch_size: images per forward pass.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import ArtifactError, read_card
-from ..inference.bundled import bundled_model_dir
+from ..identify.bundled import bundled_model_dir
 
 
 def fp32_source(card: dict[str, Any]) -> tuple[Path | None, str]:

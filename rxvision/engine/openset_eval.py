@@ -2,7 +2,7 @@
 
 ``rxvision evaluate --data KNOWN --unknown D2`` runs the model once over each set
 (:func:`~rxvision.engine.evaluate.predict`), then this module scores every photo with the
-card's open-set score (see :mod:`rxvision.inference.openset`; higher = more likely unknown)
+card's open-set score (see :mod:`rxvision.identify.openset`; higher = more likely unknown)
 and measures:
 
 - how well the score separates the two sets: AUROC, and the share of unknown photos let
@@ -29,12 +29,12 @@ import torch
 
 from ..artifact import ArtifactError
 from ..data import DatasetError, ImageSet
-from ..inference.identifier import (
+from ..identify.identifier import (
     DEFAULT_ABSTAIN_THRESHOLD,
     DEFAULT_OOD_METHOD,
     IdentifierError,
 )
-from ..inference.openset import (
+from ..identify.openset import (
     OOD_METHODS,
     class_centres_from_card,
     class_prototypes,
@@ -46,7 +46,7 @@ from .evaluate import Predictions, predict
 from .metrics import softmax
 
 if TYPE_CHECKING:  # the protocol lives with the backends; importing it loads onnxruntime
-    from ..inference.backends import Backend
+    from ..identify.backends import Backend
 
 # Thresholds of the sweep, each keeping this share of known photos at or below it.
 TPR_SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -70,7 +70,7 @@ def card_thresholds(card: dict[str, Any], method: str | None = None) -> dict[str
 
     Returns:
         ``{"ood_method", "abstain_threshold", "ood_threshold", "source"}``. As in
-        :class:`~rxvision.inference.identifier.Identifier`, a card's ``ood_threshold`` only
+        :class:`~rxvision.identify.identifier.Identifier`, a card's ``ood_threshold`` only
         applies to the score it was fitted for (None otherwise: nothing is flagged), and
         the abstain threshold defaults to 0.5. ``source`` says which came from the card.
     """
@@ -121,7 +121,7 @@ def score_predictions(
         known, unknown: :func:`~rxvision.engine.evaluate.predict` outputs of the two sets
             (with ``embeddings=True`` for ``cosine``).
         temperature: calibrated T, for the confidences the abstention rule reads.
-        method: an :data:`~rxvision.inference.openset.OOD_METHODS` name.
+        method: an :data:`~rxvision.identify.openset.OOD_METHODS` name.
         prototypes: class prototypes (C, D) for ``cosine``.
         class_centres: per-class logit centres (C,) for ``centred_max_logit``.
 

@@ -1,10 +1,10 @@
-"""Inference: identification, open-set scores, fusion, explanations, enrollment, backends."""
+"""Inference: export, enrollment and benchmarks (identification moved to rxvision.identify)."""
 
-from .backends import BACKENDS, OnnxBackend, TorchBackend, load_backend
-from .bundled import default_model_path, resolve_model_path
+from ..identify.backends import BACKENDS, OnnxBackend, TorchBackend, load_backend
+from ..identify.bundled import default_model_path, resolve_model_path
+from ..identify.identifier import Candidate, Identification, Identifier, IdentifierError
+from ..identify.onnx_backend import OnnxModel
 from .export import ExportError, ExportReport, export_artifact, export_onnx, quantize_int8
-from .identifier import Candidate, Identification, Identifier, IdentifierError
-from .onnx_backend import OnnxModel
 
 __all__ = [
     "BACKENDS",

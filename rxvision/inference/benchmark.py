@@ -42,8 +42,9 @@ from torch import nn
 
 from ..artifact import WEIGHTS_NAME, load_artifact, read_card
 from ..config import config_from_dict, load_config
+from ..identify.bundled import resolve_model_path
+from ..identify.onnx_backend import OnnxModel
 from ..models import build_model
-from .bundled import resolve_model_path
 from .export import (
     ArrayCalibrationReader,
     ImageCalibrationReader,
@@ -51,7 +52,6 @@ from .export import (
     quantize_int8,
     split_images,
 )
-from .onnx_backend import OnnxModel
 
 BACKENDS = ("torch-fp32", "torch-cl", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8")
 DEFAULT_BACKENDS = ("torch-fp32", "torch-cl", "onnx-fp32", "onnx-int8")

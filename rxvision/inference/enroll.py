@@ -398,7 +398,7 @@ def extend_class_centres(card: dict[str, Any], head: torch.nn.Module,
     A new class's centre is the mean logit its new row gives ``fresh_embeddings()[i]``
     (views that did not build the row; only computed when the card has centres), shrunk
     towards the card's overall mean with the card's prior weight, as
-    :func:`~rxvision.inference.openset.fit_class_centres` does for trained classes.
+    :func:`~rxvision.identify.openset.fit_class_centres` does for trained classes.
     Returns (None, None) when the card has no centres.
     """
     calibration = card.get("calibration") or {}

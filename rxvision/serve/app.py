@@ -35,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
-from ..inference.identifier import Identification, Identifier
+from ..identify.identifier import Identification, Identifier
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
 from .errors import ApiError, install_error_handlers
 from .forms import BATCH_BODY, IDENTIFY_BODY, IdentifyForm, parse_batch, parse_identify

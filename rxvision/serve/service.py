@@ -1,6 +1,6 @@
 """The model side of the service: load once, decode off the loop, batch, decide.
 
-:class:`Service` owns the :class:`~rxvision.inference.identifier.Identifier`, a small thread
+:class:`Service` owns the :class:`~rxvision.identify.identifier.Identifier`, a small thread
 pool for decoding and letterboxing uploads, and the :class:`~.batcher.MicroBatcher` that
 runs every forward pass. The HTTP layer (:mod:`.app`) only parses requests and calls it.
 """
@@ -21,8 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.decode import load_image
-from ..inference.fusion import fuse_log_probs, fuse_ood_scores
-from ..inference.identifier import Identification, Identifier
+from ..identify.fusion import fuse_log_probs, fuse_ood_scores
+from ..identify.identifier import Identification, Identifier
 from .batcher import BatchResult, MicroBatcher
 from .metrics import ServeMetrics
 from .settings import ServeSettings
@@ -173,7 +173,7 @@ def _stop_onnx_spinning(ident: Identifier, threads: int | None) -> None:
     """
     import onnxruntime as ort
 
-    from ..inference.onnx_backend import OnnxModel, session_options
+    from ..identify.onnx_backend import OnnxModel, session_options
 
     model = getattr(ident.runner, "model", None)
     if not isinstance(model, OnnxModel):

@@ -223,7 +223,7 @@ class Identifier:
             device: torch device for the torch backend.
             threads: onnxruntime intra-op threads (onnx backend; None: its default).
             tta: average over 1, 2 or 4 right-angle rotations of each photo
-                (:class:`~rxvision.inference.tta.RotationTTA`; that many times the compute);
+                (:class:`~rxvision.identify.tta.RotationTTA`; that many times the compute);
                 None: the number the card was calibrated with (``calibration.tta``, else 1).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
                 ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings.
