@@ -4,7 +4,7 @@ A trained model is simulated by frozen ImageNet features (efficientnet_lite0 fro
 package, pooled last stage) under the spec's trained head (``ClassificationHead``: Linear +
 BatchNorm + ReLU + Linear). The head is trained on synthetic phone views of ``--known`` c3pi
 pills. Then ``--new`` further pills are enrolled with
-:func:`rxvision.inference.enroll.imprint`, from views rendered with the seed enrollment
+:func:`rxvision.library.enroll.imprint`, from views rendered with the seed enrollment
 uses. Both rules are measured at several scales on views with other seeds:
 
 - new top-1: accuracy on the enrolled pills, ranked over all classes;
@@ -30,7 +30,7 @@ from torch import nn
 
 from rxvision.data import load_dataset, load_image
 from rxvision.data.synth import PhoneViewSynthesizer
-from rxvision.inference.enroll import DEFAULT_SEED, IMPRINT_METHODS, imprint
+from rxvision.library.enroll import DEFAULT_SEED, IMPRINT_METHODS, imprint
 from rxvision.models.layers import ClassificationHead
 from rxvision.models.pretrained import create_backbone
 

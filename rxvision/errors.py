@@ -6,8 +6,8 @@ from .data.datasets import DatasetError
 from .data.decode import ImageDecodeError
 from .identify.identifier import IdentifierError
 from .inference.benchmark import BenchmarkError
-from .inference.enroll import EnrollmentError
 from .inference.export import ExportError
+from .library.enroll import EnrollmentError
 from .models.pretrained import PretrainedWeightsError
 
 UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,

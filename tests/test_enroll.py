@@ -18,7 +18,7 @@ from rxvision.artifact import ArtifactError, load_artifact, read_card, save_arti
 from rxvision.cli import main
 from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
 from rxvision.identify.identifier import Identifier
-from rxvision.inference.enroll import (
+from rxvision.library.enroll import (
     SCALE_GRID,
     embed_uint8,
     enroll_artifact,

@@ -14,7 +14,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..identify.bundled import add_model_argument
-    from ..inference.enroll import (
+    from ..library.enroll import (
         DEFAULT_IMPRINT,
         DEFAULT_MAX_DROP,
         IMPRINT_METHODS,
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_view_arguments(p: argparse.ArgumentParser, views_note: str) -> None:
     """--views, --seed and --batch-size: how reference photos become embeddings."""
-    from ..inference.enroll import DEFAULT_SEED, DEFAULT_VIEWS
+    from ..library.enroll import DEFAULT_SEED, DEFAULT_VIEWS
 
     p.add_argument("--views", type=_non_negative, default=DEFAULT_VIEWS,
                    help=f"synthetic phone-style views per reference photo (default "
@@ -101,7 +101,7 @@ def enroll(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ..identify.bundled import resolve_model_path
-    from ..inference.enroll import enroll_artifact
+    from ..library.enroll import enroll_artifact
 
     result = enroll_artifact(
         resolve_model_path(args.model), args.data, args.out, views=args.views, seed=args.seed,

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def prototypes(args: argparse.Namespace) -> int:
     from ..identify.bundled import resolve_model_path
-    from ..inference.prototype_head import prototype_head_artifact
+    from ..library.prototype_head import prototype_head_artifact
 
     record = prototype_head_artifact(resolve_model_path(args.model), args.data, args.out,
                                      args.views, args.seed, args.batch_size)

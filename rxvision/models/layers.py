@@ -113,7 +113,7 @@ class CosineClassifier(nn.Module):
     learning with imprinted weights"): a new class's row is built from its mean embedding,
     and the maximum cosine is an out-of-distribution score. ``s`` (``scale``) is learnt,
     from ``init_scale``. ``offset`` is a buffer, zero for trained rows; enrollment sets it
-    for imprinted rows (rxvision.inference.enroll) so that they score their own pill's
+    for imprinted rows (rxvision.library.enroll) so that they score their own pill's
     photos as highly as trained rows score theirs.
     """
 

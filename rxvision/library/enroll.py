@@ -92,7 +92,7 @@ COSINE_METHODS = ("lean", "prototype")  # the rules for a cosine final layer
 DEFAULT_IMPRINT = "auto"  # see resolve_method
 # enroll --offset auto measures new rows on views rendered with seeds shifted by this.
 OFFSET_SEED_SHIFT = 1_000_000
-# Card key of a prototype head (rxvision.inference.prototype_head): its rows are prototypes.
+# Card key of a prototype head (rxvision.library.prototype_head): its rows are prototypes.
 PROTOTYPE_CARD_KEY = "classifier_rows"
 PROTOTYPE_SOURCE = "prototypes"
 # Scales tried by ``scale="auto"``, and the old-class top-1 it may cost.

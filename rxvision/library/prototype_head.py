@@ -2,7 +2,7 @@
 
 A cosine classifier scores ``s · cos(embedding, row)``. After training, each row can be
 replaced by its label's *prototype*: the mean pre-logit embedding of the label's reference
-photo(s) rendered as phone-style views (:func:`rxvision.inference.enroll.label_prototypes`,
+photo(s) rendered as phone-style views (:func:`rxvision.library.enroll.label_prototypes`,
 the same views enrollment uses). Why:
 
 - **Enrollment on equal terms.** A pill enrolled later gets a row built by exactly the same
