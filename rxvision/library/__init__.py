@@ -1,0 +1,1 @@
+"""The drug library: reference pills, their drug facts, search, look-alikes and enrollment."""
