@@ -35,8 +35,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rxvision.config import load_config
+from rxvision.deploy.benchmark import time_calls
 from rxvision.identify.onnx_backend import session_options
-from rxvision.inference.benchmark import time_calls
 from rxvision.models import build_model
 
 

@@ -21,9 +21,10 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from rxvision.artifact import load_artifact
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
+from rxvision.deploy.export import FLOAT_OPS, ArrayCalibrationReader, export_onnx
 from rxvision.identify.onnx_backend import OnnxModel
-from rxvision.inference.export import FLOAT_OPS, ArrayCalibrationReader, export_onnx
+from rxvision.locate import EvalTransform
 
 MINMAX, PERCENTILE, ENTROPY = (CalibrationMethod.MinMax, CalibrationMethod.Percentile,
                                CalibrationMethod.Entropy)

@@ -27,9 +27,10 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
 from rxvision.artifact import load_artifact
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
 from rxvision.identify.openset import fit_class_centres
 from rxvision.library.enroll import embed_uint8
+from rxvision.locate import EvalTransform
 
 SETS = ("known", "unknown", "calibration")
 

@@ -17,8 +17,9 @@ import random
 import torch
 
 from rxvision.artifact import load_artifact
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
 from rxvision.identify.bundled import resolve_model_path
+from rxvision.locate import EvalTransform
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ from PIL import Image
 
 from rxvision.commands.options import add_tta_argument
 from rxvision.data import load_dataset, load_image
-from rxvision.data.locate import locate_pills
 from rxvision.data.synth import PhoneViewSynthesizer, SynthParams
 from rxvision.identify.identifier import Identifier
+from rxvision.locate.locator import locate_pills
 
 SIZES = {  # name: (both sides: side length / width, one side: the same)
     "training range": ((0.30, 0.46), (0.45, 0.85)),

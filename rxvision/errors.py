@@ -4,9 +4,9 @@ from .artifact import ArtifactError
 from .config import ConfigError
 from .data.datasets import DatasetError
 from .data.decode import ImageDecodeError
+from .deploy.benchmark import BenchmarkError
+from .deploy.export import ExportError
 from .identify.identifier import IdentifierError
-from .inference.benchmark import BenchmarkError
-from .inference.export import ExportError
 from .library.enroll import EnrollmentError
 from .models.pretrained import PretrainedWeightsError
 

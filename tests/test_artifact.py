@@ -23,8 +23,9 @@ from rxvision.artifact import (
     sha256_file,
     update_card,
 )
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
 from rxvision.io_utils import atomic_write
+from rxvision.locate import EvalTransform
 from rxvision.models import build_model
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rxvision import cli
-from rxvision.inference.benchmark import (
+from rxvision.deploy.benchmark import (
     BenchmarkError,
     format_table,
     model_specs,
@@ -73,7 +73,7 @@ def test_all_default_backends_in_process(tiny_config: Path) -> None:
 
 
 def test_cli_isolated_workers_write_json(tiny_config: Path, tmp_path: Path) -> None:
-    from rxvision.inference.benchmark import peak_rss_mb
+    from rxvision.deploy.benchmark import peak_rss_mb
 
     # Raise this process's peak by 400 MB: a worker must not inherit it (ru_maxrss would).
     ballast = np.ones(400 * 2**20, dtype=np.uint8)

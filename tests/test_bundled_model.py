@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from rxvision.artifact import load_artifact
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
 from rxvision.data.synth import PhoneViewSynthesizer, SynthParams
 from rxvision.identify.bundled import bundled_model_dir
+from rxvision.locate import EvalTransform
 
 VIEWS_PER_PILL = 4
 SEED = 2024  # the held-out seed of docs/training.md; training seeds are 42 to 45

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
 from rxvision.cli import main
-from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
+from rxvision.data import DatasetError, load_dataset, load_image
 from rxvision.identify.identifier import Identifier
 from rxvision.library.enroll import (
     SCALE_GRID,
@@ -26,6 +26,7 @@ from rxvision.library.enroll import (
     mean_embedding,
     reference_views,
 )
+from rxvision.locate import EvalTransform
 from rxvision.models import build_model
 from rxvision.models.layers import CosineClassifier
 

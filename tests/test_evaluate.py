@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from rxvision.data import DatasetError, EvalTransform, load_dataset, load_image
+from rxvision.data import DatasetError, load_dataset, load_image
 from rxvision.engine import corruptions as CR
 from rxvision.engine.evaluate import predict, subset, summarize, write_json
 from rxvision.engine.metrics import HEADLINE_KEYS, compute_metrics, softmax
 from rxvision.engine.report import write_report
 from rxvision.identify.backends import TorchBackend, load_backend
+from rxvision.locate import EvalTransform
 
 UNKNOWN = "99999-0000-00"
 

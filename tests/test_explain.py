@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from rxvision.cli import main
-from rxvision.data import EvalTransform, load_dataset, load_image
+from rxvision.data import load_dataset, load_image
 from rxvision.identify.explain import (
     attention_heatmap,
     explain_image,
@@ -20,6 +20,7 @@ from rxvision.identify.explain import (
     write_overlays,
 )
 from rxvision.identify.identifier import Identifier
+from rxvision.locate import EvalTransform
 
 
 @pytest.fixture(scope="module")

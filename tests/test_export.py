@@ -17,17 +17,18 @@ import torch
 from rxvision import cli
 from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
 from rxvision.config import Config
-from rxvision.data import EvalTransform, load_dataset, load_image
-from rxvision.engine.int8_reference import compare, format_comparison
-from rxvision.identify.backends import load_backend
-from rxvision.identify.onnx_backend import OnnxModel
-from rxvision.inference.export import (
+from rxvision.data import load_dataset, load_image
+from rxvision.deploy.export import (
     ArrayCalibrationReader,
     ExportError,
     export_artifact,
     export_onnx,
     quantize_int8,
 )
+from rxvision.deploy.int8_reference import compare, format_comparison
+from rxvision.identify.backends import load_backend
+from rxvision.identify.onnx_backend import OnnxModel
+from rxvision.locate import EvalTransform
 from rxvision.models import build_model
 
 # int8 agreement threshold on the 24 sample photos. The fixture model is fitted to them, so

@@ -304,7 +304,7 @@ def test_identifier_fit_thresholds(sample_artifact: Path, sample_dir: Path) -> N
 
 def test_onnx_backend_matches_torch(sample_artifact: Path, sample_dir: Path, images: list[Path],
                                     tmp_path: Path) -> None:
-    from rxvision.inference.export import export_artifact
+    from rxvision.deploy.export import export_artifact
 
     export_artifact(sample_artifact, tmp_path / "onnx", parity_data=sample_dir / "manifest.csv",
                     num_parity=2)

@@ -12,15 +12,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from rxvision.cli import main
-from rxvision.data import EvalTransform
-from rxvision.data.locate import (
+from rxvision.identify.identifier import Identifier, IdentifierError
+from rxvision.locate import EvalTransform
+from rxvision.locate.locator import (
     TARGET_FILL,
     ZOOM_BELOW,
     locate_pills,
     zoom_square,
     zoom_to_pills,
 )
-from rxvision.identify.identifier import Identifier, IdentifierError
 
 PILL = (200, 60, 60)
 

@@ -215,7 +215,7 @@ def test_explain_refused_without_torch_model(make_client: Callable[..., TestClie
 def test_onnx_backend_serves_the_export(make_client: Callable[..., TestClient],
                                         sample_artifact: Path, sample_dir: Path,
                                         tmp_path: Path, photos: list[Path]) -> None:
-    from rxvision.inference.export import export_artifact
+    from rxvision.deploy.export import export_artifact
 
     export = tmp_path / "onnx"
     export_artifact(sample_artifact, export, parity_data=sample_dir / "manifest.csv",

@@ -18,7 +18,7 @@ def _csv(kind: type) -> Callable[[str], list]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..inference.benchmark import BACKENDS, DEFAULT_BACKENDS
+    from ..deploy.benchmark import BACKENDS, DEFAULT_BACKENDS
 
     p = sub.add_parser("benchmark", help="measure inference speed, memory and size on this CPU")
     src = p.add_mutually_exclusive_group()
@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.benchmark import format_table, model_specs, run_benchmark
+    from ..deploy.benchmark import format_table, model_specs, run_benchmark
     from ..io_utils import atomic_write_json
 
     models = model_specs(args.model, args.config, args.overrides, args.plain)

@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
 def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: Any, tta: int,
                          group_by: str | None, opts: dict[str, Any]) -> dict[str, Any]:
     """Evaluate an int8 export's fp32 source on the same images; the accuracy delta."""
+    from ..deploy.int8_reference import compare, fp32_source
     from ..engine.evaluate import predict, summarize
-    from ..engine.int8_reference import compare, fp32_source
     from ..identify.backends import load_backend
     from ..identify.tta import with_rotations
 
@@ -151,7 +151,7 @@ def print_summary(result: dict[str, Any]) -> None:
               f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}")
     print_open_set(result.get("open_set"))
     if "int8_vs_fp32" in result:
-        from ..engine.int8_reference import format_comparison
+        from ..deploy.int8_reference import format_comparison
 
         print(format_comparison(result["int8_vs_fp32"]))
     sweep = result.get("corruptions")

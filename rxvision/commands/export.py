@@ -6,8 +6,8 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..deploy.export import DEFAULT_FLOAT_CONVS
     from ..identify.bundled import add_model_argument
-    from ..inference.export import DEFAULT_FLOAT_CONVS
 
     p = sub.add_parser("export", help="export a trained model to ONNX (fp32 or int8)")
     add_model_argument(p, "a PyTorch artifact (model.safetensors + card.json)")
@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..deploy.export import export_artifact
     from ..identify.bundled import resolve_model_path
-    from ..inference.export import export_artifact
 
     model_dir = resolve_model_path(args.model)
     report = export_artifact(

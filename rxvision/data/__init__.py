@@ -2,12 +2,11 @@
 
 from .datasets import DatasetError, EvalDataset, ImageSet, Sample, load_dataset
 from .decode import ImageDecodeError, ImageTooLargeError, load_image
-from .transforms import EvalTransform, letterbox
+from .transforms import letterbox
 
 __all__ = [
     "DatasetError",
     "EvalDataset",
-    "EvalTransform",
     "ImageDecodeError",
     "ImageSet",
     "ImageTooLargeError",

@@ -12,14 +12,15 @@ Example:
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .decode import load_image
-from .transforms import EvalTransform
 
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif",
@@ -121,8 +122,8 @@ def _from_folder(path: Path) -> ImageSet:
 class EvalDataset(Dataset):
     """Decoded, preprocessed images with their class index in ``labels`` (-1 if unknown)."""
 
-    def __init__(self, images: ImageSet, transform: EvalTransform, labels: list[str],
-                 max_pixels: int | None = None):
+    def __init__(self, images: ImageSet, transform: Callable[[Image.Image], torch.Tensor],
+                 labels: list[str], max_pixels: int | None = None):
         self.images = images
         self.transform = transform
         self.targets = images.targets(labels)

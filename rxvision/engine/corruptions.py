@@ -35,8 +35,9 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import EvalTransform, ImageSet, load_image
+from ..data import ImageSet, load_image
 from ..identify.openset import ood_scores
+from ..locate import EvalTransform
 from .evaluate import batches
 from .openset_eval import answered, card_thresholds, class_centres
 

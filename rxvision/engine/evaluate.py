@@ -32,8 +32,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import DatasetError, EvalDataset, EvalTransform, ImageSet
+from ..data import DatasetError, EvalDataset, ImageSet
 from ..io_utils import atomic_write_json, atomic_write_text
+from ..locate import EvalTransform
 from .metrics import (
     compute_metrics,
     ece,

@@ -35,8 +35,8 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor
 
-from ..data import EvalTransform
 from ..io_utils import atomic_write_bytes
+from ..locate import EvalTransform
 from ..models import RxVisionModel
 
 COLORMAP = "jet"

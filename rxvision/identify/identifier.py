@@ -37,9 +37,9 @@ from PIL import Image
 from torch import Tensor
 
 from ..artifact import Artifact, ArtifactError
-from ..data import EvalTransform, ImageDecodeError, ImageSet, load_image
+from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
-from ..data.transforms import ZoomResult
+from ..locate import EvalTransform, ZoomResult
 from ..models import RxVisionModel
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -91,7 +91,7 @@ class Identification:
     # Per input photo (one, or front and back): the square (x0, y0, x1, y1) of the photo
     # the model saw when it zoomed to a small pill (preprocessing.zoom), else None.
     zoomed_to: list[list[int] | None] = field(default_factory=list)
-    # Per input photo: why it was or was not zoomed (rxvision.data.locate's reason, e.g.
+    # Per input photo: why it was or was not zoomed (rxvision.locate.locator's reason, e.g.
     # "zoomed", "pills already fill the frame", "no pill-like region found"); None with
     # zoom off.
     zoom_notes: list[str | None] = field(default_factory=list)

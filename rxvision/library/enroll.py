@@ -79,9 +79,10 @@ from ..artifact import (
     require_new_output,
     save_artifact,
 )
-from ..data import DatasetError, EvalTransform, ImageSet, Sample, load_dataset, load_image
+from ..data import DatasetError, ImageSet, Sample, load_dataset, load_image
 from ..data.synth import PhoneViewSynthesizer, SynthParams
 from ..data.transforms import card_zoom
+from ..locate import EvalTransform
 from ..models import RxVisionModel
 from ..models.layers import CosineClassifier
 

@@ -39,9 +39,10 @@ from ..artifact import (
     require_new_output,
     save_artifact,
 )
-from ..data import DatasetError, EvalTransform, ImageSet, load_dataset
+from ..data import DatasetError, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
+from ..locate import EvalTransform
 from ..models.layers import CosineClassifier
 from .enroll import (
     DEFAULT_SEED,

@@ -45,9 +45,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from ..artifact import CARD_NAME, load_artifact, read_card, sha256_file
-from ..data import EvalTransform, load_dataset, load_image
+from ..data import load_dataset, load_image
 from ..identify.onnx_backend import INPUT_NAME, OUTPUT_NAME, OnnxModel
 from ..io_utils import atomic_write, atomic_write_json
+from ..locate import EvalTransform
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 18
