@@ -7,18 +7,20 @@ tokens (both sides together, any order, duplicates once).
 
 For a read token r and pill j, ``s_j(r)`` in [0, 1] says how well one of j's tokens
 explains r: 1 for an equal token (or adjacent tokens run together: "100mg" for
-"100;mg"), :data:`ONE_EDIT` for one misread, dropped or extra
-character (tokens of 3+ characters; :data:`ONE_EDIT_SHORT` for 2), :data:`SUBSTRING` when
-r (3+ characters) is a run inside j's imprint written without separators (the detector
-joined or split words). The evidence of r for j is the log-ratio of
-``EPSILON + s_j(r)`` to its mean over the library, weighted by the read's confidence: a
-token no pill explains moves nothing; a rare token read exactly lifts the few pills that
-carry it by about ``log(1/EPSILON)``; a common one ("M", "10") lifts many a little. A pill
-whose imprint leaves read tokens unexplained loses at most ``log(EPSILON / mean)`` per
-token, and each of its imprint tokens that was not read costs :data:`MISSED_TOKEN` only
-(OCR misses are common). An empty read is no evidence: all zeros. A pill without an
-imprint explains no token; when nothing is read it gains ``absent_bonus`` (0 by default,
-so an empty read changes nothing).
+"100;mg"); :data:`ONE_EDIT` for one misread, dropped or extra character (tokens of 3+
+characters; :data:`ONE_EDIT_SHORT` for 2); :data:`SUBSTRING` when r (3+ characters) is a
+run inside j's imprint written without separators (the detector joined or split words).
+
+The evidence of r for j is the log-ratio of ``eps + s_j(r)`` to its mean over the
+library, weighted by the read's confidence; ``eps`` (:data:`EPSILON`, by token length) is
+the chance that r is OCR noise. So a token no pill explains moves nothing; a rare token
+read exactly lifts the few pills that carry it by about ``log(1/eps)``; a common one
+("M", "10") lifts many a little. A pill that leaves a read token unexplained loses
+``log(eps / mean)`` for it (little unless most pills explain it), and each of its imprint
+tokens that was not read costs :data:`MISSED_TOKEN` only (OCR misses are common). An
+empty read is no evidence: all zeros. A pill without an imprint explains no token; when
+nothing is read it gains ``absent_bonus`` (0 by default, so an empty read changes
+nothing).
 
 Lookups go through inverted indexes (exact token, one-deletion neighbours, character
 trigrams of the joined imprint), so a read costs time in the number of candidate pills,
@@ -38,7 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EPSILON = 0.05  # a read token's chance of being OCR noise rather than part of the imprint
+# A read token's chance of being OCR noise rather than part of the imprint, by its length:
+# specks, score lines and edges are read as single characters ("1", "8", "I") far more
+# often than as longer tokens, so a lone character lifts the pills that carry it less.
+EPSILON = {1: 0.25, 2: 0.1}
+EPSILON_LONG = 0.05  # 3+ characters
 ONE_EDIT = 0.35  # s for one misread/missing/extra character (tokens of 3+ characters)
 ONE_EDIT_SHORT = 0.15  # ... for 2-character tokens ("5S" against "55" is weak evidence)
 SUBSTRING = 0.5  # s for a 3+ character run inside the imprint written without separators
@@ -48,11 +54,8 @@ MIN_CONFIDENCE = 0.3  # read tokens below this are ignored
 CONFUSIONS = str.maketrans(
     {
         "O": "0",
-        "Q": "0",
-        "D": "0",
         "I": "1",
         "L": "1",
-        "|": "1",
         "S": "5",
         "B": "8",
         "Z": "2",
@@ -156,7 +159,14 @@ class ImprintIndex:
         self.tokens: list[tuple[str, ...]] = [normalize_imprint(s) for s in imprints]
         self.joined: list[str] = [normalize_token(s) for s in imprints]
         # runs of 2+ adjacent tokens in the library's order: "100;mg" read as "100mg"
-        self._spans: list[dict[str, int]] = [_adjacent_runs(s) for s in imprints]
+        runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for j, imprint in enumerate(imprints):
+            for run, count in _adjacent_runs(imprint).items():
+                runs[run].append((j, count))
+        self._runs = {
+            run: (np.array([j for j, _ in jc]), np.array([c for _, c in jc], dtype=np.float64))
+            for run, jc in runs.items()
+        }
         self.n_tokens = np.array([len(t) for t in self.tokens], dtype=np.float64)
         self.no_imprint = self.n_tokens == 0
         exact: dict[str, list[int]] = defaultdict(list)
@@ -192,9 +202,6 @@ class ImprintIndex:
             hits = self._substring_hits(token)
             s[hits] = SUBSTRING
             covers[hits] = 1.0
-            for j in hits:
-                if token in self._spans[j]:
-                    s[j], covers[j] = 1.0, self._spans[j][token]
         if len(token) >= 2:
             near = set(self._deletes.get(token, ()))  # library token = read + 1 char
             for d in _deletions(token):
@@ -207,9 +214,12 @@ class ImprintIndex:
                     js = self._exact[tok]
                     s[js] = np.maximum(s[js], weight)
                     covers[js] = np.maximum(covers[js], 1.0)
+        if token in self._runs:
+            js, counts = self._runs[token]
+            s[js], covers[js] = 1.0, counts
         if token in self._exact:
-            s[self._exact[token]] = 1.0
-            covers[self._exact[token]] = np.maximum(covers[self._exact[token]], 1.0)
+            js = self._exact[token]
+            s[js], covers[js] = 1.0, np.maximum(covers[js], 1.0)
         return s, covers
 
     def _substring_hits(self, token: str) -> np.ndarray:
@@ -248,7 +258,8 @@ class ImprintIndex:
                 s2, covers2 = self.explain(other)
                 better = s2 > s
                 s, covers = np.where(better, s2, s), np.where(better, covers2, covers)
-            lik = EPSILON + s
+            noise = EPSILON.get(min(len(v) for v in group.variants), EPSILON_LONG)
+            lik = noise + s
             out += group.confidence * (np.log(lik) - np.log(lik.mean()))
             matched += covers
         missed = np.clip(self.n_tokens - matched, 0.0, None)
