@@ -151,6 +151,34 @@ def test_batch_endpoint_one_result_per_image(client: TestClient, identifier: Ide
     assert resp.json()["timings_ms"]["batch_size"] == 3
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_batch_of_one_or_two_photos_is_never_a_pair(client: TestClient, identifier: Identifier,
+                                                    photos: list[Path], n: int) -> None:
+    # Regression (issue 19): two files were taken for a front/back pair, then zip() failed: 500.
+    files = [_file(p, "images") for p in photos[:n]]
+    resp = client.post("/v1/identify/batch", files=files, data={"topk": "2"})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert len(results) == n
+    expected = identifier.identify(photos[:n], topk=2)
+    assert [r["candidates"][0]["label"] for r in results] == [e.top.label for e in expected]
+    assert [r["source"] for r in results] == [p.name for p in photos[:n]]
+
+
+@pytest.mark.parametrize("field", ["image", "front", "topk", "explain"])
+def test_repeated_field_is_422(client: TestClient, photos: list[Path], field: str) -> None:
+    # Regression (issue 19): two `image` parts answered 200 for the last, ignoring the first.
+    if field in ("image", "front"):
+        resp = client.post("/v1/identify", files=[_file(photos[0], field),
+                                                  _file(photos[1], field)])
+    else:
+        resp = client.post("/v1/identify", files=[_file(photos[0])],
+                           data={field: ["1", "2"] if field == "topk" else ["true", "false"]})
+    body = _assert_error(resp, 422)
+    assert f"{field!r}" in body["detail"] and "more than once" in body["detail"]
+    assert body["errors"] == [{"loc": ["body", field], "msg": "repeated field"}]
+
+
 def test_batch_larger_than_max_batch_is_split(make_client: Callable[..., TestClient],
                                               sample_artifact: Path,
                                               photos: list[Path]) -> None:

@@ -26,13 +26,14 @@ ACCEPTED_GENERIC_TYPES = {"", "application/octet-stream"}
 
 @dataclass
 class IdentifyForm:
+    """A parsed request. ``pair`` is set only by the fields ``front`` + ``back`` of
+    /v1/identify, never inferred from the number of files (a batch of two photos is two
+    pills)."""
+
     uploads: list[Upload]
     topk: int
     explain: bool
-
-    @property
-    def pair(self) -> bool:
-        return len(self.uploads) == 2
+    pair: bool = False
 
 
 async def _read_form(request: Request, settings: ServeSettings, max_files: int) -> FormData:
@@ -63,7 +64,19 @@ async def _upload(value: Any, field: str, view: str) -> Upload:
     return Upload(view, value.filename, await value.read())
 
 
+def _refuse_repeats(form: FormData, *fields: str) -> None:
+    """422 when one of ``fields`` was sent more than once: one value would be dropped."""
+    repeated = [f for f in fields if len(form.getlist(f)) > 1]
+    if repeated:
+        names = ", ".join(repr(f) for f in repeated)
+        hint = (" (several photos of different pills: POST them as 'images' to "
+                "/v1/identify/batch)" if {"image", "front", "back"} & set(repeated) else "")
+        raise ApiError(422, f"field {names} sent more than once; send each field once{hint}",
+                       errors=[{"loc": ["body", f], "msg": "repeated field"} for f in repeated])
+
+
 def _options(form: FormData, settings: ServeSettings) -> tuple[int, bool]:
+    _refuse_repeats(form, "topk", "explain")
     errors = []
     topk_text = form.get("topk")
     topk = settings.default_topk
@@ -92,6 +105,7 @@ def _missing(msg: str, *fields: str) -> ApiError:
 async def parse_identify(request: Request, settings: ServeSettings) -> IdentifyForm:
     """``image`` alone, or ``front`` + ``back``; optional ``topk`` and ``explain``."""
     async with _Form(request, settings, max_files=2) as form:
+        _refuse_repeats(form, "image", "front", "back")
         topk, explain = _options(form, settings)
         has = {name for name in ("image", "front", "back") if name in form}
         if has == {"image"}:
@@ -107,7 +121,7 @@ async def parse_identify(request: Request, settings: ServeSettings) -> IdentifyF
             other = ({"front", "back"} - has).pop()
             raise _missing(f"missing field {other!r}: a pair needs both 'front' and 'back'",
                            other)
-    return IdentifyForm(uploads, topk, explain)
+    return IdentifyForm(uploads, topk, explain, pair=has == {"front", "back"})
 
 
 async def parse_batch(request: Request, settings: ServeSettings) -> IdentifyForm:
@@ -121,7 +135,7 @@ async def parse_batch(request: Request, settings: ServeSettings) -> IdentifyForm
         if not values:
             raise _missing("missing field 'images' (one or more files)", "images")
         uploads = [await _upload(v, "images", f"images[{i}]") for i, v in enumerate(values)]
-    return IdentifyForm(uploads, topk, False)
+    return IdentifyForm(uploads, topk, False, pair=False)
 
 
 class _Form:
