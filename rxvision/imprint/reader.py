@@ -36,6 +36,7 @@ from PIL import Image, ImageOps
 
 DEFAULT_READER = "rapidocr"
 WORK_SIDE = 480  # the crop's longer side for text detection, in pixels
+MAX_UPSCALE = 6.0  # ... but a tiny crop is enlarged at most this much (it has no more to show)
 MIN_CONFIDENCE = 0.5  # tokens below this are not reported by ImprintRead.text()
 ENHANCE_MODES = ("none", "clahe", "invert")
 ENHANCE = ("clahe", "none")  # the default passes, in order
@@ -167,9 +168,10 @@ def enhance(rgb: np.ndarray, mode: str) -> np.ndarray:
 
 
 def working_copy(crop: Image.Image, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
-    """``crop`` resized so its longer side is ``work_side``, as (array, scale)."""
+    """``crop`` resized so its longer side is ``work_side`` (upscaling capped at
+    :data:`MAX_UPSCALE`), as (array, scale)."""
     w, h = crop.size
-    scale = work_side / max(w, h)
+    scale = min(work_side / max(w, h), MAX_UPSCALE)
     if abs(scale - 1.0) > 1e-3:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         crop = crop.resize(size, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BOX)
