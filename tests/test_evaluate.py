@@ -248,3 +248,27 @@ def test_evaluate_command_reports_missing_group_column(sample_artifact: Path, ma
     rc = main(["evaluate", "--model", str(sample_artifact), "--data", str(manifest),
                "--group-by", "nope", "--workers", "0", "--limit", "2", "--no-progress"])
     assert rc == 2 and "no such column" in capsys.readouterr().err
+
+
+def test_evaluate_command_refuses_data_with_no_known_label(
+        sample_artifact: Path, sample_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    # Regression (issue 19): 0 images evaluated still exited 0 and wrote its JSON.
+    from rxvision.cli import main
+
+    with open(sample_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:3]
+    data = tmp_path / "strangers.csv"
+    with open(data, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "label"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"image": str(sample_dir / row["image"]), "label": f"stranger{i}"})
+    out, report = tmp_path / "m.json", tmp_path / "rep"
+    rc = main(["evaluate", "--model", str(sample_artifact), "--data", str(data), "--json",
+               str(out), "--report", str(report), "--workers", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "none of its 3 images has a label the model knows" in err and "stranger0" in err
+    assert not out.exists() and not report.exists()
+    assert not (tmp_path / "per_class.csv").exists()

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     pred = predict(backend, images, embeddings=method == "cosine", **opts)
     seconds = time.perf_counter() - start
+    require_known_labels(pred, args.data)
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": tta,
@@ -108,6 +109,23 @@ def run(args: argparse.Namespace) -> int:
                      run_dir=model_dir, thumbnails=refs, open_set=open_set)
     print_summary(result)
     return 0
+
+
+def require_known_labels(pred: Any, data: str) -> None:
+    """Refuse to report metrics over zero images: every label is unknown to the model.
+
+    Raises:
+        DatasetError: no image of ``data`` has a label the model was trained or enrolled on.
+    """
+    from ..data import DatasetError
+
+    if not pred.known.any():
+        labels = sorted(set(pred.true_labels))
+        raise DatasetError(
+            f"{data}: none of its {len(pred)} images has a label the model knows (labels "
+            f"{', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''}); nothing to "
+            "evaluate and nothing written. Evaluate on photos of the model's own pills, or "
+            "enroll these first (rxvision enroll)")
 
 
 def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: Any, tta: int,
