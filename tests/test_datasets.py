@@ -57,7 +57,9 @@ def test_sample_manifest_keeps_source_id_per_sample(sample_dir: Path) -> None:
     ds = load_dataset(sample_dir / "manifest.csv")
     assert len(ds) == 24 and ds.num_classes == 24
     assert ds.labels == sorted(ds.labels)
-    assert all(set(m) == {"ndc"} for m in ds.label_metadata)
+    # Per label: the NDC and the drug facts columns; source_id stays per sample.
+    assert all(m["ndc"] == lab and "source_id" not in m
+               for m, lab in zip(ds.label_metadata, ds.labels, strict=True))
     assert all(s.path.is_file() and "source_id" in s.extra for s in ds.samples)
 
 

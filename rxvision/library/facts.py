@@ -123,6 +123,7 @@ class DrugFacts:
         if ndc and not _NDC.match(ndc):
             raise bad("ndc", "is not an NDC with dashes (e.g. 00002-3229-30)")
         rxcui = cell("rxcui")
+        rxcui = "" if rxcui == "0" else rxcui  # RxImage writes 0 for "no RxNorm concept"
         if rxcui and not rxcui.isdigit():
             raise bad("rxcui", "is not an RxNorm concept id (digits only)")
         schedule = cell("dea_schedule")
