@@ -30,7 +30,8 @@ from torch import nn
 
 from rxvision.data import load_dataset, load_image
 from rxvision.data.synth import PhoneViewSynthesizer
-from rxvision.library.enroll import DEFAULT_SEED, IMPRINT_METHODS, imprint
+from rxvision.library.embeddings import DEFAULT_SEED
+from rxvision.library.imprinting import IMPRINT_METHODS, imprint
 from rxvision.models.layers import ClassificationHead
 from rxvision.models.pretrained import create_backbone
 

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from rxvision.artifact import load_artifact
 from rxvision.data import load_dataset, load_image
 from rxvision.identify.openset import fit_class_centres
-from rxvision.library.enroll import embed_uint8
+from rxvision.library.embeddings import embed_uint8
 from rxvision.locate import EvalTransform
 
 SETS = ("known", "unknown", "calibration")

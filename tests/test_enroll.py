@@ -18,14 +18,10 @@ from rxvision.artifact import ArtifactError, load_artifact, read_card, save_arti
 from rxvision.cli import main
 from rxvision.data import DatasetError, load_dataset, load_image
 from rxvision.identify.identifier import Identifier
-from rxvision.library.enroll import (
-    SCALE_GRID,
-    embed_uint8,
-    enroll_artifact,
-    imprint,
-    mean_embedding,
-    reference_views,
-)
+from rxvision.library.embeddings import embed_uint8, mean_embedding, reference_views
+from rxvision.library.enroll import enroll_artifact
+from rxvision.library.enroll_fit import SCALE_GRID
+from rxvision.library.imprinting import imprint
 from rxvision.locate import EvalTransform
 from rxvision.models import build_model
 from rxvision.models.layers import CosineClassifier

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
 from rxvision.cli import main
 from rxvision.data import DatasetError, load_dataset, load_image
-from rxvision.library.enroll import embed_uint8, enroll_artifact
+from rxvision.library.embeddings import embed_uint8
+from rxvision.library.enroll import enroll_artifact
 from rxvision.library.prototype_head import prototype_head_artifact
 from rxvision.locate import EvalTransform
 from rxvision.models import build_model

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from ..identify.identifier import IdentifierError
     from ..identify.openset import fit_class_centres
     from ..identify.tta import apply_tta
-    from ..library.enroll import own_class_cosine
+    from ..library.enroll_fit import own_class_cosine
     from ..models.layers import CosineClassifier
 
     given = [f"--{name.replace('_', '-')}" for name in THRESHOLD_OPTIONS

@@ -14,11 +14,8 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..identify.bundled import add_model_argument
-    from ..library.enroll import (
-        DEFAULT_IMPRINT,
-        DEFAULT_MAX_DROP,
-        IMPRINT_METHODS,
-    )
+    from ..library.enroll_fit import DEFAULT_MAX_DROP
+    from ..library.imprinting import DEFAULT_IMPRINT, IMPRINT_METHODS
 
     p = sub.add_parser("enroll", help="add new pills from reference photos (no retraining)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_view_arguments(p: argparse.ArgumentParser, views_note: str) -> None:
     """--views, --seed and --batch-size: how reference photos become embeddings."""
-    from ..library.enroll import DEFAULT_SEED, DEFAULT_VIEWS
+    from ..library.embeddings import DEFAULT_SEED, DEFAULT_VIEWS
 
     p.add_argument("--views", type=_non_negative, default=DEFAULT_VIEWS,
                    help=f"synthetic phone-style views per reference photo (default "

@@ -44,14 +44,8 @@ from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
 from ..locate import EvalTransform
 from ..models.layers import CosineClassifier
-from .enroll import (
-    DEFAULT_SEED,
-    DEFAULT_VIEWS,
-    PROTOTYPE_CARD_KEY,
-    PROTOTYPE_SOURCE,
-    label_prototypes,
-    load_references,
-)
+from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_prototypes, load_references
+from .imprinting import PROTOTYPE_CARD_KEY, PROTOTYPE_SOURCE
 
 # Card keys save_artifact writes itself, and the thresholds fitted to the old rows (dropped).
 _DROPPED_KEYS = SAVED_CARD_KEYS | {"identification"}
