@@ -1,4 +1,4 @@
-"""`rxvision data check|preview|synth`: inspect data and render phone-style views."""
+"""`rxvision data check|preview|synth|render-independent`: inspect data and render views."""
 
 from __future__ import annotations
 
@@ -35,6 +35,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, default=320, help="square output size in pixels")
     s.add_argument("--strength", type=float, default=1.0, help="augmentation strength")
     s.set_defaults(func=synth)
+
+    r = dsub.add_parser(
+        "render-independent",
+        help="render phone-style photos with the independent renderer (validation only)",
+        description="Render phone-style photos of each reference pill with the independent "
+        "validation renderer (rxvision.validation): surfaces from other sources, pills lying "
+        "in the frame, a tilted projective camera, its own light, blur, noise and JPEG. It "
+        "shares no code with the training renderer (`data synth`), so its views measure how "
+        "well a model copes with photos it was not trained to expect. Use them for "
+        "validation, model selection and reports, never for training. Writes OUT/images, "
+        "OUT/masks (pill label PNGs), OUT/manifest.csv (image,label,mode,num_pills,boxes,"
+        "mask,...), OUT/annotations.jsonl and OUT/skipped.csv; the folder appears only "
+        "when complete.",
+        epilog="example: rxvision data render-independent ../shared/data/c3pi-1k/manifest.csv "
+        "--out views/indep --views 2 --seed 7 --size 512; then rxvision evaluate --data "
+        "views/indep/manifest.csv --group-by mode")
+    r.add_argument("data", help="reference manifest CSV or class-per-folder directory "
+                   "(C3PI studio photos)")
+    r.add_argument("--out", required=True, help="output folder (must not exist, see "
+                   "--overwrite)")
+    r.add_argument("--views", type=int, default=2,
+                   help="photos per reference, alternating both sides / one side (default 2)")
+    r.add_argument("--seed", type=int, default=7,
+                   help="base seed; photo (reference i, view v) uses seed (S, i, v) (default 7)")
+    r.add_argument("--size", type=int, default=1024,
+                   help="long side in pixels, 256..4032 (4032: 12 MP, 4032x3024); default 1024")
+    r.add_argument("--aspect", type=float, default=4 / 3,
+                   help="long side / short side (default 4:3, as phone cameras)")
+    r.add_argument("--backgrounds", default=None, metavar="KIND[,KIND...]",
+                   help="restrict surfaces to these kinds (default: all; see docs/data.md)")
+    r.add_argument("--limit", type=int, default=None,
+                   help="render only the first N references (quick looks)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace OUT once the new set is complete")
+    r.set_defaults(func=render_independent)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -90,4 +125,32 @@ def synth(args: argparse.Namespace) -> int:
     manifest = write_views(load_dataset(args.data), args.out, args.views, args.seed,
                            size=args.size, strength=args.strength)
     print(f"wrote {manifest}")
+    return 0
+
+
+def render_independent(args: argparse.Namespace) -> int:
+    import dataclasses
+    import sys
+
+    from ..data import load_dataset
+    from ..validation import IndependentRenderer, RenderParams, write_views
+
+    images = load_dataset(args.data)
+    if args.limit is not None:
+        images = dataclasses.replace(images, samples=images.samples[: args.limit])
+    params = RenderParams()
+    if args.backgrounds:
+        params = dataclasses.replace(params, backgrounds=tuple(args.backgrounds.split(",")))
+    renderer = IndependentRenderer(args.size, args.aspect, params)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            print(f"  {done}/{total} references", file=sys.stderr, flush=True)
+
+    manifest = write_views(images, args.out, args.views, args.seed, renderer,
+                           overwrite=args.overwrite, progress=progress)
+    with open(manifest.parent / "skipped.csv") as fh:
+        skipped = sum(1 for _ in fh) - 1  # less the header
+    print(f"wrote {manifest}" + (f" ({skipped} reference(s) skipped: see skipped.csv)"
+                                 if skipped else ""))
     return 0
