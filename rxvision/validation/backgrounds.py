@@ -23,7 +23,7 @@ Texture = Callable[[np.random.Generator, int, int], np.ndarray]
 
 # Where each kind comes from (kind -> source, licence).
 BACKGROUND_SOURCES: dict[str, str] = {
-    "wood": "procedural (this module): planks with warped growth rings and pores",
+    "wood": "procedural (this module): planks with drifting growth rings and fine grain",
     "granite": "procedural: mottled base with mineral flecks in 3-5 colours (countertop)",
     "marble": "procedural: light stone with turbulent dark veins",
     "laminate": "procedural: near-uniform countertop/table colour with fine speckle",
@@ -91,16 +91,31 @@ def _colour(
     return np.clip(c * (1 + rng.uniform(-jitter, jitter, 3)), 0, 1).astype(np.float32)
 
 
+def _streaks(
+    rng: np.random.Generator, h: int, w: int, length: float, width: float, octaves: int = 3
+) -> np.ndarray:
+    """Noise stretched along x (features ``length`` long, ``width`` wide), about unit std.
+
+    Surfaces need no rotation of their own: the camera's roll turns them.
+    """
+    out = np.zeros((h, w), dtype=np.float32)
+    amp = 1.0
+    for _ in range(octaves):
+        gw, gh = max(2, int(w / length) + 2), max(2, int(h / width) + 2)
+        grid = rng.standard_normal((gh, gw)).astype(np.float32)
+        out += amp * np.asarray(Image.fromarray(grid, "F").resize((w, h), Image.Resampling.BICUBIC))
+        amp, length, width = amp * 0.5, length / 2, max(width / 2, 1.0)
+    return out
+
+
 def wood(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     s = max(h, w)
-    _, across = _coords(rng, h, w)
-    plank = s * rng.uniform(0.15, 0.45)
-    idx = np.floor(across / plank)
-    offset = (np.sin(idx * 12.9898) * 43758.5453) % 1.0  # per-plank ring phase
-    warp = fractal_noise(rng, h, w, s * 0.3, 3) * s * 0.02
-    rings = np.sin((across + warp + offset * plank) / (s * rng.uniform(0.004, 0.012)))
-    grain = 0.5 + 0.5 * rings + 0.15 * fractal_noise(rng, h, w, s * 0.01, 2)
-    pores = fractal_noise(rng, h, w, 3.0, 1) * 0.04
+    y = np.arange(h, dtype=np.float32)[:, None]
+    plank = s * rng.uniform(0.12, 0.35)
+    # Growth rings cut lengthwise: stripes along the plank whose spacing drifts.
+    warp = _streaks(rng, h, w, s * 0.8, s * 0.05, 2) * s * 0.015
+    rings = np.sin((y + warp) / (s * rng.uniform(0.006, 0.02)) * 2 * np.pi)
+    grain = 0.5 + 0.35 * rings + 0.25 * _streaks(rng, h, w, s * 0.3, 1.5, 3)
     light = _colour(
         rng,
         [
@@ -112,11 +127,13 @@ def wood(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             (204, 170, 128),
         ],
     )
-    dark = light * rng.uniform(0.55, 0.8)
-    img = _mix(light[None, None], dark[None, None], grain * 0.7) + pores[..., None]
-    seam = np.abs((across / plank) - np.round(across / plank)) * plank < max(1.0, s * 0.0015)
-    img[seam] *= 0.55
-    img *= 1 + 0.06 * (offset[..., None] - 0.5)
+    dark = light * rng.uniform(0.6, 0.85)
+    img = _mix(light[None, None], dark[None, None], grain)
+    idx = np.floor(y / plank)
+    tone = (np.sin(idx * 12.9898) * 43758.5453) % 1.0  # per-plank shade
+    img = img * (0.94 + 0.12 * tone)[..., None]
+    seam = np.abs(y / plank - np.round(y / plank)) * plank < max(1.0, s * 0.0015)
+    img[np.broadcast_to(seam, (h, w))] *= 0.55
     return img
 
 
@@ -155,12 +172,14 @@ def granite(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def marble(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     s = max(h, w)
     along, _ = _coords(rng, h, w)
-    turb = fractal_noise(rng, h, w, s * 0.3, 5) * rng.uniform(2.0, 4.0)
-    veins = np.abs(np.sin(along / (s * rng.uniform(0.05, 0.15)) + turb)) ** rng.uniform(8, 30)
+    turb = fractal_noise(rng, h, w, s * 0.35, 5) * rng.uniform(1.5, 3.0)
+    # Veins: thin lines where the turbulent phase crosses zero.
+    phase = np.sin(along / (s * rng.uniform(0.08, 0.2)) * np.pi + turb)
+    veins = np.exp(-((phase / rng.uniform(0.04, 0.12)) ** 2))
     base = _colour(rng, [(236, 234, 230), (226, 220, 210), (245, 243, 240), (60, 60, 62)])
-    vein = base * rng.uniform(0.35, 0.7)
-    img = base[None, None] * (1 + 0.03 * fractal_noise(rng, h, w, s * 0.1, 3)[..., None])
-    return _mix(img, vein[None, None], veins)
+    vein = base * rng.uniform(0.45, 0.75)
+    img = base[None, None] * (1 + 0.04 * fractal_noise(rng, h, w, s * 0.1, 3)[..., None])
+    return _mix(img, vein[None, None], veins * rng.uniform(0.5, 1.0))
 
 
 def laminate(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
