@@ -269,3 +269,15 @@ def test_validation_package_shares_no_code_with_the_training_renderer() -> None:
             assert "synth" not in name and "cutout" not in name, (path.name, name)
             if top == "rxvision":
                 assert name.startswith(allowed), (path.name, name)
+
+
+def test_photo_columns_stay_per_sample(tmp_path: Path) -> None:
+    images = load_dataset(SAMPLE_MANIFEST)
+    images = dataclasses.replace(images, samples=images.samples[:1])
+    manifest = write_views(
+        images, tmp_path / "v", 2, seed=0, renderer=IndependentRenderer(size=256)
+    )
+    loaded = load_dataset(manifest)
+    # Boxes and masks describe one photo: they must not become facts about the pill.
+    assert not {"boxes", "mask", "num_pills", "background"} & set(loaded.label_metadata[0])
+    assert loaded.samples[0].extra["boxes"] and loaded.samples[1].extra["mode"] == "one"

@@ -26,7 +26,9 @@ IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif",
 }
 # Columns describing a sample rather than its label; kept per sample, not per label.
-SAMPLE_COLUMNS = {"image", "label", "side", "mode", "source_id", "view", "split"}
+# (num_pills ... height: what `data render-independent` writes about each photo.)
+SAMPLE_COLUMNS = {"image", "label", "side", "mode", "source_id", "view", "split",
+                  "num_pills", "boxes", "mask", "background", "width", "height"}
 
 
 class DatasetError(ValueError):
