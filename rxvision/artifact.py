@@ -27,12 +27,13 @@ from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError, config_from_dict
 from .data.transforms import ZOOM_FOR_NEW_MODELS, ZOOM_MODES
-from .io_utils import atomic_write, atomic_write_json
+from .io_utils import atomic_directory, atomic_files, atomic_write_json, foreign_entries
 from .models import RxVisionModel, build_model
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
 CARD_FORMAT = "rxvision-card/1"
+ARTIFACT_FILES = frozenset({WEIGHTS_NAME, CARD_NAME})  # what a saved artifact folder holds
 # State keys added after artifacts were first published; older files load without them and
 # keep the freshly built module's value (a cosine layer's offsets: zero, i.e. trained rows).
 _ADDED_LATER = {"classifier.classifier.offset"}
@@ -106,7 +107,12 @@ def save_artifact(
     half: bool = False,
     zoom: str = ZOOM_FOR_NEW_MODELS,
 ) -> Path:
-    """Write weights and card atomically into ``directory``; return the directory.
+    """Write weights and card into ``directory`` as one unit; return the directory.
+
+    The artifact is written into a temporary sibling folder and renamed into place (an
+    existing artifact there is swapped out atomically), so ``directory`` never holds a
+    half-written model, even after ``kill -9``. A folder holding other files too (a
+    training run) gets the two files renamed in, the card last.
 
     Args:
         half: store floating-point weights as fp16 (halves the size; loads back as fp32).
@@ -117,32 +123,44 @@ def save_artifact(
     model = unwrap(model)
     if len(labels) != model.num_classes:
         raise ArtifactError(f"{len(labels)} labels for a model with {model.num_classes} classes")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    weights = directory / WEIGHTS_NAME
-    atomic_write(weights, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     cfg = config.to_dict()
     cfg["training"]["num_classes"] = model.num_classes
-    card = {
-        "format": CARD_FORMAT,
-        "config": cfg,
-        "labels": list(labels),
-        "label_metadata": label_metadata or [{} for _ in labels],
-        "preprocessing": {**model.data_config(config.training.input_size),
-                          "zoom": zoom},
-        "calibration": calibration or {"temperature": 1.0},
-        "metrics": metrics or {},
-        "parameters": model.parameter_counts(),
-        "versions": software_versions(),
-        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_file(weights),
-                    "dtype": "float16" if half else "float32"},
-        **(extra or {}),
-    }
-    atomic_write_json(directory / CARD_NAME, card)
+
+    def write(folder: Path) -> None:
+        weights = folder / WEIGHTS_NAME
+        save_file(state, str(weights), metadata={"format": "pt"})
+        card = {
+            "format": CARD_FORMAT,
+            "config": cfg,
+            "labels": list(labels),
+            "label_metadata": label_metadata or [{} for _ in labels],
+            "preprocessing": {**model.data_config(config.training.input_size),
+                              "zoom": zoom},
+            "calibration": calibration or {"temperature": 1.0},
+            "metrics": metrics or {},
+            "parameters": model.parameter_counts(),
+            "versions": software_versions(),
+            "weights": {"file": WEIGHTS_NAME, "sha256": sha256_file(weights),
+                        "dtype": "float16" if half else "float32"},
+            **(extra or {}),
+        }
+        (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+
+    directory = Path(directory)
+    if directory.is_dir() and foreign_entries(directory, ARTIFACT_FILES):
+        # A training run: config, log and checkpoint live beside the artifact. The card,
+        # renamed last, commits; until then its hash refuses the new weights.
+        atomic_files(directory, write, order=[WEIGHTS_NAME, CARD_NAME])
+        return directory
+    try:
+        with atomic_directory(directory, replaceable=ARTIFACT_FILES) as staging:
+            write(staging)
+    except FileExistsError as exc:
+        raise ArtifactError(str(exc)) from exc
     return directory
 
 

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -47,7 +49,7 @@ from torch import nn
 from ..artifact import CARD_NAME, load_artifact, read_card, sha256_file
 from ..data import load_dataset, load_image
 from ..identify.onnx_backend import INPUT_NAME, OUTPUT_NAME, OnnxModel
-from ..io_utils import atomic_write, atomic_write_json
+from ..io_utils import atomic_directory, atomic_write
 from ..locate import EvalTransform
 
 ONNX_NAME = "model.onnx"
@@ -298,28 +300,34 @@ def export_artifact(
         calib_paths = split_images(calibration, num_calibration, 0)[0] if int8 else []
     batches = list(image_batches(parity_paths, pre))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rxvision-export-") as tmp:
-        fp32_path = export_onnx(artifact.model, Path(tmp) / "fp32.onnx", pre["input_size"], opset)
-        max_diff, agree = run_parity(artifact.model, OnnxModel(fp32_path), batches)
-        report = ExportReport(out_dir / ONNX_NAME, int8, opset, 0.0, len(parity_paths),
-                              max_diff, agree)
-        quant: dict[str, Any] | None = None
-        if int8:
-            int8_path = Path(tmp) / "int8.onnx"
-            quant = quantize_int8(fp32_path, int8_path, ImageCalibrationReader(calib_paths, pre),
-                                  float_convs=float_convs)
-            diff8, agree8 = run_parity(artifact.model, OnnxModel(int8_path), batches)
-            report.calibration_images = len(calib_paths)
-            report.int8_max_abs_logit_diff, report.int8_top1_agreement = diff8, agree8
-            report.parity_images_in_calibration = overlap
-        final = int8_path if int8 else fp32_path
-        atomic_write(report.path, lambda p: p.write_bytes(final.read_bytes()))
-    report.size_mb = report.path.stat().st_size / 1e6
-
-    card = exported_card(read_card(model_dir), model_dir, report, quant, calibration,
-                         parity_data or calibration)
-    atomic_write_json(out_dir / CARD_NAME, card)
+    # The export is built in a temporary sibling of out_dir and renamed into place as a
+    # whole: a crash or kill -9 leaves the old export or the new one, never a mix.
+    try:
+        with (tempfile.TemporaryDirectory(prefix="rxvision-export-") as tmp,
+              atomic_directory(out_dir, replaceable={ONNX_NAME, CARD_NAME}) as staging):
+            fp32_path = export_onnx(artifact.model, Path(tmp) / "fp32.onnx", pre["input_size"],
+                                    opset)
+            max_diff, agree = run_parity(artifact.model, OnnxModel(fp32_path), batches)
+            report = ExportReport(staging / ONNX_NAME, int8, opset, 0.0, len(parity_paths),
+                                  max_diff, agree)
+            quant: dict[str, Any] | None = None
+            if int8:
+                int8_path = Path(tmp) / "int8.onnx"
+                quant = quantize_int8(fp32_path, int8_path,
+                                      ImageCalibrationReader(calib_paths, pre),
+                                      float_convs=float_convs)
+                diff8, agree8 = run_parity(artifact.model, OnnxModel(int8_path), batches)
+                report.calibration_images = len(calib_paths)
+                report.int8_max_abs_logit_diff, report.int8_top1_agreement = diff8, agree8
+                report.parity_images_in_calibration = overlap
+            shutil.copyfile(int8_path if int8 else fp32_path, report.path)
+            report.size_mb = report.path.stat().st_size / 1e6
+            card = exported_card(read_card(model_dir), model_dir, report, quant, calibration,
+                                 parity_data or calibration)
+            (staging / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    except FileExistsError as exc:
+        raise ExportError(f"--out: {exc}") from exc
+    report.path = out_dir / ONNX_NAME
     return report
 
 

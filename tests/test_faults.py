@@ -1,0 +1,305 @@
+"""Fault suite: hostile bytes, degenerate photos and kill -9 never give a wrong-looking answer.
+
+- **kill -9** (subprocesses): at fixed points inside a save (weights written, between the
+  renames, in a card update, in a checkpoint) and after random delays during
+  ``rxvision enroll`` / ``rxvision export``, the output folder is either absent or a
+  complete artifact that loads; a rerun leaves no temporary files behind.
+- **Decoder fuzzing** (hypothesis): random bytes, truncated and bit-flipped images, odd sizes
+  and modes: :func:`rxvision.data.load_image` returns an RGB image or raises
+  :class:`ImageDecodeError`, nothing else.
+- **HTTP fuzzing** (hypothesis): random multipart bodies, random uploads and form fields
+  answer 200 or a JSON 4xx, never 500; repeated fields and malformed multipart are 4xx.
+- **Degenerate photos**: solid colours, gradients, a photo of text, a hand-like skin blob
+  and no pill are never answered "ok"; they get a retake status naming the cause.
+
+Everything uses the tiny random-weight resnet18 (64 px) of tests/conftest.py, so the whole
+file runs in well under two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import rxvision.artifact as artifact_module
+from rxvision.artifact import (
+    CARD_NAME,
+    WEIGHTS_NAME,
+    ArtifactError,
+    load_artifact,
+    read_card,
+    save_artifact,
+    update_card,
+)
+from rxvision.config import config_from_dict
+from rxvision.models import build_model
+
+
+def make_config(num_classes: int) -> object:
+    """resnet18 at 64 px, random init (as tests/conftest.py's tiny config)."""
+    return config_from_dict({"architecture": {"backbone": {"name": "resnet18",
+                                                           "pretrained": False}},
+                             "training": {"input_size": [64, 64], "num_classes": num_classes}})
+
+
+# --- kill -9 ---------------------------------------------------------------------------------
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary names beside or inside ``folder`` (staging folders, .tmp files)."""
+    names = [p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.")]
+    if folder.is_dir():
+        names += [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    return sorted(names)
+
+
+def _complete_or_absent(folder: Path) -> str:
+    """'absent' or 'complete' (loads, hash checked); anything else fails the test."""
+    if not folder.exists():
+        return "absent"
+    if "export" in read_card(folder):
+        from rxvision.identify.onnx_backend import OnnxModel
+
+        OnnxModel.from_directory(folder)  # raises on a missing file or a hash mismatch
+    else:
+        load_artifact(folder)  # raises on a missing card, missing weights or a hash mismatch
+    return "complete"
+
+
+def _in_child(work: Callable[[], object]) -> int:
+    """Fork; the child runs ``work()`` and exits (0, or 1 on an exception). Returns its pid.
+
+    A fork, not a fresh interpreter: the child starts with torch already imported, so a
+    kill test costs the work itself, not seconds of imports.
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _wait(pid: int, timeout: float = 120.0) -> int:
+    """The child's wait status as -signal or exit code; SIGKILLs it after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def _die_during(work: Callable[[], object], patch: Callable[[Callable[[], None]], None]) -> None:
+    """Run ``work()`` in a child in which ``patch(die)`` installed a self-SIGKILL."""
+    def child() -> None:
+        patch(lambda: os.kill(os.getpid(), signal.SIGKILL))
+        work()
+
+    assert _wait(_in_child(child)) == -signal.SIGKILL, "the child was not killed"
+
+
+def _save(out: Path, seed: int) -> Callable[[], Path]:
+    def work() -> Path:
+        cfg = make_config(num_classes=4)
+        torch.manual_seed(seed)
+        return save_artifact(out, build_model(cfg), cfg, ["a", "b", "c", "d"])
+
+    return work
+
+
+def _kill_after_weights(die: Callable[[], None]) -> None:
+    real = artifact_module.save_file
+
+    def dying(state: dict, filename: str, metadata: dict | None = None) -> None:
+        real(state, filename, metadata=metadata)
+        die()
+
+    artifact_module.save_file = dying
+
+
+def _kill_mid_weights(die: Callable[[], None]) -> None:
+    def dying(state: dict, filename: str, metadata: dict | None = None) -> None:
+        Path(filename).write_bytes(b"\0" * 1000)
+        die()
+
+    artifact_module.save_file = dying
+
+
+def _kill_at_card(die: Callable[[], None]) -> None:
+    real = Path.write_text
+
+    def dying(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if CARD_NAME in self.name:
+            die()
+        return real(self, text, *args, **kwargs)
+
+    Path.write_text = dying  # type: ignore[method-assign]
+
+
+KILLS = {"mid-weights": _kill_mid_weights, "after-weights": _kill_after_weights,
+         "at-card": _kill_at_card}
+
+
+@pytest.fixture
+def tiny_artifact(artifact_factory: Callable[..., Path]) -> Path:
+    return artifact_factory("old")
+
+
+@pytest.mark.parametrize("kill", KILLS)
+def test_kill_during_save_leaves_nothing(tmp_path: Path, kill: str) -> None:
+    # Regression (issue 19): a kill left --out with a 0-byte temp file or weights without card.
+    out = tmp_path / "new"
+    _die_during(_save(out, 1), KILLS[kill])
+    assert _complete_or_absent(out) == "absent"
+    _save(out, 1)()  # a rerun writes the artifact and removes what the killed one left
+    assert _complete_or_absent(out) == "complete"
+    assert _leftovers(out) == []
+
+
+@pytest.mark.parametrize("kill", KILLS)
+def test_kill_during_overwrite_keeps_the_old_artifact(tiny_artifact: Path, kill: str) -> None:
+    before = read_card(tiny_artifact)["weights"]["sha256"]
+    _die_during(_save(tiny_artifact, 2), KILLS[kill])
+    art = load_artifact(tiny_artifact)
+    assert art.card["weights"]["sha256"] == before
+    assert art.labels == [f"class{i}" for i in range(4)]
+
+
+def test_overwrite_replaces_the_whole_folder(tiny_artifact: Path, tiny_model,
+                                             tiny_config) -> None:
+    save_artifact(tiny_artifact, tiny_model, tiny_config, list("wxyz"))
+    assert load_artifact(tiny_artifact).labels == list("wxyz")
+    assert sorted(p.name for p in tiny_artifact.iterdir()) == [CARD_NAME, WEIGHTS_NAME]
+    assert _leftovers(tiny_artifact) == []
+
+
+def test_kill_between_renames_in_a_run_folder_is_refused(tiny_artifact: Path) -> None:
+    """A training run folder holds more than the artifact: the card is renamed in last."""
+    (tiny_artifact / "log.jsonl").write_text("{}\n")
+
+    def kill_at_card(die: Callable[[], None]) -> None:
+        real = os.replace
+
+        def dying(src: str | Path, dst: str | Path) -> None:
+            if str(dst).endswith(CARD_NAME):
+                die()
+            real(src, dst)
+
+        os.replace = dying
+
+    _die_during(_save(tiny_artifact, 3), kill_at_card)
+    with pytest.raises(ArtifactError, match="SHA-256 does not match"):
+        load_artifact(tiny_artifact)  # new weights under the old card: never loaded
+    _save(tiny_artifact, 3)()
+    assert _complete_or_absent(tiny_artifact) == "complete"
+    assert _leftovers(tiny_artifact) == []
+    assert (tiny_artifact / "log.jsonl").read_text() == "{}\n"
+
+
+def test_kill_during_card_update_keeps_the_card(tiny_artifact: Path) -> None:
+    """`rxvision calibrate` and training's temperature fit update the card in place."""
+    before = (tiny_artifact / CARD_NAME).read_text()
+
+    def kill_mid_text(die: Callable[[], None]) -> None:
+        real = Path.write_text
+
+        def dying(self: Path, text: str, *args: object, **kwargs: object) -> int:
+            real(self, text[: len(text) // 2])
+            die()
+            return 0
+
+        Path.write_text = dying  # type: ignore[method-assign]
+
+    def work() -> None:
+        update_card(tiny_artifact, calibration={"temperature": 2.0})
+
+    _die_during(work, kill_mid_text)
+    assert (tiny_artifact / CARD_NAME).read_text() == before
+    assert _leftovers(tiny_artifact) != []  # the killed writer's half card, until ...
+    work()  # ... the next update removes it
+    assert load_artifact(tiny_artifact).temperature == 2.0
+    assert _leftovers(tiny_artifact) == []
+
+
+def test_kill_during_checkpoint_keeps_the_last_one(tmp_path: Path) -> None:
+    from rxvision.engine.train import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(path, model, opt, 0, 1, 0.5, 0, [])
+
+    def kill_in_torch_save(die: Callable[[], None]) -> None:
+        def dying(obj: object, f: str | Path, *args: object, **kwargs: object) -> None:
+            Path(f).write_bytes(b"\x80partial")
+            die()
+
+        torch.save = dying
+
+    _die_during(lambda: save_checkpoint(path, model, opt, 1, 2, 0.6, 0, []), kill_in_torch_save)
+    assert load_checkpoint(path)["epoch"] == 0
+    save_checkpoint(path, model, opt, 1, 2, 0.6, 0, [])
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def _kill_at_random_points(argv: list[str], out: Path, kills: int) -> list[str]:
+    """Run the CLI once (timing it), then ``kills`` times in a child SIGKILLed after a random
+    delay up to that time; ``out`` must be absent or complete each time, and a final run
+    must leave no temporary files."""
+    from rxvision.cli import main
+
+    start = time.perf_counter()
+    assert main(argv) == 0
+    duration = time.perf_counter() - start
+    assert _complete_or_absent(out) == "complete"
+    rng = random.Random(int(os.environ.get("RXV_FAULT_SEED", "19")))
+    outcomes = []
+    for _ in range(kills):
+        shutil.rmtree(out)
+        pid = _in_child(lambda: main(argv))
+        time.sleep(rng.uniform(0.2, 1.1) * duration)
+        os.kill(pid, signal.SIGKILL)
+        _wait(pid)
+        outcomes.append(_complete_or_absent(out))
+    if out.exists():
+        shutil.rmtree(out)
+    assert main(argv) == 0
+    assert _complete_or_absent(out) == "complete" and _leftovers(out) == []
+    return outcomes
+
+
+def test_kill_enroll_at_random_points(tiny_artifact: Path, sample_dir: Path,
+                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "new"
+    for i, photo in enumerate(sorted((sample_dir / "images").glob("*.jpg"))[:2]):
+        (data / f"newpill{i}").mkdir(parents=True)
+        (data / f"newpill{i}" / photo.name).write_bytes(photo.read_bytes())
+    out = tmp_path / "enrolled"
+    outcomes = _kill_at_random_points(
+        ["enroll", "--model", str(tiny_artifact), "--data", str(data), "--out", str(out),
+         "--views", "1"], out, kills=3)
+    assert set(outcomes) <= {"absent", "complete"}
+
+
+def test_kill_export_at_random_points(tiny_artifact: Path, sample_dir: Path,
+                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "onnx"
+    outcomes = _kill_at_random_points(
+        ["export", "--model", str(tiny_artifact), "--format", "onnx", "--parity-data",
+         str(sample_dir / "manifest.csv"), "--num-parity", "2", "--out", str(out)], out,
+        kills=2)
+    assert set(outcomes) <= {"absent", "complete"}
