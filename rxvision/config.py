@@ -96,6 +96,9 @@ class TrainingConfig:
     num_workers: int = 0
 
 
+FRAMINGS = ("photo", "crop")
+
+
 @dataclass
 class AugmentConfig:
     # 0 disables augmentation, 1 is the default phone-photo strength.
@@ -112,6 +115,10 @@ class AugmentConfig:
     val_seed: int = 1234
     # Fraction of the reference images' pixels searched for the pill crop margin.
     crop_margin: float = 0.08
+    # What the model sees: "photo" (a whole phone-style view) or "crop" (one pill side as
+    # rxvision.locate.normalised_crop cuts it out of a photo: alone on the C3PI grey, its
+    # longer side ~0.8 of the frame). A "crop" model is run on the pill finder's crops.
+    framing: str = "photo"
 
 
 @dataclass
@@ -184,6 +191,7 @@ def validate(cfg: Config) -> Config:
     _check(0 <= g.noise_std <= 0.3, "augment.noise_std", "must be in [0, 0.3]")
     _check(g.val_views_per_image >= 1, "augment.val_views_per_image", "must be >= 1")
     _check(0 <= g.crop_margin < 0.5, "augment.crop_margin", "must be in [0, 0.5)")
+    _check(g.framing in FRAMINGS, "augment.framing", f"must be one of {FRAMINGS}")
     return cfg
 
 

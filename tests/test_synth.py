@@ -215,3 +215,31 @@ def test_broadcast_affine_grid_equals_torch_affine_grid(
     H, W = sample_synth.size
     expected = torch.nn.functional.affine_grid(theta, [5, 4, H, W], align_corners=False)
     torch.testing.assert_close(sample_synth._affine_grid(theta), expected, atol=1e-5, rtol=0)
+
+
+def test_crop_framing_shows_one_side_alone_on_the_studio_grey(sample_dir: Path) -> None:
+    """framing=crop renders what rxvision.locate.normalised_crop makes of a photo."""
+    from rxvision.config import AugmentConfig
+    from rxvision.data.synth import C3PI_GREY, CROP_FILL
+
+    params = SynthParams.for_training(AugmentConfig(framing="crop"))
+    assert params.one_side_prob == 1.0 and params.one_size == CROP_FILL
+    assert params.letterbox_prob == 0.0
+    refs = [load_image(s.path) for s in load_dataset(sample_dir / "manifest.csv").samples[:4]]
+    crop = PhoneViewSynthesizer.from_images(refs, (96, 96), params)
+    views, modes = crop.render(torch.arange(4), torch.Generator().manual_seed(3))
+    assert modes == ["one"] * 4
+    grey = round(C3PI_GREY * 255)
+    # The frame's corners lie outside every pill: exactly the studio grey, whatever the
+    # surface, light, noise and JPEG of the photo underneath.
+    corners = views[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners == grey).all()
+    # ... while the pill in the middle is not grey.
+    assert (views[:, :, 40:56, 40:56].float() - grey).abs().mean() > 3
+
+
+def test_unknown_framing_is_a_config_error() -> None:
+    from rxvision.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=r"augment\.framing"):
+        config_from_dict({"augment": {"framing": "poster"}})

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from .cutout import cut_out_sides
 
 SIDE_CANVAS = 160  # stored pixels along a side's longest dimension
+# "crop" framing (rxvision.locate.normalised_crop): the pill's longer side over the frame's,
+# around the crop's 0.8 (the pill finder's boxes vary), and the studio grey it sits on.
+CROP_FILL = (0.72, 0.88)
+C3PI_GREY = 117 / 255
+MASK_ERROR_PX = 2  # the pill finder's mask edge is off by up to this many pixels
 
 
 @dataclass
@@ -58,14 +64,25 @@ class SynthParams:
     jpeg_quality: tuple[int, int] = (35, 95)
     letterbox_prob: float = 0.15
     studio_background_prob: float = 0.1
+    framing: str = "photo"  # "crop": the pill by its mask on the C3PI grey (see _to_crop)
 
     @classmethod
     def for_training(cls, augment: Any, strength: float | None = None) -> SynthParams:
         """The ranges `rxvision train` renders with, from a config's ``augment`` section
         (``strength`` overrides its strength, as ``data preview --strength`` does)."""
-        return cls(strength=augment.strength if strength is None else strength,
-                   one_side_prob=augment.one_side_prob, blur_sigma=augment.blur_sigma,
-                   noise_std=augment.noise_std)
+        params = cls(strength=augment.strength if strength is None else strength,
+                     one_side_prob=augment.one_side_prob, blur_sigma=augment.blur_sigma,
+                     noise_std=augment.noise_std, framing=augment.framing)
+        return params.for_framing()
+
+    def for_framing(self) -> SynthParams:
+        """These ranges, with a "crop" framing's own: one side, centred, ~0.8 of the frame."""
+        if self.framing == "photo":
+            return self
+        if self.framing != "crop":
+            raise ValueError(f"framing must be 'photo' or 'crop', got {self.framing!r}")
+        return dataclasses.replace(self, one_side_prob=1.0, one_size=CROP_FILL,
+                                   letterbox_prob=0.0)
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
@@ -162,7 +179,31 @@ class PhoneViewSynthesizer:
         img = self._degrade(img, g)
         out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
         out = self._jpeg(out, g)
+        if p.framing == "crop":
+            out = self._to_crop(out, alpha, g)
         return out, ["one" if o else "both" for o in one.tolist()]
+
+    def _to_crop(self, img: torch.Tensor, alpha: torch.Tensor, g: torch.Generator
+                 ) -> torch.Tensor:
+        """What the normalised crop keeps of a photo: the pill by a slightly wrong mask,
+        pasted on the C3PI grey after the photo's light, blur, noise and JPEG.
+
+        The mask is eroded or dilated by up to ``MASK_ERROR_PX`` (a dilated mask keeps a
+        rim of the surface around the pill, as a real pill finder's mask may) and its edge
+        softened as ``normalised_crop`` softens it.
+        """
+        B = img.shape[0]
+        shift = torch.randint(-MASK_ERROR_PX, MASK_ERROR_PX + 1, (B,), generator=g)
+        mask = alpha.clone()
+        for k in shift.unique().tolist():
+            rows = shift == k
+            if k > 0:  # dilate
+                mask[rows] = F.max_pool2d(alpha[rows], 2 * k + 1, stride=1, padding=k)
+            elif k < 0:  # erode
+                mask[rows] = -F.max_pool2d(-alpha[rows], -2 * k + 1, stride=1, padding=-k)
+        mask = F.avg_pool2d(F.pad(mask, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        out = img.float() / 255 * mask + C3PI_GREY * (1 - mask)
+        return (out.clamp(0, 1) * 255).round().to(torch.uint8)
 
     def _background(self, B: int, g: torch.Generator) -> torch.Tensor:
         H, W = self.size
