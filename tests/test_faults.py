@@ -18,6 +18,8 @@ file runs in well under two minutes on two cores.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import random
 import shutil
@@ -26,8 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 import rxvision.artifact as artifact_module
 from rxvision.artifact import (
@@ -40,6 +46,9 @@ from rxvision.artifact import (
     update_card,
 )
 from rxvision.config import config_from_dict
+from rxvision.data import load_image
+from rxvision.identify.identifier import MESSAGE_RETAKE, Identifier
+from rxvision.locate.presence import NO_PILL, RETAKE_CAUSES
 from rxvision.models import build_model
 
 
@@ -303,3 +312,161 @@ def test_kill_export_at_random_points(tiny_artifact: Path, sample_dir: Path,
          str(sample_dir / "manifest.csv"), "--num-parity", "2", "--out", str(out)], out,
         kills=2)
     assert set(outcomes) <= {"absent", "complete"}
+
+
+# --- photos of no pill ------------------------------------------------------------------------
+def degenerate_photos() -> dict[str, Image.Image]:
+    """Photos with no pill in them: what a confident answer must never be given to."""
+    photos: dict[str, Image.Image] = {}
+    for rgb in [(200, 10, 10), (255, 255, 255), (0, 0, 0), (128, 128, 128), (20, 20, 200),
+                (30, 120, 40)]:
+        for side in (1, 224):
+            photos[f"solid{rgb}x{side}"] = Image.new("RGB", (side, side), rgb)
+    x = np.linspace(0, 255, 640, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, 480, dtype=np.float32)[:, None, None]
+    photos["grey gradient"] = Image.fromarray(np.broadcast_to(x, (480, 640, 3)).astype(np.uint8))
+    photos["colour gradient"] = Image.fromarray(np.concatenate(
+        [np.broadcast_to(x, (480, 640, 1)), np.broadcast_to(y, (480, 640, 1)),
+         np.full((480, 640, 1), 90.0)], axis=-1).astype(np.uint8))
+    text = Image.new("RGB", (640, 480), (240, 238, 230))
+    draw = ImageDraw.Draw(text)
+    for i in range(10):  # a printed page photographed from above
+        draw.text((20, 20 + 44 * i), "Take 1 tablet by mouth 2x daily", fill=(25, 25, 30),
+                  font=ImageFont.load_default(size=28))
+    photos["text"] = text
+    hand = Image.new("RGB", (640, 480), (120, 110, 100))  # a palm and fingers, no pill
+    draw = ImageDraw.Draw(hand)
+    draw.ellipse((150, 160, 450, 470), fill=(224, 172, 140))
+    for k in range(4):
+        draw.rounded_rectangle((170 + 65 * k, 0, 215 + 65 * k, 260), 20, fill=(218, 165, 134))
+    photos["hand"] = hand.filter(ImageFilter.GaussianBlur(1.5))
+    return photos
+
+
+# What the photo check itself must refuse (a hand is left to the model's open-set score:
+# the check does not tell a palm from a large peach-coloured pill).
+CHECKED = {name for name in degenerate_photos() if name != "hand"}
+
+
+@pytest.fixture(scope="module")
+def overconfident(tmp_path_factory: pytest.TempPathFactory) -> Identifier:
+    """A tiny model that answers "ok" for class 0 whatever it sees: only the photo check
+    stands between a photo of nothing and a confident answer."""
+    cfg = make_config(num_classes=4)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.get_classifier().bias.copy_(torch.tensor([60.0, 0.0, 0.0, 0.0]))
+    path = save_artifact(tmp_path_factory.mktemp("sure") / "sure", model, cfg, list("abcd"))
+    return Identifier.load(path)
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Identifier:
+    from rxvision.identify.bundled import bundled_model_dir
+
+    if not (bundled_model_dir() / CARD_NAME).is_file():
+        pytest.skip(f"bundled model not found at {bundled_model_dir()}")
+    return Identifier.load(None, tta=1)
+
+
+def test_photo_check_refuses_photos_of_nothing(overconfident: Identifier) -> None:
+    photos = degenerate_photos()
+    results = overconfident.identify([photos[name] for name in sorted(CHECKED)])
+    for name, r in zip(sorted(CHECKED), results, strict=True):
+        assert r.message == MESSAGE_RETAKE and r.abstain and not r.candidates, name
+        assert r.retake in RETAKE_CAUSES, (name, r.retake)
+    by_name = dict(zip(sorted(CHECKED), results, strict=True))
+    assert by_name["solid(200, 10, 10)x224"].retake == NO_PILL
+    assert by_name["solid(0, 0, 0)x1"].retake == "photo too dark"
+    assert by_name["solid(255, 255, 255)x224"].retake == "overexposed"
+    assert by_name["text"].retake == NO_PILL and by_name["grey gradient"].retake == NO_PILL
+
+
+def test_photo_check_lets_real_pill_photos_through(overconfident: Identifier,
+                                                   sample_dir: Path) -> None:
+    photos = sorted((sample_dir / "images").glob("*.jpg"))
+    results = overconfident.identify(photos)
+    assert [r.retake for r in results] == [None] * len(photos)
+    assert all(r.message == "ok" for r in results)
+
+
+def test_photo_check_names_blur_darkness_and_size(overconfident: Identifier,
+                                                  sample_dir: Path) -> None:
+    photo = load_image(sorted((sample_dir / "images").glob("*.jpg"))[1])
+    blurred = photo.filter(ImageFilter.GaussianBlur(0.05 * max(photo.size)))
+    dark = Image.eval(photo, lambda v: v // 8)
+    tiny = photo.resize((photo.width // 12, photo.height // 12))
+    causes = [r.retake for r in overconfident.identify([blurred, dark, tiny])]
+    assert causes == ["too blurred", "photo too dark", "pill too small"]
+    pair = overconfident.identify_pair(photo, blurred)
+    assert pair.retake == "back: too blurred" and not pair.candidates
+
+
+def test_bundled_model_never_answers_ok_for_no_pill(bundled: Identifier) -> None:
+    # Regression (issue 19): plain red at 1x1 and 224x224 was "ok" at 0.906.
+    photos = degenerate_photos()
+    for name, r in zip(photos, bundled.identify(list(photos.values())), strict=True):
+        assert r.message != "ok" and r.abstain, (name, r.message, r.confidence)
+    [red] = bundled.identify(Image.new("RGB", (224, 224), (200, 10, 10)))
+    assert red.retake == NO_PILL and red.message == MESSAGE_RETAKE
+
+
+@given(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255),
+       st.integers(1, 300), st.integers(1, 300), st.integers(0, 3))
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_plain_and_smooth_photos_are_never_ok(overconfident: Identifier, r: int, g: int,
+                                              b: int, w: int, h: int, kind: int) -> None:
+    """Random plain colours and smooth two-colour ramps of random sizes: always a retake."""
+    a = np.array([r, g, b], dtype=np.float32)
+    if kind == 0:
+        photo = Image.new("RGB", (w, h), (r, g, b))
+    else:
+        other = a[::-1] if kind == 1 else 255 - a
+        t = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
+        if kind == 3:
+            t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None] * np.ones((1, w, 1))
+        photo = Image.fromarray((a * (1 - t) + other * t).repeat(h if kind != 3 else 1, 0)
+                                .astype(np.uint8).reshape(h, w, 3))
+    [result] = overconfident.identify(photo)
+    assert result.message == MESSAGE_RETAKE, (result.message, photo.size, kind)
+
+
+def test_cli_says_retake_in_text_and_json(overconfident: Identifier, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    from rxvision.cli import main
+
+    red = tmp_path / "red.png"
+    Image.new("RGB", (224, 224), (200, 10, 10)).save(red)
+    assert main(["predict", "--model", str(overconfident.path), str(red)]) == 0
+    assert capsys.readouterr().out.strip() == f"{red}: retake the photo: {NO_PILL}"
+    assert main(["predict", "--model", str(overconfident.path), "--json", str(red)]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["message"] == MESSAGE_RETAKE and row["retake"] == NO_PILL
+    assert row["topk"] == [] and row["abstain"] is True
+
+
+def test_api_says_retake(overconfident: Identifier, sample_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rxvision.serve import ServeSettings, create_app
+
+    red = io.BytesIO()
+    Image.new("RGB", (224, 224), (200, 10, 10)).save(red, format="PNG")
+    photo = sorted((sample_dir / "images").glob("*.jpg"))[0].read_bytes()
+    app = create_app(ServeSettings(max_wait_ms=1.0), identifier=overconfident)
+    with TestClient(app) as client:
+        resp = client.post("/v1/identify", files={"image": ("red.png", red.getvalue())})
+        assert resp.status_code == 200, resp.text
+        result = resp.json()["result"]
+        assert (result["message"], result["retake"], result["candidates"]) == (
+            MESSAGE_RETAKE, NO_PILL, [])
+        pair = client.post("/v1/identify", files=[("front", ("p.jpg", photo, "image/jpeg")),
+                                                  ("back", ("red.png", red.getvalue()))])
+        assert pair.json()["result"]["retake"] == f"back: {NO_PILL}"
+        batch = client.post("/v1/identify/batch", files=[
+            ("images", ("p.jpg", photo, "image/jpeg")), ("images", ("red.png", red.getvalue()))])
+        first, second = batch.json()["results"]
+        assert first["retake"] is None and first["message"] == "ok"
+        assert second["retake"] == NO_PILL

@@ -59,6 +59,7 @@ DEFAULT_OOD_METHOD = "energy"
 MESSAGE_OK = "ok"
 MESSAGE_UNSURE = "not sure"
 MESSAGE_UNKNOWN = "not a pill I know"
+MESSAGE_RETAKE = "retake the photo"  # the photo check found no pill, or an unusable photo
 BACKENDS = ("torch", "onnx")
 
 
@@ -88,6 +89,10 @@ class Identification:
     message: str  # "ok" | "not sure" | "not a pill I know"
     timings_ms: dict[str, float] = field(default_factory=dict)
     source: str | None = None  # file name(s) the answer is about, when known
+    # Why the photo must be retaken instead of answered (rxvision.locate.presence: "no pill
+    # found in the photo", "photo too dark", ...; "back: too blurred" for a pair), or None.
+    # With a cause, there are no candidates and the message is "retake the photo".
+    retake: str | None = None
     # Per input photo (one, or front and back): the square (x0, y0, x1, y1) of the photo
     # the model saw when it zoomed to a small pill (preprocessing.zoom), else None.
     zoomed_to: list[list[int] | None] = field(default_factory=list)
@@ -268,7 +273,7 @@ class Identifier:
     def prepare(self, image: ImageInput, name: str | None = None
                 ) -> tuple[Tensor, ZoomResult]:
         """:meth:`preprocess`, and the zoom step's crop (photo pixels, or None) and reason."""
-        boxed, zoom = self.transform.to_uint8_and_zoom(self.decode(image, name))
+        boxed, zoom = self.transform.to_uint8_and_zoom(self.decode(image, name), check=True)
         return self.transform.normalize(boxed), zoom
 
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -448,9 +453,34 @@ class Identifier:
 
 
 def _set_zoom(result: Identification, zooms: list[ZoomResult | None]) -> None:
-    """Record, per input photo, the crop the model saw (or None) and the zoom step's reason."""
+    """Record, per input photo, the crop the model saw (or None) and the zoom step's reason;
+    ask for a retake when a photo check failed (one photo, or front and back)."""
     result.zoomed_to = [z.crop if z else None for z in zooms]
     result.zoom_notes = [z.note if z else None for z in zooms]
+    views = ["image"] if len(zooms) == 1 else ["front", "back"]
+    ask_for_retake(result, [(v, z.retake if z else None) for v, z in zip(views, zooms,
+                                                                          strict=True)])
+
+
+def ask_for_retake(result: Identification, checks: Sequence[tuple[str, str | None]]
+                   ) -> Identification:
+    """Turn ``result`` into a retake request when a photo check failed; returns it.
+
+    Args:
+        checks: per input photo, its view ("image", "front", "back") and the photo check's
+            cause (:func:`rxvision.locate.presence.check_photo`) or None.
+
+    No guess is given for a photo of nothing: the candidates are dropped, the answer
+    abstains, ``message`` is "retake the photo" and ``retake`` names the cause.
+    """
+    failed = [(view, cause) for view, cause in checks if cause]
+    if not failed:
+        return result
+    result.retake = (failed[0][1] if len(checks) == 1
+                     else "; ".join(f"{view}: {cause}" for view, cause in failed))
+    result.candidates, result.abstain, result.unknown = [], True, False
+    result.confidence, result.message = 0.0, MESSAGE_RETAKE
+    return result
 
 
 def _name(image: ImageInput) -> str | None:

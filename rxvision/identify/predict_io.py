@@ -4,7 +4,9 @@ Kept out of the command module so the command only parses arguments, and so the 
 row format serves the CLI's ``--json``, CSV and JSONL outputs.
 
 Row format (one per image, or per front/back pair): ``image``, optional ``true_label``
-(manifest input), ``abstain``, ``unknown``, ``message``, ``confidence``, ``ood_score``,
+(manifest input), ``abstain``, ``unknown``, ``message``, ``retake`` (why the photo must be
+retaken, e.g. "no pill found in the photo", then ``topk`` is empty; else null),
+``confidence``, ``ood_score``,
 ``topk`` (list of ``rank, label, probability, metadata, abstain, unknown``),
 ``zoomed_to`` (per photo, the crop the model saw when it zoomed to a small pill, or null),
 ``zoom_notes`` (per photo, why it was or was not zoomed; null with zoom off; CSV has a
@@ -68,7 +70,8 @@ def result_row(image: str, result: Identification | Exception,
         row["error"] = str(result)
         return row
     d = result.to_dict()
-    row.update({k: d[k] for k in ("abstain", "unknown", "message", "confidence", "ood_score")})
+    row.update({k: d[k] for k in ("abstain", "unknown", "message", "retake", "confidence",
+                                  "ood_score")})
     row["topk"] = d["candidates"]
     row["zoomed_to"] = d["zoomed_to"]
     row["zoom_notes"] = d["zoom_notes"]
@@ -80,6 +83,8 @@ def format_text(row: dict[str, Any]) -> str:
     """Human-readable lines for one row."""
     if "error" in row:
         return f"{row['image']}: error: {row['error']}"
+    if row.get("retake"):  # the photo check found no pill (or an unusable photo): no guess
+        return f"{row['image']}: {row['message']}: {row['retake']}"
     if row["abstain"]:
         head = f"{row['image']}: {row['message']} (top probability {row['confidence']:.3f})"
     else:
@@ -100,7 +105,7 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r."""
     has_truth = any("true_label" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
-              "message", "confidence", "ood_score", "zoomed", "zoom_note"]
+              "message", "retake", "confidence", "ood_score", "zoomed", "zoom_note"]
     for r in range(1, topk + 1):
         fields += [f"label_{r}", f"probability_{r}", *(f"{m}_{r}" for m in METADATA_COLUMNS)]
     buf = io.StringIO()

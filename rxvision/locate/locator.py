@@ -143,13 +143,9 @@ def _solidity(region: np.ndarray) -> float:
     return float(len(xs) / max(hull.volume + hull.area / 2 + 1, 1.0))  # pixel-area hull
 
 
-def locate_pills(image: Image.Image, min_crop: int = 0) -> PillLocation:
-    """Find the pill (or both sides of one pill) in ``image``; see the module docstring.
-
-    ``min_crop``: zoom only if the crop would be at least this many photo pixels across.
-    Blowing up a smaller crop adds blur, not detail, and in low-resolution photos the
-    locator's regions are least reliable (a pale pill's imprint passes for a small pill).
-    """
+def work_copy(image: Image.Image) -> tuple[np.ndarray, float]:
+    """The photo as an RGB array with its longer side at most :data:`WORK_SIDE`, and the
+    scale from photo to work pixels (1.0 when it is not reduced)."""
     W, H = image.size
     scale = WORK_SIDE / max(W, H)
     work = image.convert("RGB")
@@ -161,7 +157,18 @@ def locate_pills(image: Image.Image, min_crop: int = 0) -> PillLocation:
                            Image.Resampling.BOX)
     else:
         scale = 1.0
-    rgb = np.asarray(work)
+    return np.asarray(work), scale
+
+
+def locate_pills(image: Image.Image, min_crop: int = 0) -> PillLocation:
+    """Find the pill (or both sides of one pill) in ``image``; see the module docstring.
+
+    ``min_crop``: zoom only if the crop would be at least this many photo pixels across.
+    Blowing up a smaller crop adds blur, not detail, and in low-resolution photos the
+    locator's regions are least reliable (a pale pill's imprint passes for a small pill).
+    """
+    W, H = image.size
+    rgb, scale = work_copy(image)
     h, w, _ = rgb.shape
     mask, distance, background_level = _foreground(rgb)
     labels, _ = ndimage.label(mask)

@@ -17,13 +17,17 @@ from PIL import Image
 
 from ..data.transforms import ZOOM_MODES, card_zoom, fill_colour, letterbox
 from .locator import locate_pills, zoom_square
+from .presence import check_photo
 
 
 class ZoomResult(NamedTuple):
-    """What the zoom step did with one photo."""
+    """What the zoom step did with one photo, and what the photo check found."""
 
     crop: list[int] | None  # the square (x0, y0, x1, y1) of the photo the model saw, or None
     note: str | None  # the locator's reason (``PillLocation.reason``); None with zoom off
+    # Why the photo must be retaken (:func:`~.presence.check_photo`), or None; always None
+    # unless the check was asked for.
+    retake: str | None = None
 
 
 class EvalTransform:
@@ -44,8 +48,14 @@ class EvalTransform:
         """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
         return self.to_uint8_and_zoom(img)[0]
 
-    def to_uint8_and_zoom(self, img: Image.Image) -> tuple[torch.Tensor, ZoomResult]:
-        """:meth:`to_uint8`, and where it zoomed (the crop, or None) and why."""
+    def to_uint8_and_zoom(self, img: Image.Image, check: bool = False
+                          ) -> tuple[torch.Tensor, ZoomResult]:
+        """:meth:`to_uint8`, and where it zoomed (the crop, or None) and why.
+
+        ``check``: also run the photo check (is there a pill, is the photo usable), as
+        identification does; training, evaluation and enrollment views skip it.
+        """
+        retake = check_photo(img).retake if check else None
         crop, note = None, None
         if self.zoom == "auto":
             location = locate_pills(img, min_crop=min(self.size))  # never upsample: blur
@@ -55,7 +65,7 @@ class EvalTransform:
                 img = img.crop(crop)
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
         tensor = torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
-        return tensor, ZoomResult(crop, note)
+        return tensor, ZoomResult(crop, note, retake)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (…, 3, H, W) -> normalised float."""

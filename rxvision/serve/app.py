@@ -35,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
-from ..identify.identifier import Identification, Identifier
+from ..identify.identifier import Identification, Identifier, ask_for_retake
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
 from .errors import ApiError, install_error_handlers
 from .forms import BATCH_BODY, IDENTIFY_BODY, IdentifyForm, parse_batch, parse_identify
@@ -216,11 +216,13 @@ def _json(body: BaseModel) -> Response:
 
 
 def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
+    # A photo the check refused is answered with a retake request, never a guess.
+    ask_for_retake(ident, [(d.upload.view, d.retake) for d in decoded])
     return IdentificationOut(
         candidates=[CandidateOut(rank=c.rank, label=c.label, probability=c.probability,
                                  metadata=c.metadata) for c in ident.candidates],
         abstain=ident.abstain, unknown=ident.unknown, confidence=ident.confidence,
-        ood_score=ident.ood_score, message=ident.message,
+        ood_score=ident.ood_score, message=ident.message, retake=ident.retake,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
         zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded])
 

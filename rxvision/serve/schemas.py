@@ -24,7 +24,13 @@ class IdentificationOut(BaseModel):
     unknown: bool = Field(description="the open-set score says: not a pill this model knows")
     confidence: float = Field(description="calibrated probability of candidates[0]")
     ood_score: float = Field(description="open-set score, higher = more likely unknown")
-    message: str = Field(description='"ok" | "not sure" | "not a pill I know"')
+    message: str = Field(description='"ok" | "not sure" | "not a pill I know" | '
+                         '"retake the photo"')
+    retake: str | None = Field(
+        None, description='why the photo must be retaken instead of answered: "no pill found '
+        'in the photo", "photo too dark", "overexposed", "too blurred", "pill too small" '
+        '("front: ..." / "back: ..." for a pair); then there are no candidates. null when '
+        "the photo was answered")
     source: str | None = Field(None, description="uploaded file name(s)")
     zoomed_to: list[list[int] | None] = Field(
         default_factory=list, description="per photo: the square [x0, y0, x1, y1] the model "

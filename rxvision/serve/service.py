@@ -49,6 +49,7 @@ class Decoded:
     ms: float
     zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
     zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
+    retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
 
 
 class Service:
@@ -116,9 +117,10 @@ class Service:
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
         image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
-        tensor, zoom = self.identifier.transform.to_uint8_and_zoom(image)  # PIL + NumPy only
+        # PIL + NumPy only; the photo check as Identifier.prepare runs it
+        tensor, zoom = self.identifier.transform.to_uint8_and_zoom(image, check=True)
         return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, zoom.crop,
-                       zoom.note)
+                       zoom.note, zoom.retake)
 
     async def decode(self, uploads: list[Upload]) -> list[Decoded]:
         """Decode and letterbox uploads in the decode pool; ImageDecodeError names the file."""
