@@ -80,6 +80,26 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         driver.quit()
 
 
+def _assert_no_broken_images(driver: object) -> None:
+    """Every displayed <img> has loaded a picture: no broken-image icons anywhere."""
+    from selenium.webdriver.common.by import By
+
+    for img in driver.find_elements(By.TAG_NAME, "img"):
+        if img.is_displayed():
+            ok = driver.execute_script("return arguments[0].complete && "
+                                       "arguments[0].naturalWidth > 0", img)
+            assert ok, f"broken image shown: #{img.get_attribute('id')}"
+
+
+def _watch_progress(driver: object) -> None:
+    """Record whether the progress indicator is shown at any moment (window.__progressSeen)."""
+    driver.execute_script("""
+        window.__progressSeen = false;
+        const p = document.getElementById('progress');
+        new MutationObserver(() => { if (!p.hidden) window.__progressSeen = true; })
+            .observe(p, {attributes: true});""")
+
+
 def test_upload_photo_shows_top5_with_bars_and_attention(
     browser: object, server_url: str, sample_dir: Path
 ) -> None:
@@ -96,8 +116,13 @@ def test_upload_photo_shows_top5_with_bars_and_attention(
     file_input = driver.find_element(By.ID, "photo")
     assert file_input.get_attribute("capture") == "environment"
     assert file_input.get_attribute("accept") == "image/*"
+    _assert_no_broken_images(driver)  # empty photo slots show nothing, not a broken icon
+    assert not driver.find_element(By.ID, "preview-front").is_displayed()
     file_input.send_keys(str(photo.resolve()))
+    assert driver.find_element(By.ID, "preview-front").is_displayed()
+    assert not driver.find_element(By.ID, "preview-back").is_displayed()
     button = wait.until(ec.element_to_be_clickable((By.ID, "identify")))
+    _watch_progress(driver)
     button.click()
 
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#candidates li.candidate")) == 5)
@@ -120,6 +145,14 @@ def test_upload_photo_shows_top5_with_bars_and_attention(
     # 24 labels, random weights: confidence far below 0.5, so the page must say "not sure".
     assert "Not sure" in verdict.text or "Unknown pill" in verdict.text
 
+    # Explanations are computed only when asked for: none yet, a "Show why" button instead.
+    assert not driver.find_element(By.ID, "overlay").is_displayed()
+    why = driver.find_element(By.ID, "show-why")
+    assert why.is_displayed()
+    _assert_no_broken_images(driver)
+    why.click()
+    wait.until(lambda d: d.find_element(By.ID, "overlay").is_displayed())
+    assert not driver.find_element(By.ID, "show-why").is_displayed()
     for kind in ("occlusion", "attention"):  # what the answer depends on, where it looked
         overlay = driver.find_element(By.ID, kind)
         wait.until(lambda d, kind=kind: d.execute_script(
@@ -129,6 +162,9 @@ def test_upload_photo_shows_top5_with_bars_and_attention(
         assert driver.execute_script(
             f"return document.getElementById('{kind}').naturalWidth") == 64
     assert "error" not in driver.find_element(By.ID, "status").get_attribute("class")
+    assert driver.execute_script("return window.__progressSeen")  # shown while it worked
+    assert not driver.find_element(By.ID, "progress").is_displayed()  # and gone after
+    _assert_no_broken_images(driver)
 
 
 def test_a_small_pill_is_zoomed_and_the_page_says_so(
@@ -157,3 +193,64 @@ def test_a_small_pill_is_zoomed_and_the_page_says_so(
             assert len(notes) == 1 and "square crop around it" in notes[0].text
         else:  # the studio photo's pills fill the frame: no zoom, no note
             assert notes == []
+
+
+def test_a_photo_of_nothing_is_asked_to_be_retaken(browser: object, server_url: str,
+                                                     tmp_path: Path) -> None:
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    red = tmp_path / "red.png"
+    Image.new("RGB", (224, 224), (200, 10, 10)).save(red)
+    driver.get(server_url + "/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model sample@"))
+    driver.find_element(By.ID, "photo").send_keys(str(red.resolve()))
+    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+    wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
+    verdict = driver.find_element(By.ID, "verdict").text
+    assert "Please retake the photo: no pill found in the photo." in verdict
+    assert driver.find_elements(By.CSS_SELECTOR, "#candidates li") == []
+    assert not driver.find_element(By.ID, "candidates-heading").is_displayed()
+    assert not driver.find_element(By.ID, "show-why").is_displayed()
+    _assert_no_broken_images(driver)
+
+
+@pytest.mark.parametrize("width", [320, 375])
+def test_page_fits_a_phone_screen(browser: object, server_url: str, sample_dir: Path,
+                                  width: int) -> None:
+    """On a narrow screen nothing sticks out sideways and the main controls are in reach."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.set_window_size(width, 740)
+    try:
+        driver.get(server_url + "/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model "))
+        inner = driver.execute_script("return window.innerWidth")
+        assert inner <= width
+        photo = sorted((sample_dir / "images").glob("*.jpg"))[2]
+        driver.find_element(By.ID, "photo").send_keys(str(photo.resolve()))
+        wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#candidates li")) == 5)
+        driver.find_element(By.ID, "show-why").click()
+        wait.until(lambda d: d.find_element(By.ID, "overlay").is_displayed())
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth") <= inner  # no sideways scroll
+        for element_id in ("identify", "verdict", "candidates", "occlusion", "photo-pick"):
+            rect = driver.execute_script(
+                "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right];",
+                driver.find_element(By.ID, element_id))
+            assert rect[0] >= 0 and rect[1] <= inner + 0.5, (element_id, rect, inner)
+        # The Identify button is a comfortable tap target.
+        height = driver.execute_script(
+            "return document.getElementById('identify').getBoundingClientRect().height")
+        assert height >= 44
+    finally:
+        driver.set_window_size(412, 915)

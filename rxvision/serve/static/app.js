@@ -68,12 +68,26 @@ function percent(p) {
   return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
 }
 
+const RETAKE_HINTS = {
+  "no pill found in the photo": "Put the pill on a plain surface and fill most of the " +
+    "frame with it.",
+  "photo too dark": "Use more light (or the flash) and hold the phone steady.",
+  "overexposed": "Move away from direct light or turn the flash off.",
+  "too blurred": "Hold the phone steady and tap the pill on the screen to focus.",
+  "pill too small": "Move closer: the pill should fill a good part of the photo.",
+};
+
 function renderVerdict(result, pair) {
   const top = result.candidates[0];
   const v = $("verdict");
   v.replaceChildren();
   const note = document.createElement("small");
-  if (result.unknown) {
+  if (result.retake) {  // the photo check found no pill (or an unusable photo): no guess
+    v.className = "verdict retake";
+    v.append(`Please retake the photo: ${result.retake}.`);
+    note.textContent = RETAKE_HINTS[result.retake.replace(/^(front|back): /, "")] ||
+      "Photograph one pill, close up, sharp and well lit, on a plain background.";
+  } else if (result.unknown) {
     v.className = "verdict unknown";
     v.append("Unknown pill: this does not look like any pill the model knows.");
     note.textContent = "The closest matches are listed below, but none of them is likely.";
@@ -101,6 +115,7 @@ function renderVerdict(result, pair) {
 function renderCandidates(result) {
   const list = $("candidates");
   list.replaceChildren();
+  $("candidates-heading").hidden = result.candidates.length === 0;
   list.classList.toggle("abstained", result.abstain);
   for (const cand of result.candidates) {
     const li = document.createElement("li");
@@ -137,14 +152,22 @@ function renderOverlay(result) {
   const first = views.image || views.front;
   const shown = Boolean(first && first.attention && first.occlusion);
   $("overlay").hidden = !shown;
+  // Explanations cost ~100 extra forward passes: computed only when asked for.
+  $("show-why").hidden = shown || !state.explain || Boolean(result.retake);
   if (shown) {
     $("occlusion").src = first.occlusion;
     $("attention").src = first.attention;
   }
 }
 
-$("identify-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
+function setBusy(busy) {
+  $("progress").hidden = !busy;
+  $("results").setAttribute("aria-busy", String(busy));
+  $("identify").disabled = busy || !state.front;
+  $("show-why").disabled = busy;
+}
+
+async function identify(explain) {
   if (!state.front) return;
   const key = $("api-key").value;
   if (key) sessionStorage.setItem(KEY_STORE, key);
@@ -152,9 +175,9 @@ $("identify-form").addEventListener("submit", async (e) => {
   if (state.back) { form.append("front", state.front); form.append("back", state.back); }
   else form.append("image", state.front);
   form.append("topk", String(state.topk));
-  form.append("explain", String(state.explain));
-  $("identify").disabled = true;
-  setStatus("Identifying…");
+  form.append("explain", String(explain));
+  setBusy(true);
+  setStatus(explain ? "Working out why… (a few seconds)" : "Identifying…");
   try {
     const resp = await fetch("/v1/identify", { method: "POST", body: form, headers: headers() });
     if (resp.status === 401) { $("key-row").hidden = false; }
@@ -170,9 +193,12 @@ $("identify-form").addEventListener("submit", async (e) => {
   } catch (err) {
     setStatus(`Could not reach the server: ${err.message}`, true);
   } finally {
-    $("identify").disabled = !state.front;
+    setBusy(false);
   }
-});
+}
+
+$("identify-form").addEventListener("submit", (e) => { e.preventDefault(); identify(false); });
+$("show-why").addEventListener("click", () => identify(true));
 
 $("api-key").addEventListener("change", () => loadModel());
 $("api-key").value = sessionStorage.getItem(KEY_STORE) || "";
