@@ -8,7 +8,9 @@ from .deploy.benchmark import BenchmarkError
 from .deploy.export import ExportError
 from .identify.identifier import IdentifierError
 from .library.enroll import EnrollmentError
+from .library.errors import LibraryError
 from .models.pretrained import PretrainedWeightsError
 
 UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,
-             FileNotFoundError, IdentifierError, ExportError, BenchmarkError, EnrollmentError)
+             FileNotFoundError, IdentifierError, ExportError, BenchmarkError, EnrollmentError,
+             LibraryError)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
-from collections.abc import Callable
 
 LIBRARY_HELP = (
     "the library: a library.sqlite file, or a model artifact folder holding one beside card.json"
@@ -20,7 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     b = lsub.add_parser("build", help="build a library file from a manifest CSV with facts")
     b.add_argument("manifest", help="manifest CSV (label, image and the c3pi-4k facts columns)")
-    b.add_argument("--out", required=True, help="library file to write, e.g. library.sqlite")
+    where = b.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="library file to write, e.g. library.sqlite")
+    where.add_argument(
+        "--for-model",
+        metavar="MODEL",
+        help="write MODEL/library.sqlite: the manifest's rows of the model's labels, and "
+        "each label's look-alikes by the model's class rows",
+    )
     b.set_defaults(func=build)
 
     s = lsub.add_parser("search", help="rank pills by imprint, colour, shape, size, score")
@@ -42,24 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=show)
 
 
-def _library_errors(
-    func: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """Report LibraryError as the user's to fix, as rxvision.cli does for UserError."""
-
-    @functools.wraps(func)
-    def wrapped(args: argparse.Namespace) -> int:
-        from ..library.errors import LibraryError
-
-        try:
-            return func(args)
-        except LibraryError as exc:
-            print(f"rxvision library {args.library_command}: error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 def _library_path(args: argparse.Namespace) -> str:
     from ..library.database import BUILD_HINT, LibraryError
 
@@ -71,22 +57,32 @@ def _library_path(args: argparse.Namespace) -> str:
     return str(args.library)
 
 
-@_library_errors
 def build(args: argparse.Namespace) -> int:
     from ..library.database import build_library, open_library
+    from ..library.for_model import build_model_library
 
-    out = build_library(args.manifest, args.out)
+    missing: list[str] = []
+    if args.for_model:
+        built = build_model_library(args.manifest, args.for_model)
+        out, missing = built.path, built.missing
+    else:
+        out = build_library(args.manifest, args.out)
     with open_library(out, verify=True) as lib:
         m = lib.meta
     size = out.stat().st_size / 2**20
     print(
         f"wrote {out} ({size:.1f} MiB): {m['references']} reference pills, {m['labels']} "
         f"labels; {m['groups']} identical-pill groups over {m['grouped_labels']} labels"
+        + ("; look-alikes by the model's class rows" if "lookalikes_weights_sha256" in m else "")
     )
+    if missing:
+        print(
+            f"warning: {len(missing)} of the model's labels have no row in {args.manifest} "
+            f"(e.g. {', '.join(missing[:3])}): their answers show the card's metadata only",
+        )
     return 0
 
 
-@_library_errors
 def search(args: argparse.Namespace) -> int:
     from ..library.database import open_library
     from ..library.search import describe_hits
@@ -112,7 +108,6 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
-@_library_errors
 def show(args: argparse.Namespace) -> int:
     from ..library.database import open_library
     from ..library.lookalike import same_pill_note
@@ -149,7 +144,12 @@ def show(args: argparse.Namespace) -> int:
         ink = f", {f.imprint_color.lower()} ink" if f.imprint_color else ""
         photo = ""
         if r.image_path:
-            missing = "" if r.image_path.is_file() else " (not found on this machine)"
+            missing = (
+                ""
+                if r.image_path.is_file()
+                else f" (not found on this machine: the library's photographs are expected "
+                f"under {lib.image_root})"
+            )
             photo = f"{r.image_path}{missing}"
         rows = [
             ("NDC", f.ndc),

@@ -15,6 +15,13 @@ read-only (``mode=ro``). Tables (``SCHEMA_VERSION`` 1):
   int32), so a search reads one row per key whatever the library's size.
 - ``pill_text``: FTS5 over names (RxNorm name, generic, brand, labeler) and imprint tokens.
 - ``look_groups``: one row per identical-pill group.
+- ``lookalikes(label, rank, other, similarity)``: each label's nearest other labels by the
+  model's class rows (:mod:`.appearance`); filled only for a library built for a model,
+  whose weights' SHA-256 is ``meta.lookalikes_weights_sha256``.
+
+``meta.image_root`` is stored relative to the library file's folder (an artifact and the
+photographs it refers to can move together); a library written before that holds an
+absolute path, which still reads.
 
 Example:
     >>> build_library("../shared/data/c3pi-4k/manifest.csv", "library.sqlite")
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..io_utils import atomic_write
+from .appearance import Appearance, nearest
 from .errors import LibraryError
 from .facts import DrugFacts
 from .groups import find_groups, look_key, summarize
@@ -70,6 +80,8 @@ CREATE TABLE look_groups (group_id INTEGER PRIMARY KEY, imprint_key TEXT NOT NUL
                           colors TEXT NOT NULL, shape TEXT NOT NULL,
                           labels INTEGER NOT NULL, refs INTEGER NOT NULL);
 CREATE VIRTUAL TABLE pill_text USING fts5(names, imprint, tokenize = 'unicode61');
+CREATE TABLE lookalikes (label TEXT NOT NULL, rank INTEGER NOT NULL, other TEXT NOT NULL,
+                         similarity REAL NOT NULL, PRIMARY KEY (label, rank)) WITHOUT ROWID;
 """
 
 
@@ -112,41 +124,79 @@ def read_manifest_facts(manifest: str | Path) -> list[DrugFacts]:
     return out
 
 
-def build_library(manifest: str | Path, out: str | Path) -> Path:
+def build_library(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    appearance: Appearance | None = None,
+) -> Path:
     """Build a library file from a manifest CSV; image paths resolve against its folder.
 
     Args:
         manifest: CSV with at least ``label`` (and ``image`` for photographs); the facts
             columns of c3pi-4k are read when present.
         out: the ``.sqlite`` file to write (replaced atomically).
+        labels: keep only the rows of these labels (a model's), e.g. the c3pi-1k pills of
+            the c3pi-4k manifest; None keeps every row.
+        appearance: the model's class rows, to store each label's look-alikes.
 
     Returns:
         ``out`` as a Path.
+
+    Raises:
+        LibraryError: a bad manifest, or no row left for ``labels``.
     """
     manifest = Path(manifest)
     facts = read_manifest_facts(manifest)
-    return write_library(facts, out, image_root=manifest.parent.resolve(), source=str(manifest))
+    if labels is not None:
+        wanted = set(labels)
+        facts = [f for f in facts if f.label in wanted]
+        if not facts:
+            raise LibraryError(f"{manifest} holds none of the {len(wanted)} labels asked for")
+    return write_library(
+        facts,
+        out,
+        image_root=manifest.parent.resolve(),
+        source=str(manifest),
+        appearance=appearance,
+    )
 
 
 def write_library(
-    facts: Sequence[DrugFacts], out: str | Path, *, image_root: Path | None, source: str = ""
+    facts: Sequence[DrugFacts],
+    out: str | Path,
+    *,
+    image_root: Path | None,
+    source: str = "",
+    appearance: Appearance | None = None,
 ) -> Path:
     """Write ``facts`` (one per reference) as a library file, atomically.
 
-    Enrollment rebuilds a library this way: ``lib.all_facts() + new_facts``.
+    Enrollment rebuilds a library this way: ``lib.all_facts() + new_facts``. Relative
+    ``image`` paths resolve against ``image_root`` (stored relative to ``out``'s folder);
+    absolute ones are kept as they are. With ``appearance``, each label's nearest other
+    labels by the model's class rows are stored too (:mod:`.appearance`).
     """
     if not facts:
         raise LibraryError("a library needs at least one reference pill")
     group_ids = find_groups(facts)
-    return atomic_write(out, lambda tmp: _write(tmp, facts, group_ids, image_root, source))
+    out = Path(out)
+    root = (
+        os.path.relpath(Path(image_root).resolve(), out.resolve().parent)
+        if image_root is not None
+        else ""
+    )
+    return atomic_write(out, lambda tmp: _write(tmp, facts, group_ids, root, source, appearance))
 
 
 def _write(
     tmp: Path,
     facts: Sequence[DrugFacts],
     group_ids: Sequence[int | None],
-    image_root: Path | None,
+    image_root: str,
     source: str,
+    appearance: Appearance | None,
 ) -> None:
     conn = sqlite3.connect(tmp)
     try:
@@ -174,6 +224,10 @@ def _write(
         conn.executemany(
             "INSERT INTO look_groups VALUES (?, ?, ?, ?, ?, ?)", _group_rows(facts, group_ids)
         )
+        if appearance is not None:
+            conn.executemany(
+                "INSERT INTO lookalikes VALUES (?, ?, ?, ?)", nearest(appearance, facts, group_ids)
+            )
         summary = summarize(facts, group_ids)
         meta = {
             "format": FORMAT,
@@ -183,8 +237,11 @@ def _write(
             "groups": str(summary.groups),
             "grouped_labels": str(summary.labels),
             "source": source,
-            "image_root": str(image_root or ""),
+            "image_root": image_root,
         }
+        if appearance is not None:
+            meta["lookalikes_weights_sha256"] = appearance.fingerprint
+            meta["lookalikes_source"] = appearance.source
         conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         conn.commit()
         conn.execute("ANALYZE")
@@ -242,7 +299,8 @@ class Library:
         self._conn = conn
         self._lock = threading.Lock()
         root = meta.get("image_root", "")
-        self.image_root = Path(root) if root else None
+        # relative to the library's folder (an absolute root, from older files, stays)
+        self.image_root = Path(os.path.normpath(path.resolve().parent / root)) if root else None
         self.num_references = int(meta["references"])
         self._idf_n = self.num_references
         self._cache: dict[str, Any] = {}
@@ -311,6 +369,42 @@ class Library:
         )
         return [self._reference(r) for r in rows]
 
+    def references_for(self, labels: Sequence[str]) -> dict[str, list[Reference]]:
+        """The references of several labels at once (labels not in the library are absent)."""
+        out: dict[str, list[Reference]] = {}
+        distinct = list(dict.fromkeys(labels))
+        for start in range(0, len(distinct), 500):  # well under SQLite's variable limit
+            part = distinct[start : start + 500]
+            rows = self.query(
+                f"SELECT {_SELECT} FROM refs WHERE label IN ({', '.join('?' * len(part))}) "
+                "ORDER BY label, part, id",
+                part,
+            )
+            for r in rows:
+                ref = self._reference(r)
+                out.setdefault(ref.facts.label, []).append(ref)
+        return out
+
+    @property
+    def lookalikes_fingerprint(self) -> str | None:
+        """SHA-256 of the weights the look-alike table was computed from (None: no table)."""
+        return self.meta.get("lookalikes_weights_sha256") or None
+
+    def lookalikes(self, labels: Sequence[str], k: int) -> dict[str, list[tuple[str, float]]]:
+        """Each label's ``k`` nearest other labels by appearance, as (label, cosine)."""
+        if self.lookalikes_fingerprint is None or not labels:
+            return {}
+        distinct = list(dict.fromkeys(labels))
+        rows = self.query(
+            f"SELECT label, other, similarity FROM lookalikes WHERE label IN "
+            f"({', '.join('?' * len(distinct))}) AND rank <= ? ORDER BY label, rank",
+            [*distinct, k],
+        )
+        out: dict[str, list[tuple[str, float]]] = {}
+        for label, other, sim in rows:
+            out.setdefault(label, []).append((other, float(sim)))
+        return out
+
     def all_facts(self) -> list[DrugFacts]:
         """Every reference's facts in row order (to rebuild the library with more pills)."""
         return [
@@ -350,6 +444,29 @@ class Library:
 
 
 _SELECT = ", ".join(["id", *_FACT_FIELDS, "group_id"])
+
+
+def copy_library(src: str | Path, out: str | Path) -> Path:
+    """Copy a library file to ``out`` (atomically), keeping its photographs reachable.
+
+    The copy's ``image_root`` is rewritten relative to its new folder (an export or an
+    enrolled model lives elsewhere than its source).
+    """
+    with open_library(src) as lib:
+        source, root = lib.path, lib.image_root
+    out = Path(out)
+    new_root = os.path.relpath(root, out.resolve().parent) if root is not None else ""
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(source, tmp)
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'image_root'", (new_root,))
+            conn.commit()
+        finally:
+            conn.close()
+
+    return atomic_write(out, write)
 
 
 def find_library(path: str | Path) -> Path:

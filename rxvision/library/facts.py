@@ -242,6 +242,8 @@ class DrugFacts:
         out["colors"] = list(self.colors)
         out.update(
             imprint_text=self.imprint_text,
+            drug=self.drug,
+            appearance=self.appearance,
             is_controlled=self.is_controlled,
             dailymed_url=self.dailymed_url,
             description=self.describe(),

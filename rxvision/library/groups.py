@@ -124,3 +124,20 @@ def same_pill(library: Library, label: str) -> list[DrugFacts]:
     group_ids = sorted({r.group_id for r in refs if r.group_id is not None})
     members = library.group_members(group_ids)
     return [r.facts for r in members if r.facts.label != label]
+
+
+def twin_labels(library: Library) -> dict[str, frozenset[str]]:
+    """Every grouped label -> the other labels it shares an identical-pill group with.
+
+    Labels in no group are absent. One query over the grouped references (for
+    ``evaluate``'s same-pill figures: a hit on any twin of the true label counts).
+    """
+    rows = library.query("SELECT group_id, label FROM refs WHERE group_id IS NOT NULL")
+    by_group: dict[int, set[str]] = defaultdict(set)
+    for group_id, label in rows:
+        by_group[group_id].add(label)
+    out: dict[str, set[str]] = defaultdict(set)
+    for labels in by_group.values():
+        for label in labels:
+            out[label] |= labels - {label}
+    return {label: frozenset(others) for label, others in out.items() if others}
