@@ -6,6 +6,8 @@ Examples:
     rxvision predict --pair front.jpg back.jpg       # fuse both sides of one pill
     rxvision predict --explain overlays/ photo.jpg   # attention, Grad-CAM, occlusion PNGs
     rxvision predict photos/ --out results.csv       # a folder or manifest -> CSV/JSONL
+    rxvision predict photo.jpg --imprint "M 411" --color blue --shape round
+                                                     # photo + what you read off the pill
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_tta_argument(p)
     add_zoom_argument(p)
+    typed = p.add_argument_group(
+        "what you can read off the pill", "combined with the photo's probabilities (one pill: "
+        "one image, or one --pair); needs the model's drug library; see docs/identification.md")
+    typed.add_argument("--imprint", help='letters and digits on the pill, e.g. "M 411"')
+    typed.add_argument("--color", help='its colour(s), e.g. blue, "white, yellow"')
+    typed.add_argument("--shape", help="e.g. round, oval, capsule")
+    lib = p.add_mutually_exclusive_group()
+    lib.add_argument("--library", metavar="PATH",
+                     help="drug library to name the pills with (default: the model's own "
+                          "library.sqlite, when it has one)")
+    lib.add_argument("--no-library", action="store_true",
+                     help="answer without drug facts (the card's label metadata only)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=predict)
 
@@ -55,6 +69,7 @@ def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data import DatasetError, ImageDecodeError
+    from ..identify.answers import TypedFacts
     from ..identify.explain import write_overlays
     from ..identify.identifier import Identifier, IdentifierError
     from ..identify.predict_io import (
@@ -72,15 +87,25 @@ def predict(args: argparse.Namespace) -> int:
         raise IdentifierError("--explain needs the torch backend (use --backend torch)")
     if args.topk < 1:
         raise IdentifierError(f"--topk must be >= 1, got {args.topk}")
+    typed = TypedFacts.parse(args.imprint, args.color, args.shape)  # QueryError: exit 2
     items, batch = expand_inputs(args.images)
     if not items:
         raise DatasetError(f"no images found in {' '.join(args.images)}")
     if args.pair and len(items) % 2:
         raise IdentifierError(f"--pair takes images two by two (front, back); got {len(items)}")
+    if typed is not None and len(items) != (2 if args.pair else 1):
+        raise IdentifierError("--imprint/--color/--shape describe one pill: give one image "
+                              f"(or one --pair of front and back); got {len(items)} images")
     ident = Identifier.load(args.model, backend=args.backend, device=args.device,
                             abstain_threshold=args.abstain_threshold,
                             ood_threshold=args.ood_threshold, batch_size=args.batch_size,
-                            tta=args.tta, zoom=args.zoom)
+                            tta=args.tta, zoom=args.zoom,
+                            library=False if args.no_library else args.library)
+    if typed is not None and ident.answers.library is None:
+        raise IdentifierError("--imprint/--color/--shape need a drug library: "
+                              + "; ".join(ident.answers.notes))
+    for note in ident.answers.notes:
+        print(f"note: {note}", file=sys.stderr)
     mismatch = calibration_mismatch(ident.card, ident.tta)
     if mismatch:
         print(f"note: {mismatch}", file=sys.stderr)
@@ -94,11 +119,18 @@ def predict(args: argparse.Namespace) -> int:
         if args.pair:
             for front, back in zip(items[::2], items[1::2], strict=True):
                 try:
-                    result = ident.identify_pair(front.path, back.path, args.topk)
+                    result = ident.identify_pair(front.path, back.path, args.topk, typed)
                 except ImageDecodeError as exc:
                     result = exc
                 rows.append(result_row(f"{front.path} + {back.path}", result, front.true_label))
                 bar.update(2)
+        elif typed is not None:
+            try:
+                result = ident.identify(items[0].path, args.topk, typed)[0]
+            except ImageDecodeError as exc:
+                result = exc
+            rows.append(result_row(str(items[0].path), result, items[0].true_label))
+            bar.update(1)
         else:
             pairs = ident.iter_identify([it.path for it in items], args.topk)
             for item, (_, result) in zip(items, pairs, strict=True):

@@ -50,6 +50,7 @@ from ..artifact import CARD_NAME, load_artifact, read_card, sha256_file
 from ..data import load_dataset, load_image
 from ..identify.onnx_backend import INPUT_NAME, OUTPUT_NAME, OnnxModel
 from ..io_utils import atomic_directory, atomic_write
+from ..library.database import LIBRARY_NAME, copy_library
 from ..locate import EvalTransform
 
 ONNX_NAME = "model.onnx"
@@ -257,7 +258,8 @@ def export_artifact(
     opset: int = DEFAULT_OPSET,
     float_convs: int = DEFAULT_FLOAT_CONVS,
 ) -> ExportReport:
-    """Export a trained artifact to ``out_dir`` (``model.onnx`` + ``card.json``).
+    """Export a trained artifact to ``out_dir`` (``model.onnx`` + ``card.json``, and the
+    model's drug library ``library.sqlite`` when it has one).
 
     Args:
         model_dir: an artifact written by :func:`rxvision.artifact.save_artifact`.
@@ -304,7 +306,8 @@ def export_artifact(
     # whole: a crash or kill -9 leaves the old export or the new one, never a mix.
     try:
         with (tempfile.TemporaryDirectory(prefix="rxvision-export-") as tmp,
-              atomic_directory(out_dir, replaceable={ONNX_NAME, CARD_NAME}) as staging):
+              atomic_directory(out_dir, replaceable={ONNX_NAME, CARD_NAME, LIBRARY_NAME})
+              as staging):
             fp32_path = export_onnx(artifact.model, Path(tmp) / "fp32.onnx", pre["input_size"],
                                     opset)
             max_diff, agree = run_parity(artifact.model, OnnxModel(fp32_path), batches)
@@ -321,6 +324,8 @@ def export_artifact(
                 report.int8_max_abs_logit_diff, report.int8_top1_agreement = diff8, agree8
                 report.parity_images_in_calibration = overlap
             shutil.copyfile(int8_path if int8 else fp32_path, report.path)
+            if (model_dir / LIBRARY_NAME).is_file():  # facts and look-alikes travel along
+                copy_library(model_dir / LIBRARY_NAME, staging / LIBRARY_NAME)
             report.size_mb = report.path.stat().st_size / 1e6
             card = exported_card(read_card(model_dir), model_dir, report, quant, calibration,
                                  parity_data or calibration)

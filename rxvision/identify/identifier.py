@@ -41,6 +41,7 @@ from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..locate import EvalTransform, ZoomResult
 from ..models import RxVisionModel
+from .answers import Answers, TypedFacts
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
 from .openset import (
@@ -75,6 +76,12 @@ class Candidate:
     probability: float
     metadata: dict[str, str]
     rank: int  # 1 = most probable
+    # From the model's drug library (rxvision.identify.answers); None / empty without one.
+    facts: dict[str, Any] | None = None
+    lookalikes: list[dict[str, Any]] = field(default_factory=list)
+    same_pill: list[dict[str, Any]] = field(default_factory=list)
+    same_pill_note: str = ""
+    typed_match: dict[str, Any] | None = None  # with typed facts: likelihood, photo p, why
 
 
 @dataclass
@@ -100,6 +107,9 @@ class Identification:
     # "zoomed", "pills already fill the frame", "no pill-like region found"); None with
     # zoom off.
     zoom_notes: list[str | None] = field(default_factory=list)
+    facts_source: str = "card"  # "library": candidates carry the library's drug facts
+    typed: dict[str, Any] | None = None  # typed facts, how they were used (answers.py)
+    library_hits: list[dict[str, Any]] = field(default_factory=list)  # typed facts contradict
 
     @property
     def top(self) -> Candidate:
@@ -165,6 +175,7 @@ class Identifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
         zoom: str | None = None,
+        library: str | Path | bool | None = None,
     ):
         self.runner = runner
         self.tta = runner.rotations if isinstance(runner, RotationTTA) else 1
@@ -213,6 +224,9 @@ class Identifier:
                 self.class_centres = class_centres_from_card(card, len(self.labels))
             except ValueError as exc:
                 raise IdentifierError(str(exc)) from exc
+        # Drug facts, look-alikes and typed-fact fusion from the artifact's library.sqlite
+        # (library=None), another library file, or none (False).
+        self.answers = Answers.for_model(self.labels, card, path, library)
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -231,7 +245,9 @@ class Identifier:
                 (:class:`~rxvision.identify.tta.RotationTTA`; that many times the compute);
                 None: the number the card was calibrated with (``calibration.tta``, else 1).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
-                ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings.
+                ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings;
+                ``library``: the drug library (None: the artifact's ``library.sqlite``
+                when present; False: none; a path: that file).
         """
         path = resolve_model_path(path)
         runner, art = _load_runner(path, backend, device, threads)
@@ -296,16 +312,26 @@ class Identifier:
                           self.class_centres)
 
     def postprocess(
-        self, logits: Tensor, embeddings: Tensor | None = None, topk: int = 5
+        self, logits: Tensor, embeddings: Tensor | None = None, topk: int = 5,
+        typed: TypedFacts | None = None,
     ) -> list[Identification]:
         """Logits (B, C) (+ embeddings) -> one :class:`Identification` per row."""
         lp, scores = self.log_probs(logits), self.ood(logits, embeddings)
-        return [self.decide(lp[i], float(scores[i]), topk) for i in range(len(lp))]
+        return [self.decide(lp[i], float(scores[i]), topk, typed) for i in range(len(lp))]
 
-    def decide(self, log_probs: Tensor, ood_score: float, topk: int = 5) -> Identification:
-        """Calibrated log-probabilities (C,) and an open-set score -> an Identification."""
+    def decide(self, log_probs: Tensor, ood_score: float, topk: int = 5,
+               typed: TypedFacts | None = None) -> Identification:
+        """Calibrated log-probabilities (C,) and an open-set score -> an Identification.
+
+        ``typed``: what the user read off the pill, combined with the photo's probabilities
+        (:meth:`.answers.Answers.fuse`); typed facts that contradict every likely pill make
+        the answer "not sure".
+        """
         if topk < 1:
             raise IdentifierError(f"topk must be >= 1, got {topk}")
+        fusion = None
+        if typed is not None:
+            log_probs, fusion = self.answers.fuse(log_probs, typed)
         probs = log_probs.exp()
         values, indices = probs.topk(min(topk, self.num_classes))
         candidates = [
@@ -317,22 +343,32 @@ class Identifier:
         unknown = self.ood_threshold is not None and ood_score > self.ood_threshold
         unsure = confidence < self.abstain_threshold
         message = MESSAGE_UNKNOWN if unknown else MESSAGE_UNSURE if unsure else MESSAGE_OK
-        return Identification(candidates, unknown or unsure, unknown, confidence, ood_score,
-                              message)
+        result = Identification(candidates, unknown or unsure, unknown, confidence, ood_score,
+                                message)
+        if self.answers.attach(result, fusion):  # the typed facts contradict the photo
+            result.abstain = True
+            result.message = MESSAGE_UNKNOWN if unknown else MESSAGE_UNSURE
+        return result
 
     # --- whole pipeline -------------------------------------------------------------------
-    def identify(self, images: ImageInput | Sequence[ImageInput], topk: int = 5
-                 ) -> list[Identification]:
-        """Identify one image or a list of images (batched by ``batch_size``)."""
+    def identify(self, images: ImageInput | Sequence[ImageInput], topk: int = 5,
+                 typed: TypedFacts | None = None) -> list[Identification]:
+        """Identify one image or a list of images (batched by ``batch_size``).
+
+        ``typed``: facts the user read off the pill (one pill: give one image).
+        """
         if isinstance(images, str | Path | bytes | Image.Image):
             images = [images]
+        if typed is not None and len(images) != 1:
+            raise IdentifierError("typed facts describe one pill: give one photo (or a pair)")
         results: list[Identification] = []
         for start in range(0, len(images), self.batch_size):
-            results += self.identify_batch(list(images[start:start + self.batch_size]), topk)
+            results += self.identify_batch(list(images[start:start + self.batch_size]), topk,
+                                           typed)
         return results
 
-    def identify_batch(self, images: Sequence[ImageInput], topk: int = 5
-                       ) -> list[Identification]:
+    def identify_batch(self, images: Sequence[ImageInput], topk: int = 5,
+                       typed: TypedFacts | None = None) -> list[Identification]:
         """Identify ``images`` with ONE forward pass; a bad image raises ImageDecodeError."""
         if not images:
             return []
@@ -347,7 +383,7 @@ class Identifier:
         logits, emb = self.forward(torch.stack(tensors))
         forward_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        results = self.postprocess(logits, emb, topk)
+        results = self.postprocess(logits, emb, topk, typed)
         post_ms = (time.perf_counter() - t0) * 1e3
         for image, result, prep, zoom in zip(images, results, prep_ms, zooms, strict=True):
             result.source = _name(image)
@@ -355,8 +391,8 @@ class Identifier:
             result.timings_ms = _timings(prep, forward_ms / len(images), post_ms / len(images))
         return results
 
-    def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5
-                      ) -> Identification:
+    def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5,
+                      typed: TypedFacts | None = None) -> Identification:
         """Fuse two photos of one pill (front and back) into one ranking; see :mod:`.fusion`."""
         t0 = time.perf_counter()
         (x_front, zoom_front), (x_back, zoom_back) = self.prepare(front), self.prepare(back)
@@ -368,7 +404,7 @@ class Identifier:
         t0 = time.perf_counter()
         lp, scores = self.log_probs(logits), self.ood(logits, emb)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
-                             fuse_ood_scores(float(scores[0]), float(scores[1])), topk)
+                             fuse_ood_scores(float(scores[0]), float(scores[1])), topk, typed)
         result.source = f"{_name(front)} + {_name(back)}"
         _set_zoom(result, [zoom_front, zoom_back])
         result.timings_ms = _timings(prep, forward_ms, (time.perf_counter() - t0) * 1e3)

@@ -10,8 +10,11 @@ retaken, e.g. "no pill found in the photo", then ``topk`` is empty; else null),
 ``topk`` (list of ``rank, label, probability, metadata, abstain, unknown``),
 ``zoomed_to`` (per photo, the crop the model saw when it zoomed to a small pill, or null),
 ``zoom_notes`` (per photo, why it was or was not zoomed; null with zoom off; CSV has a
-``zoomed`` flag and a ``zoom_note`` column instead of both), ``timings_ms``; or ``image``
-and ``error`` for an input that could not be read.
+``zoomed`` flag and a ``zoom_note`` column instead of both), ``timings_ms``; with the
+model's drug library, ``facts_source`` ("library" or "card"), and per candidate ``facts``,
+``lookalikes``, ``same_pill``, ``same_pill_note`` (and ``typed_match`` with typed facts;
+the row then has ``typed`` and, when they contradict the photo, ``library_hits``); or
+``image`` and ``error`` for an input that could not be read.
 """
 
 from __future__ import annotations
@@ -76,11 +79,18 @@ def result_row(image: str, result: Identification | Exception,
     row["zoomed_to"] = d["zoomed_to"]
     row["zoom_notes"] = d["zoom_notes"]
     row["timings_ms"] = d["timings_ms"]
+    row["facts_source"] = d["facts_source"]
+    if d["typed"] is not None:
+        row["typed"] = d["typed"]
+        row["library_hits"] = d["library_hits"]
     return row
 
 
 def format_text(row: dict[str, Any]) -> str:
-    """Human-readable lines for one row."""
+    """Human-readable lines for one row: with drug facts, one line per candidate
+    ("1. atomoxetine 40 mg oral capsule (Strattera), Eli Lilly and Company — 87% — NDC
+    00002-3229-30 — CONTROLLED CII"), its look and DailyMed link, and for the first the
+    look-alikes and identical pills."""
     if "error" in row:
         return f"{row['image']}: error: {row['error']}"
     if row.get("retake"):  # the photo check found no pill (or an unusable photo): no guess
@@ -88,17 +98,66 @@ def format_text(row: dict[str, Any]) -> str:
     if row["abstain"]:
         head = f"{row['image']}: {row['message']} (top probability {row['confidence']:.3f})"
     else:
-        head = f"{row['image']}: {row['topk'][0]['label']} (p={row['confidence']:.3f})"
+        top = row["topk"][0]
+        name = _name(top["facts"]) if top.get("facts") else top["label"]
+        head = f"{row['image']}: {name} (p={row['confidence']:.3f})"
     crops = [c for c in row.get("zoomed_to") or [] if c]
     if crops:
         head += "; zoomed to the pill at " + ", ".join(
             f"({c[0]}, {c[1]})-({c[2]}, {c[3]})" for c in crops)
     lines = [head]
+    typed = row.get("typed")
+    if typed:
+        lines.append(f"  typed: {typed['note']}")
+        lines += [f"    library: {h['rank']}. {_name(h['facts'])} — NDC {h['facts']['ndc']} — "
+                  f"match {h['score']:.2f}" for h in row.get("library_hits") or []]
     for c in row["topk"]:
+        if c.get("facts"):
+            lines += _facts_lines(c, first=c["rank"] == 1)
+            continue
         meta = ", ".join(f"{k}={v}" for k, v in c["metadata"].items() if k != "label")
         lines.append(f"  {c['rank']}. {c['label']:<24} p={c['probability']:.3f}"
                      + (f"  {meta}" if meta else ""))
     return "\n".join(lines)
+
+
+def _name(facts: dict[str, Any]) -> str:
+    """"atomoxetine 40 mg oral capsule (Strattera), Eli Lilly and Company"."""
+    drug = facts.get("drug") or f"unnamed pill ({facts.get('ndc') or facts['label']})"
+    brand = f" ({facts['brand_name']})" if facts.get("brand_name") else ""
+    labeler = f", {facts['labeler']}" if facts.get("labeler") else ""
+    return f"{drug}{brand}{labeler}"
+
+
+def _percent(p: float) -> str:
+    return "<1%" if p < 0.005 else f"{100 * p:.0f}%"
+
+
+def _facts_lines(c: dict[str, Any], first: bool) -> list[str]:
+    f = c["facts"]
+    parts = [f"  {c['rank']}. {_name(f)}", _percent(c["probability"]),
+             f"NDC {f['ndc']}" if f.get("ndc") else c["label"]]
+    if f.get("is_controlled"):
+        parts.append(f"CONTROLLED {f['dea_schedule']}")
+    lines = [" — ".join(parts)]
+    look = " ".join(p for p in (f.get("appearance", ""),
+                                f"{f['size_mm']:g} mm" if f.get("size_mm") else "") if p)
+    details = [look, f"imprint {f['imprint_text']}" if f.get("imprint_text") else "no imprint"]
+    if f.get("rxcui"):
+        details.append(f"RxCUI {f['rxcui']}")
+    if f.get("dailymed_url"):
+        details.append(f"DailyMed {f['dailymed_url']}")
+    lines.append("     " + ", ".join(d for d in details if d))
+    match = c.get("typed_match")
+    if match:
+        lines.append(f"     typed facts: likelihood {match['likelihood']:.2f} (photo alone "
+                     f"{_percent(match['photo_probability'])}): "
+                     + "; ".join(match["explanation"]))
+    if first:
+        if c.get("same_pill_note"):
+            lines.append(f"     {c['same_pill_note']}")
+        lines += [f"     {a['note']}" for a in c.get("lookalikes", [])]
+    return lines
 
 
 def csv_text(rows: list[dict[str, Any]], topk: int) -> str:

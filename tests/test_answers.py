@@ -1,0 +1,284 @@
+"""Answers that name the drug: facts, look-alikes and identical pills, photo + typed facts.
+
+A copy of the session's random-weight sample artifact gets a drug library built for it
+(``rxvision library build --for-model``) from the sample manifest, in which one pill
+(ketoconazole, 93 900) is rewritten to look exactly like olanzapine (TEVA 5770, white round
+10 mm): the two then form an identical-pill group. Everything runs in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rxvision.cli import main
+from rxvision.identify.answers import CONTRADICTION, TypedFacts
+from rxvision.identify.identifier import Identifier
+from rxvision.library.appearance import Appearance, nearest
+from rxvision.library.database import LIBRARY_NAME, copy_library, open_library
+from rxvision.library.errors import LibraryError, QueryError
+from rxvision.library.facts import DrugFacts
+from rxvision.library.for_model import build_model_library
+
+OLANZAPINE = "00093-5770-56"  # TEVA 5770, white round 10 mm
+KETOCONAZOLE = "00093-0900-01"  # made olanzapine's twin below
+IRBESARTAN = "00093-8232-56"  # TEVA 7239, pink oval 14 mm
+TEMAZEPAM = "67877-0147-01"  # schedule IV
+
+
+@pytest.fixture(scope="module")
+def twin_manifest(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """The sample manifest with ketoconazole made olanzapine's identical twin; absolute
+    image paths."""
+    with open(sample_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    olanzapine = next(r for r in rows if r["label"] == OLANZAPINE)
+    for row in rows:
+        row["image"] = str((sample_dir / row["image"]).resolve())
+        if row["label"] == KETOCONAZOLE:
+            row.update({k: olanzapine[k] for k in ("imprint", "color", "shape", "size_mm")})
+    out = tmp_path_factory.mktemp("twins") / "manifest.csv"
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="module")
+def library_model(
+    tmp_path_factory: pytest.TempPathFactory, sample_artifact: Path, twin_manifest: Path
+) -> Path:
+    """The sample artifact with ``library.sqlite`` built for it from the twin manifest."""
+    model = tmp_path_factory.mktemp("models") / "sample"
+    shutil.copytree(sample_artifact, model)
+    build_model_library(twin_manifest, model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ident(library_model: Path) -> Identifier:
+    return Identifier.load(library_model)
+
+
+def _photo(sample_dir: Path, label: str) -> Path:
+    return sample_dir / "images" / f"{label}.jpg"
+
+
+def _log_probs(ident: Identifier, probs: dict[str, float]) -> torch.Tensor:
+    """Calibrated log-probabilities with the given mass on some labels, the rest spread."""
+    rest = (1.0 - sum(probs.values())) / (ident.num_classes - len(probs))
+    p = torch.tensor([probs.get(label, rest) for label in ident.labels])
+    return p.log()
+
+
+# --- look-alikes by appearance ----------------------------------------------------------
+
+
+def test_nearest_rows_leave_out_the_pill_itself_and_its_identical_twins() -> None:
+    facts = [DrugFacts(label=x, imprint=(x,)) for x in "abcd"]
+    facts[1] = DrugFacts(label="b", imprint=("a",))  # b looks like a: one group
+    rows = np.array([[1.0, 0, 0], [1.0, 0.01, 0], [0.9, 0.2, 0], [0, 0, 1.0]])
+    appearance = Appearance(list("abcd"), rows, "sha")
+    got = {
+        (lab, rank): other
+        for lab, rank, other, _ in nearest(appearance, facts, [0, 0, None, None], k=2)
+    }
+    assert got[("a", 1)] == "c" and got[("b", 1)] == "c"  # the twin is not a look-alike
+    assert "b" not in {got[("a", 1)], got[("a", 2)]}
+    assert got[("c", 1)] in {"a", "b"}
+    with pytest.raises(LibraryError, match="do not match"):
+        Appearance(["a"], rows, "sha")
+
+
+def test_library_for_a_model_keeps_its_labels_and_ties_lookalikes_to_its_weights(
+    library_model: Path, sample_dir: Path, tmp_path: Path
+) -> None:
+    card = json.loads((library_model / "card.json").read_text())
+    with open_library(library_model) as lib:
+        assert lib.meta["lookalikes_weights_sha256"] == card["weights"]["sha256"]
+        assert set(lib.labels()) == set(card["labels"])
+        near = lib.lookalikes([OLANZAPINE], 5)[OLANZAPINE]
+        assert len(near) == 5 and KETOCONAZOLE not in {o for o, _ in near}
+    # Photographs resolve from a library built from the sample manifest, and still do
+    # when the library is copied elsewhere (the image root is rewritten).
+    model = tmp_path / "m"
+    shutil.copytree(library_model, model)
+    build_model_library(sample_dir / "manifest.csv", model)
+    assert not Path(open_library(model).meta["image_root"]).is_absolute()
+    moved = copy_library(model / LIBRARY_NAME, tmp_path / "elsewhere" / "deep" / "lib.sqlite")
+    with open_library(moved) as lib:
+        assert lib.references(TEMAZEPAM)[0].image_path.is_file()
+
+
+def test_a_manifest_without_the_models_labels_is_refused(
+    library_model: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "other.csv"
+    manifest.write_text("image,label\nx.jpg,99999-9999-99\n")
+    with pytest.raises(LibraryError, match="none of the 24 labels"):
+        build_model_library(manifest, library_model)
+
+
+# --- facts in answers --------------------------------------------------------------------
+
+
+def test_every_candidate_carries_its_facts_lookalikes_and_identical_pills(
+    ident: Identifier, sample_dir: Path
+) -> None:
+    [result] = ident.identify(_photo(sample_dir, OLANZAPINE), topk=24)
+    assert result.facts_source == "library"
+    by_label = {c.label: c for c in result.candidates}
+    olanzapine = by_label[OLANZAPINE]
+    facts = olanzapine.facts
+    assert facts["ndc"] == OLANZAPINE and facts["drug"] == "olanzapine 10 mg oral tablet"
+    assert facts["rxcui"] == "314154" and facts["imprint_text"] == "TEVA 5770"
+    assert facts["dailymed_url"].endswith(OLANZAPINE) and facts["is_controlled"] is False
+    assert [m["label"] for m in olanzapine.same_pill] == [KETOCONAZOLE]
+    assert olanzapine.same_pill_note.startswith("the same pill is sold as: ")
+    assert len(olanzapine.lookalikes) == 3
+    assert KETOCONAZOLE not in {a["label"] for a in olanzapine.lookalikes}
+    assert all(a["note"] and a["ndc"] for a in olanzapine.lookalikes)
+    temazepam = by_label[TEMAZEPAM].facts
+    assert temazepam["is_controlled"] and temazepam["dea_schedule"] == "CIV"
+    row = result.to_dict()
+    assert row["candidates"][0]["facts"]["description"]  # JSON-ready
+    json.dumps(row)
+
+
+def test_without_a_library_answers_keep_the_card_metadata(
+    sample_artifact: Path, sample_dir: Path
+) -> None:
+    plain = Identifier.load(sample_artifact)
+    assert plain.answers.library is None and "no drug library" in plain.answers.notes[0]
+    [result] = plain.identify(_photo(sample_dir, OLANZAPINE))
+    assert result.facts_source == "card"
+    assert all(c.facts is None and c.lookalikes == [] for c in result.candidates)
+    assert result.candidates[0].metadata["ndc"]
+    with pytest.raises(LibraryError, match="need the model's drug library"):
+        plain.identify(_photo(sample_dir, OLANZAPINE), typed=TypedFacts.parse("TEVA 5770"))
+
+
+def test_lookalikes_of_other_weights_are_not_shown(
+    library_model: Path, artifact_factory, model_factory, sample_artifact: Path
+) -> None:
+    labels = json.loads((sample_artifact / "card.json").read_text())["labels"]
+    other = artifact_factory(
+        "other", labels=labels, model=model_factory(seed=1, num_classes=len(labels))
+    )
+    ident = Identifier.load(other, library=library_model / LIBRARY_NAME)
+    assert ident.answers.library is not None and not ident.answers.show_lookalikes
+    assert any("other weights" in n for n in ident.answers.notes)
+    assert Identifier.load(other, library=False).answers.library is None
+
+
+# --- photo + typed facts -----------------------------------------------------------------
+
+
+def test_a_typed_imprint_reranks_the_photos_candidates(ident: Identifier) -> None:
+    lp = _log_probs(ident, {OLANZAPINE: 0.5, IRBESARTAN: 0.3})
+    assert ident.decide(lp, 0.0).top.label == OLANZAPINE
+    for typed in ("TEVA 7239", "7239 tev", "TEVA 7230"):  # exact, reordered + short, one off
+        result = ident.decide(lp, 0.0, typed=TypedFacts.parse(imprint=typed))
+        assert result.top.label == IRBESARTAN, typed
+        match = result.top.typed_match
+        assert match["likelihood"] > CONTRADICTION and match["photo_probability"] == pytest.approx(
+            0.3, abs=1e-4
+        )
+        assert not result.typed["contradicted"]
+    # The fused ranking is a distribution over every label.
+    fused, _ = ident.answers.fuse(lp, TypedFacts.parse(imprint="TEVA 7239", color="pink"))
+    assert fused.exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert fused.argmax().item() == ident.labels.index(IRBESARTAN)
+
+
+def test_typed_facts_that_contradict_every_likely_pill_answer_not_sure(
+    ident: Identifier,
+) -> None:
+    lp = _log_probs(ident, {OLANZAPINE: 0.999})
+    assert not ident.decide(lp, 0.0).abstain  # confident from the photo alone
+    result = ident.decide(lp, 0.0, typed=TypedFacts.parse(imprint="TEVA 7239", color="pink"))
+    assert result.abstain and result.message == "not sure"
+    assert result.typed["contradicted"] and "match none of the likely pills" in result.typed["note"]
+    assert result.library_hits[0]["label"] == IRBESARTAN  # what the typed facts do match
+    nothing = ident.decide(lp, 0.0, typed=TypedFacts.parse(imprint="QQ 000"))
+    assert nothing.abstain and nothing.typed["contradicted"]
+
+
+def test_typed_facts_are_checked() -> None:
+    assert TypedFacts.parse(" ", "", None) is None
+    assert TypedFacts.parse(imprint="m 411", color="Off-white").to_dict() == {
+        "imprint": "m 411",
+        "color": "Off-white",
+    }
+    with pytest.raises(QueryError, match="unknown colour"):
+        TypedFacts.parse(color="plaid")
+    with pytest.raises(QueryError, match="no letters or digits"):
+        TypedFacts.parse(imprint="--")
+
+
+# --- CLI -------------------------------------------------------------------------------
+
+
+def test_predict_prints_the_drug_and_its_facts(
+    library_model: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(_photo(sample_dir, TEMAZEPAM))
+    assert main(["predict", "--model", str(library_model), "--topk", "24", photo]) == 0
+    out = capsys.readouterr().out
+    assert "— NDC 67877-0147-01 — CONTROLLED CIV" in out
+    assert "temazepam 30 mg oral capsule" in out.lower()
+    assert "DailyMed https://dailymed.nlm.nih.gov/" in out and "also looks like" in out
+    assert main(["predict", "--model", str(library_model), "--json", photo]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["facts_source"] == "library"
+    assert all(c["facts"]["ndc"] == c["label"] for c in row["topk"])
+    assert all(len(c["lookalikes"]) == 3 for c in row["topk"])
+
+
+def test_predict_with_typed_facts(
+    library_model: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(_photo(sample_dir, OLANZAPINE))
+    args = ["predict", "--model", str(library_model), "--json", photo]
+    assert main([*args, "--imprint", "TEVA 7239", "--color", "pink", "--shape", "oval"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["topk"][0]["label"] == IRBESARTAN and row["typed"]["fields"]["shape"] == "oval"
+    assert main([*args, "--imprint", "ZZZZZZ"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["message"] == "not sure" and row["typed"]["contradicted"]
+    assert main([*args, "--color", "plaid"]) == 2
+    assert "unknown colour 'plaid'" in capsys.readouterr().err
+    assert main([*args, photo, "--imprint", "M 411"]) == 2
+    assert "describe one pill" in capsys.readouterr().err
+
+
+def test_predict_says_when_the_model_has_no_library(
+    sample_artifact: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(_photo(sample_dir, OLANZAPINE))
+    assert main(["predict", "--model", str(sample_artifact), photo]) == 0
+    assert "this model has no drug library" in capsys.readouterr().err
+    assert main(["predict", "--model", str(sample_artifact), photo, "--imprint", "x1"]) == 2
+    assert "need a drug library" in capsys.readouterr().err
+
+
+def test_an_export_carries_the_library_and_its_lookalikes(
+    library_model: Path, sample_dir: Path, tmp_path: Path
+) -> None:
+    from rxvision.deploy.export import export_artifact
+
+    out = tmp_path / "onnx"
+    export_artifact(library_model, out, num_parity=2, parity_data=sample_dir / "manifest.csv")
+    with open_library(out) as lib:
+        assert lib.references(TEMAZEPAM)[0].image_path.is_file()
+    onnx = Identifier.load(out, backend="onnx")
+    assert onnx.answers.show_lookalikes, onnx.answers.notes  # same weights as the source
+    [result] = onnx.identify(_photo(sample_dir, OLANZAPINE))
+    assert result.facts_source == "library" and result.candidates[0].lookalikes
