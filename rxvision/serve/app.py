@@ -3,9 +3,13 @@
 Routes (see /docs for the schemas):
 
 - ``POST /v1/identify``: multipart ``image`` (or ``front`` + ``back`` of one pill, fused),
-  optional ``topk`` and ``explain`` -> ranked candidates, abstain/unknown flags, timings.
+  optional ``topk``, ``explain`` and what the user read off the pill (``imprint``,
+  ``color``, ``shape``) -> ranked candidates with drug facts, look-alikes and identical
+  pills, abstain/unknown flags, timings.
 - ``POST /v1/identify/batch``: several files in ``images`` -> one result per file.
 - ``GET /v1/model``: the model card summarised.
+- ``GET /v1/library``, ``/v1/library/search``, ``/v1/library/pills/{ndc}``,
+  ``/v1/library/photos/{id}``: the model's drug library (:mod:`.library_routes`).
 - ``GET /healthz`` (process alive), ``GET /readyz`` (model loaded and warmed up),
   ``GET /metrics`` (Prometheus), ``GET /`` (the web page), ``/docs`` (OpenAPI).
 
@@ -20,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import importlib.metadata
 import time
@@ -39,6 +44,7 @@ from ..identify.identifier import Identification, Identifier, ask_for_retake
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
 from .errors import ApiError, install_error_handlers
 from .forms import BATCH_BODY, IDENTIFY_BODY, IdentifyForm, parse_batch, parse_identify
+from .library_routes import library_router
 from .metrics import ServeMetrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .schemas import (
@@ -97,6 +103,10 @@ def create_app(settings: ServeSettings | None = None,
     for router in (_api_router(service, settings), _ops_router(service, metrics)):
         app.include_router(router)
         paths.update(route.path for route in router.routes)
+    library = library_router(service)
+    app.include_router(library, dependencies=[Depends(_api_key_dependency(settings))],
+                       responses=ERROR_RESPONSES)
+    paths.update(route.path for route in library.routes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -140,6 +150,9 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         if form.explain and not service.info["capabilities"]["explain"]:
             raise ApiError(422, f"explanations need the torch backend; this server runs "
                                 f"{service.identifier.backend}")
+        if form.typed is not None and service.identifier.answers.library is None:
+            raise ApiError(422, "imprint, color and shape need the model's drug library; "
+                                + "; ".join(service.identifier.answers.notes))
         decoded, results, ident, post_ms = await _identify(service, form)
         result = _out(ident[0], decoded)
         explain_ms = 0.0
@@ -205,7 +218,8 @@ async def _identify(service: Service, form: IdentifyForm
     except BatcherClosedError as exc:
         raise ApiError(503, str(exc), code="not_ready") from None
     t0 = time.perf_counter()
-    idents = service.decide(results, form.topk, form.pair)
+    # Off the event loop: attaching drug facts and fusing typed facts read the library.
+    idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair, form.typed)
     return decoded, results, idents, (time.perf_counter() - t0) * 1e3
 
 
@@ -220,9 +234,13 @@ def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
     ask_for_retake(ident, [(d.upload.view, d.retake) for d in decoded])
     return IdentificationOut(
         candidates=[CandidateOut(rank=c.rank, label=c.label, probability=c.probability,
-                                 metadata=c.metadata) for c in ident.candidates],
+                                 metadata=c.metadata, facts=c.facts, lookalikes=c.lookalikes,
+                                 same_pill=c.same_pill, same_pill_note=c.same_pill_note,
+                                 typed_match=c.typed_match) for c in ident.candidates],
         abstain=ident.abstain, unknown=ident.unknown, confidence=ident.confidence,
         ood_score=ident.ood_score, message=ident.message, retake=ident.retake,
+        facts_source=ident.facts_source,
+        typed=ident.typed, library_hits=ident.library_hits,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
         zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded])
 

@@ -14,9 +14,11 @@ from typing import Any
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect, Request
 
+from ..identify.answers import TypedFacts
 from .errors import ApiError
 from .service import Upload
 from .settings import ServeSettings
+from .typed_form import TYPED_SCHEMA, has_typed, parse_typed
 
 MAX_TEXT_FIELD_BYTES = 1024  # topk / explain are tiny; anything bigger is abuse
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -34,6 +36,7 @@ class IdentifyForm:
     topk: int
     explain: bool
     pair: bool = False
+    typed: TypedFacts | None = None  # imprint, colour, shape the user read off the pill
 
 
 async def _read_form(request: Request, settings: ServeSettings, max_files: int) -> FormData:
@@ -103,10 +106,12 @@ def _missing(msg: str, *fields: str) -> ApiError:
 
 
 async def parse_identify(request: Request, settings: ServeSettings) -> IdentifyForm:
-    """``image`` alone, or ``front`` + ``back``; optional ``topk`` and ``explain``."""
+    """``image`` alone, or ``front`` + ``back``; optional ``topk``, ``explain`` and the
+    typed facts ``imprint``, ``color``, ``shape``."""
     async with _Form(request, settings, max_files=2) as form:
         _refuse_repeats(form, "image", "front", "back")
         topk, explain = _options(form, settings)
+        typed = parse_typed(form)
         has = {name for name in ("image", "front", "back") if name in form}
         if has == {"image"}:
             uploads = [await _file(form, "image")]
@@ -121,7 +126,7 @@ async def parse_identify(request: Request, settings: ServeSettings) -> IdentifyF
             other = ({"front", "back"} - has).pop()
             raise _missing(f"missing field {other!r}: a pair needs both 'front' and 'back'",
                            other)
-    return IdentifyForm(uploads, topk, explain, pair=has == {"front", "back"})
+    return IdentifyForm(uploads, topk, explain, pair=has == {"front", "back"}, typed=typed)
 
 
 async def parse_batch(request: Request, settings: ServeSettings) -> IdentifyForm:
@@ -131,6 +136,9 @@ async def parse_batch(request: Request, settings: ServeSettings) -> IdentifyForm
         topk, explain = _options(form, settings)
         if explain:
             raise ApiError(422, "explain is available on /v1/identify only")
+        if has_typed(form):
+            raise ApiError(422, "imprint, color and shape describe one pill: send them with "
+                                "its photo(s) to /v1/identify")
         values = form.getlist("images")
         if not values:
             raise _missing("missing field 'images' (one or more files)", "images")
@@ -170,6 +178,7 @@ IDENTIFY_BODY = {"requestBody": {"required": True, "content": {"multipart/form-d
         "explain": {"type": "boolean", "default": False,
                     "description": "add attention, Grad-CAM and occlusion overlays "
                                    "(torch backend)"},
+        **TYPED_SCHEMA,
     }}}}}}
 BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
     "schema": {"type": "object", "required": ["images"], "properties": {

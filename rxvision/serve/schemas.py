@@ -6,6 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .library_schemas import (
+    DrugFactsOut,
+    LibraryHitOut,
+    LookalikeOut,
+    PillRefOut,
+    TypedMatchOut,
+    TypedOut,
+)
+
 
 class CandidateOut(BaseModel):
     """One ranked answer."""
@@ -14,6 +23,16 @@ class CandidateOut(BaseModel):
     label: str
     probability: float = Field(description="calibrated probability in [0, 1]")
     metadata: dict[str, str] = Field(description="drug metadata of the label (e.g. ndc)")
+    facts: DrugFactsOut | None = Field(
+        None, description="drug facts from the model's library (null without one)")
+    lookalikes: list[LookalikeOut] = Field(
+        default_factory=list, description="nearest other pills by appearance, and what "
+        "tells each apart")
+    same_pill: list[PillRefOut] = Field(
+        default_factory=list, description="the same pill sold under other NDCs")
+    same_pill_note: str = ""
+    typed_match: TypedMatchOut | None = Field(
+        None, description="with typed facts: how this pill matches them")
 
 
 class IdentificationOut(BaseModel):
@@ -41,6 +60,13 @@ class IdentificationOut(BaseModel):
         "null with zoom off")
     explanations: dict[str, dict[str, str]] | None = Field(
         None, description="per view (image/front/back): overlay kind -> PNG data URL")
+    facts_source: str = Field(
+        "card", description='"library": candidates carry drug facts; "card": the model has '
+        "no library, metadata only")
+    typed: TypedOut | None = Field(None, description="the typed facts and how they were used")
+    library_hits: list[LibraryHitOut] = Field(
+        default_factory=list, description="when the typed facts contradict the photo: the "
+        "library's pills that match them")
 
 
 class Timings(BaseModel):

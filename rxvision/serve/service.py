@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.decode import load_image
+from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
 from ..identify.identifier import Identification, Identifier
 from .batcher import BatchResult, MicroBatcher
@@ -140,18 +141,22 @@ class Service:
                  for i in range(0, len(decoded), step)]
         return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
 
-    def decide(self, results: list[BatchResult], topk: int, pair: bool) -> list[Identification]:
+    def decide(self, results: list[BatchResult], topk: int, pair: bool,
+               typed: TypedFacts | None = None) -> list[Identification]:
         """Batched outputs -> Identifications; a pair is fused into one (inference.fusion).
 
         The same decisions as ``Identifier.postprocess`` / ``identify_pair``, from the
-        log-probabilities and open-set scores :meth:`_forward` computed per batch.
+        log-probabilities and open-set scores :meth:`_forward` computed per batch; with
+        ``typed`` facts (one pill), combined with them. Reads the drug library: call it
+        off the event loop.
         """
         ident = self.identifier
         lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
         scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
         if not pair:
-            return [ident.decide(lp[i], scores[i], topk) for i in range(len(lp))]
-        return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk)]
+            return [ident.decide(lp[i], scores[i], topk, typed) for i in range(len(lp))]
+        return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk,
+                             typed)]
 
     async def explain(self, decoded: Decoded) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays of one image as PNG data URLs.
