@@ -370,3 +370,34 @@ def test_enrollment_keeps_the_base_cards_zoom_setting(
     enroll_artifact(base, split["new"], out, views=0)
     assert read_card(out)["preprocessing"]["zoom"] == "off"  # not reset to the default
     assert Identifier.load(out).transform.zoom == "off"
+
+
+def test_enrolled_pills_join_the_drug_library_with_their_facts(
+    split: dict[str, Path], tmp_path: Path
+) -> None:
+    from rxvision.library.database import open_library
+    from rxvision.library.errors import LibraryError
+    from rxvision.library.for_model import build_model_library
+
+    base = tmp_path / "base"
+    shutil.copytree(split["base"], base)
+    build_model_library(split["sample"], base)  # the base's 12 pills, with facts
+    new = load_dataset(split["new"]).labels
+    result = enroll_artifact(base, split["new"], tmp_path / "run", views=1)
+    out = tmp_path / "run"
+    assert result.library["new_references"] == 12 and result.library["enrolled_without_facts"] == []
+    with open_library(out) as lib:
+        labels = set(lib.labels())
+        assert labels == set(load_dataset(split["sample"]).labels)
+        facts = lib.references(new[0])[0]
+        assert facts.facts.name == f"drug {new[0]}" and facts.image_path.is_file()
+        assert lib.lookalikes_fingerprint == read_card(out)["weights"]["sha256"]
+        assert lib.lookalikes([new[0]], 3)[new[0]]  # look-alikes over old and new pills
+    [answer] = Identifier.load(out).identify(facts.image_path, topk=24)
+    assert {c.label for c in answer.candidates if c.facts} == labels
+    # A facts cell that cannot be right stops the enrollment before anything is written.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(split["new"].read_text().replace(",ROUND,", ",BLOB,", 1))
+    with pytest.raises(LibraryError, match="column 'shape'"):
+        enroll_artifact(base, bad, tmp_path / "never", views=1)
+    assert not (tmp_path / "never").exists()

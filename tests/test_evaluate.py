@@ -272,3 +272,51 @@ def test_evaluate_command_refuses_data_with_no_known_label(
     assert "none of its 3 images has a label the model knows" in err and "stranger0" in err
     assert not out.exists() and not report.exists()
     assert not (tmp_path / "per_class.csv").exists()
+
+
+def test_same_pill_hits_count_identical_pills() -> None:
+    from rxvision.engine.evaluate import Predictions
+    from rxvision.engine.same_pill import same_pill_metrics
+
+    logits = np.array([[0.0, 2.0, 1.0], [0.0, 2.0, 1.0], [3.0, 0.0, 1.0]], np.float32)
+    pred = Predictions(logits, np.array([0, 2, 0]), ["a", "c", "a"], ["x", "y", "z"],
+                       columns={"mode": ["one", "one", "both"]})
+    twins = {"a": frozenset({"b"}), "b": frozenset({"a"})}
+    out = same_pill_metrics(pred, ["a", "b", "c"], twins, group_by="mode")
+    # sample 0: true a, predicted b (a's twin): a strict miss, a same-pill hit
+    assert out["top1_same_pill"] == pytest.approx(2 / 3) and out["top5_same_pill"] == 1.0
+    assert out["groups"]["one"]["top1_same_pill"] == 0.5
+    assert out["groups"]["both"]["top1_same_pill"] == 1.0
+    assert out["labels_with_twins"] == 1
+
+
+def test_evaluate_reports_same_pill_figures_with_a_library(
+    sample_artifact: Path, sample_dir: Path, manifest: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import shutil
+
+    from rxvision.cli import main
+    from rxvision.library.for_model import build_model_library
+
+    model = tmp_path / "model"
+    shutil.copytree(sample_artifact, model)
+    with open(sample_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # every pill looks the same: one identical-pill group
+        row.update(imprint="X;1", color="WHITE", shape="ROUND", size_mm="10")
+    facts = tmp_path / "facts.csv"
+    with open(facts, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    build_model_library(facts, model)
+    assert main(["evaluate", "--model", str(model), "--data", str(manifest), "--group-by",
+                 "mode", "--json", str(tmp_path / "m.json"), "--workers", "0",
+                 "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["top1_same_pill"] == 1.0 and doc["top5_same_pill"] == 1.0
+    assert doc["top1"] < 1.0  # random weights: the strict figure stays what it is
+    assert all(g["top1_same_pill"] == 1.0 for g in doc["groups"].values())
+    assert doc["same_pill"]["labels_with_twins"] == 21  # the known labels of the data
+    assert "top1_same_pill 1.0000" in capsys.readouterr().out

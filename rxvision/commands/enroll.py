@@ -126,4 +126,12 @@ def enroll(args: argparse.Namespace) -> int:
               f"imprinting, " + (f"offset {result.offset:.4f}" if result.offset_fit or
                                  result.offset else f"scale {result.scale}")
               + f") -> {result.output}")
+    lib = result.library
+    if lib is not None:
+        missing = lib["enrolled_without_facts"]
+        print(f"drug library: {lib['new_references']} new reference(s) with facts from the "
+              f"manifest -> {lib['path']}"
+              + (f"; {len(missing)} enrolled label(s) without facts (no manifest row): "
+                 f"their answers show the card's metadata" if missing else ""),
+              file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
     }
+    add_same_pill(result, model_dir, pred, backend.labels, args.group_by)
     open_set = None
     if unknown_images is not None:
         start = time.perf_counter()
@@ -128,6 +129,24 @@ def require_known_labels(pred: Any, data: str) -> None:
             "enroll these first (rxvision enroll)")
 
 
+def add_same_pill(result: dict[str, Any], model_dir: Any, pred: Any, labels: list[str],
+                  group_by: str | None) -> None:
+    """With the model's drug library: ``top1_same_pill`` / ``top5_same_pill`` beside the
+    strict figures, overall and per group (a hit on an identical pill of the truth counts)."""
+    from ..engine.same_pill import library_twins, same_pill_metrics
+
+    found = library_twins(model_dir)
+    if found is None:
+        return
+    twins, library = found
+    same = same_pill_metrics(pred, labels, twins, group_by)
+    result["top1_same_pill"], result["top5_same_pill"] = (same["top1_same_pill"],
+                                                          same["top5_same_pill"])
+    result["same_pill"] = {"library": library, "labels_with_twins": same["labels_with_twins"]}
+    for value, rates in (same.get("groups") or {}).items():
+        result["groups"][value].update(rates)
+
+
 def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: Any, tta: int,
                          group_by: str | None, opts: dict[str, Any]) -> dict[str, Any]:
     """Evaluate an int8 export's fp32 source on the same images; the accuracy delta."""
@@ -155,6 +174,10 @@ def print_summary(result: dict[str, Any]) -> None:
           f" T = {result['temperature']:.4g}")
     print("  " + "  ".join(f"{k} {_f(result[k])}" for k in
                            ("top1", "top5", "f1_macro", "f1_weighted", "roc_auc_macro")))
+    if "top1_same_pill" in result:
+        print(f"  top1_same_pill {_f(result['top1_same_pill'])}  top5_same_pill "
+              f"{_f(result['top5_same_pill'])} (a hit on an identical pill counts; "
+              f"{result['same_pill']['labels_with_twins']} true labels have twins)")
     print("  " + "  ".join(f"{k} {_f(result[k])}" for k in ("nll", "ece", "brier"))
           + (f"  (at T = 1: nll {_f(result['uncalibrated']['nll'])}  ece "
              f"{_f(result['uncalibrated']['ece'])})" if "uncalibrated" in result else ""))
@@ -165,8 +188,10 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"  {unknown['count']} images with {len(unknown['labels'])} labels unknown to "
               "the model were left out")
     for name, m in (result.get("groups") or {}).items():
+        same = (f"  top1_same_pill {_f(m['top1_same_pill'])}  top5_same_pill "
+                f"{_f(m['top5_same_pill'])}" if "top1_same_pill" in m else "")
         print(f"  [{result['group_by']}={name}] n {m['n']}  top1 {_f(m['top1'])}  "
-              f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}")
+              f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}{same}")
     print_open_set(result.get("open_set"))
     if "int8_vs_fp32" in result:
         from ..deploy.int8_reference import format_comparison

@@ -80,6 +80,7 @@ from ..data.transforms import card_zoom
 from ..locate import EvalTransform
 from ..models.layers import CosineClassifier
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_embeddings, load_references
+from .enroll_facts import enrollment_facts, write_enrolled_library
 from .enroll_fit import (
     DEFAULT_MAX_DROP,
     OFFSET_SEED_SHIFT,
@@ -114,6 +115,7 @@ class EnrollmentResult:
     # the base card has none. Saved into the card's calibration, not the enrollment record.
     own_logit_means: list[float] | None = None
     output: str | None = None
+    library: dict[str, Any] | None = None  # the drug library written beside the new model
 
 
 def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
@@ -206,12 +208,15 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
 
     The new card keeps the base card's calibration, identification thresholds and other
     sections, and appends an ``enrollment`` record; the base metrics move into that record
-    because they were measured without the new labels.
+    because they were measured without the new labels. When the base model has a drug
+    library, the new model gets one too, with the new pills' facts from the manifest's
+    columns (:mod:`.enroll_facts`).
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
     art = load_artifact(model_path)
     data = load_dataset(data_path)
+    facts = enrollment_facts(model_path, data_path, data.labels)  # checked before any work
     old = load_dataset(old_data) if old_data is not None else None
     labels, metadata, result = enroll(art, data, views, seed, on_existing, batch_size, method,
                                       scale, old, max_drop, offset)
@@ -228,6 +233,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     }
     record.pop("output")
     record.pop("own_logit_means")
+    record.pop("library")
     calibration = card.get("calibration")
     if result.own_logit_means is not None:
         calibration = {**calibration, "own_logit_means": result.own_logit_means}
@@ -238,4 +244,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
                   half=card.get("weights", {}).get("dtype") == "float16",
                   zoom=card_zoom(card["preprocessing"]))
     result.output = str(out)
+    if facts is not None:
+        result.library = write_enrolled_library(model_path, out, art, labels, facts,
+                                                result.enrolled)
     return result
