@@ -8,6 +8,7 @@ installs them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -38,12 +39,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(sample_artifact: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _serve(identifier: Identifier) -> Iterator[str]:
+    """Serve ``identifier`` with uvicorn on a free loopback port; yields the base URL."""
     import uvicorn
 
     port = _free_port()
-    app = create_app(ServeSettings(max_wait_ms=1.0), identifier=Identifier.load(sample_artifact))
+    app = create_app(ServeSettings(max_wait_ms=1.0), identifier=identifier)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -53,9 +55,30 @@ def server_url(sample_artifact: Path) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def server_url(sample_artifact: Path) -> Iterator[str]:
+    with _serve(Identifier.load(sample_artifact)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def library_server_url(sample_artifact: Path, sample_dir: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The sample artifact with a drug library built for it from the sample manifest."""
+    from rxvision.library.for_model import build_model_library
+
+    model = tmp_path_factory.mktemp("library-model") / "sample"
+    shutil.copytree(sample_artifact, model)
+    build_model_library(sample_dir / "manifest.csv", model)
+    with _serve(Identifier.load(model)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +277,64 @@ def test_page_fits_a_phone_screen(browser: object, server_url: str, sample_dir: 
         assert height >= 44
     finally:
         driver.set_window_size(412, 915)
+
+
+def test_search_box_finds_a_pill_by_its_imprint(
+    browser: object, library_server_url: str, server_url: str
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 30)
+    driver.get(server_url + "/")  # a model without a library: no search box
+    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model sample@"))
+    assert not driver.find_element(By.ID, "library-search").is_displayed()
+
+    driver.get(library_server_url + "/")
+    wait.until(lambda d: d.find_element(By.ID, "library-search").is_displayed())
+    assert "24 pills" in driver.find_element(By.ID, "library-info").text
+    driver.find_element(By.ID, "search-imprint").send_keys("5770 tev")  # one character short
+    driver.find_element(By.ID, "search-color").send_keys("white")
+    driver.find_element(By.ID, "search-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#search-results li.hit"))
+    first = driver.find_elements(By.CSS_SELECTOR, "#search-results li.hit")[0]
+    assert "olanzapine 10 mg oral tablet" in first.find_element(By.CSS_SELECTOR, ".drug").text
+    assert "NDC 00093-5770-56" in first.text and "imprint TEVA 5770" in first.text
+    photo = first.find_element(By.CSS_SELECTOR, "img.ref-photo")
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", photo) > 0)
+    assert "best match first" in driver.find_element(By.ID, "search-status").text
+
+    color = driver.find_element(By.ID, "search-color")
+    color.clear()
+    color.send_keys("plaid")
+    driver.find_element(By.ID, "search-button").click()
+    status = driver.find_element(By.ID, "search-status")
+    wait.until(lambda d: "unknown colour" in status.text)
+    assert "error" in status.get_attribute("class")
+
+
+def test_answers_on_the_page_name_the_drug_and_use_the_typed_imprint(
+    browser: object, library_server_url: str, sample_dir: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 30)
+    driver.get(library_server_url + "/")
+    wait.until(lambda d: d.find_element(By.ID, "typed-facts").is_displayed())
+    driver.find_element(By.ID, "photo").send_keys(
+        str((sample_dir / "images" / "67877-0147-01.jpg").resolve()))
+    driver.find_element(By.ID, "typed-imprint").send_keys("novel 123")  # temazepam's
+    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#candidates li.candidate"))
+    first = driver.find_elements(By.CSS_SELECTOR, "#candidates li.candidate")[0]
+    assert "temazepam" in first.find_element(By.CSS_SELECTOR, ".drug").text.lower()
+    assert first.find_element(By.CSS_SELECTOR, ".controlled").text.upper() == "CONTROLLED CIV"
+    link = first.find_element(By.CSS_SELECTOR, "a.dailymed")
+    assert link.get_attribute("href").endswith("67877-0147-01")
+    assert first.find_elements(By.CSS_SELECTOR, "details.lookalikes li.lookalike")
+    typed = driver.find_element(By.ID, "typed-result")
+    assert typed.is_displayed() and "combined" in typed.text

@@ -98,7 +98,8 @@ function renderVerdict(result, pair) {
                             : "Try a sharper photo on a plain background, or add the other side.";
   } else {
     v.className = "verdict ok";
-    v.append(`Most likely ${top.label} (${percent(top.probability)})`);
+    const name = top.facts ? (top.facts.drug || top.label) : top.label;
+    v.append(`Most likely ${name} (${percent(top.probability)})`);
     note.textContent = "Confirm with the imprint, colour and shape before relying on it.";
   }
   v.append(note);
@@ -143,6 +144,7 @@ function renderCandidates(result) {
     fill.style.width = `${(100 * cand.probability).toFixed(1)}%`;
     bar.append(fill);
     li.append(head, meta, bar);
+    rxLibrary.decorate(li, cand);  // drug facts, look-alikes, identical pills (library.js)
     list.append(li);
   }
 }
@@ -176,6 +178,7 @@ async function identify(explain) {
   else form.append("image", state.front);
   form.append("topk", String(state.topk));
   form.append("explain", String(explain));
+  rxLibrary.appendTyped(form);  // imprint, colour, shape typed beside the photo
   setBusy(true);
   setStatus(explain ? "Working out why… (a few seconds)" : "Identifying…");
   try {
@@ -185,6 +188,7 @@ async function identify(explain) {
     const body = await resp.json();
     renderVerdict(body.result, body.mode === "pair");
     renderCandidates(body.result);
+    rxLibrary.renderTyped(body.result);
     renderOverlay(body.result);
     $("results").hidden = false;
     $("results").scrollIntoView({ behavior: "smooth", block: "start" });
