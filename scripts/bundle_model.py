@@ -1,10 +1,15 @@
 """Copy a trained run into models/ as the bundled default model (fp16 weights + its card).
 
-    python scripts/bundle_model.py runs/c3pi-1k models/rxvision-c3pi-1k
+    python scripts/bundle_model.py runs/c3pi-1k models/rxvision-c3pi-1k \
+        --facts ../shared/data/c3pi-4k/manifest.csv
 
 The card keeps everything the run's card holds (calibration, identification thresholds,
 metrics, training summary); only the weights file, its dtype and hash change. Loading
 converts the fp16 weights back to fp32.
+
+The bundle's drug library (``library.sqlite``: facts, identical pills, look-alikes for the
+fp16 weights) is built from ``--facts`` (the manifest's rows of the model's labels), else
+re-tied from the run's library, else from the bundle folder's previous one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from pathlib import Path
 
 from rxvision.artifact import SAVED_CARD_KEYS, load_artifact, read_card, save_artifact
 from rxvision.data.transforms import card_zoom
+from rxvision.library.database import LIBRARY_NAME
+from rxvision.library.for_model import build_model_library, retie_library
 
 
 def main() -> None:
@@ -21,6 +28,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="trained run directory (model artifact)")
     parser.add_argument("out", type=Path, help="bundle directory, e.g. models/rxvision-c3pi-1k")
+    parser.add_argument("--facts", type=Path, metavar="MANIFEST",
+                        help="manifest with the drug facts columns, e.g. "
+                             "../shared/data/c3pi-4k/manifest.csv")
     args = parser.parse_args()
     art = load_artifact(args.run)
     card = read_card(args.run)
@@ -31,6 +41,16 @@ def main() -> None:
                   extra=extra, half=True, zoom=card_zoom(card["preprocessing"]))
     size = (args.out / "model.safetensors").stat().st_size / 2**20
     print(f"bundled {args.run} -> {args.out} ({size:.1f} MB fp16)")
+    old = [p / LIBRARY_NAME for p in (args.run, args.out) if (p / LIBRARY_NAME).is_file()]
+    if args.facts:
+        built = build_model_library(args.facts, args.out)
+    elif old:
+        built = retie_library(old[0], args.out)
+    else:
+        print("no drug library: pass --facts MANIFEST (answers will show label codes only)")
+        return
+    print(f"library {built.path} ({built.path.stat().st_size / 2**20:.1f} MB); "
+          f"{len(built.missing)} of {built.labels} labels without facts")
 
 
 if __name__ == "__main__":

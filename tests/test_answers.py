@@ -24,7 +24,7 @@ from rxvision.library.appearance import Appearance, nearest
 from rxvision.library.database import LIBRARY_NAME, copy_library, open_library
 from rxvision.library.errors import LibraryError, QueryError
 from rxvision.library.facts import DrugFacts
-from rxvision.library.for_model import build_model_library
+from rxvision.library.for_model import build_model_library, retie_library
 
 OLANZAPINE = "00093-5770-56"  # TEVA 5770, white round 10 mm
 KETOCONAZOLE = "00093-0900-01"  # made olanzapine's twin below
@@ -176,6 +176,9 @@ def test_lookalikes_of_other_weights_are_not_shown(
     assert ident.answers.library is not None and not ident.answers.show_lookalikes
     assert any("other weights" in n for n in ident.answers.notes)
     assert Identifier.load(other, library=False).answers.library is None
+    # Re-tied to the other model's weights (what scripts/bundle_model.py does), they are.
+    retie_library(library_model / LIBRARY_NAME, other)
+    assert Identifier.load(other).answers.show_lookalikes
 
 
 # --- photo + typed facts -----------------------------------------------------------------

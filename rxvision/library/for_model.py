@@ -20,7 +20,7 @@ import numpy as np
 
 from ..artifact import Artifact, load_artifact, read_card
 from .appearance import Appearance
-from .database import LIBRARY_NAME, build_library, open_library
+from .database import LIBRARY_NAME, build_library, open_library, write_library
 from .errors import LibraryError
 
 
@@ -70,4 +70,30 @@ def build_model_library(manifest: str | Path, model_dir: str | Path) -> ModelLib
     )
     with open_library(path, verify=True) as lib:
         have = set(lib.labels())
+    return ModelLibrary(path, len(art.labels), [lab for lab in art.labels if lab not in have])
+
+
+def retie_library(library: str | Path, model_dir: str | Path) -> ModelLibrary:
+    """Write ``model_dir/library.sqlite`` from another library's facts, with look-alikes
+    recomputed for ``model_dir``'s weights (a re-saved model: fp16 bundle, new rows).
+
+    Only the model's labels are kept; photographs keep resolving (the image root is
+    rewritten for the new folder).
+    """
+    model_dir = Path(model_dir)
+    art = load_artifact(model_dir)
+    with open_library(library) as lib:
+        facts, root, source = lib.all_facts(), lib.image_root, lib.meta.get("source", "")
+    wanted = set(art.labels)
+    kept = [f for f in facts if f.label in wanted]
+    if not kept:
+        raise LibraryError(f"{library} holds none of {model_dir}'s {len(wanted)} labels")
+    path = write_library(
+        kept,
+        model_dir / LIBRARY_NAME,
+        image_root=root,
+        source=source,
+        appearance=model_appearance(art),
+    )
+    have = {f.label for f in kept}
     return ModelLibrary(path, len(art.labels), [lab for lab in art.labels if lab not in have])
