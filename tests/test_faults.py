@@ -25,8 +25,9 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,11 +47,24 @@ from rxvision.artifact import (
     update_card,
 )
 from rxvision.config import config_from_dict
-from rxvision.data import load_image
+from rxvision.data import ImageDecodeError, load_image
 from rxvision.identify.identifier import MESSAGE_RETAKE, Identifier
 from rxvision.locate.presence import NO_PILL, RETAKE_CAUSES
 from rxvision.models import build_model
 
+# Damaged TIFFs make Pillow warn (corrupt EXIF, tags past the end) before the decoder's error.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and far faster than on two when other work
+    shares the cores (OpenMP teams then wait for each other: 48 vs 660 ms per pass)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 def make_config(num_classes: int) -> object:
     """resnet18 at 64 px, random init (as tests/conftest.py's tiny config)."""
@@ -267,7 +281,7 @@ def test_kill_during_checkpoint_keeps_the_last_one(tmp_path: Path) -> None:
 
 def _kill_at_random_points(argv: list[str], out: Path, kills: int) -> list[str]:
     """Run the CLI once (timing it), then ``kills`` times in a child SIGKILLed after a random
-    delay up to that time; ``out`` must be absent or complete each time, and a final run
+    delay within that time; ``out`` must be absent or complete each time, and a final run
     must leave no temporary files."""
     from rxvision.cli import main
 
@@ -280,7 +294,7 @@ def _kill_at_random_points(argv: list[str], out: Path, kills: int) -> list[str]:
     for _ in range(kills):
         shutil.rmtree(out)
         pid = _in_child(lambda: main(argv))
-        time.sleep(rng.uniform(0.2, 1.1) * duration)
+        time.sleep(rng.uniform(0.1, 0.9) * duration)
         os.kill(pid, signal.SIGKILL)
         _wait(pid)
         outcomes.append(_complete_or_absent(out))
@@ -470,3 +484,175 @@ def test_api_says_retake(overconfident: Identifier, sample_dir: Path) -> None:
         first, second = batch.json()["results"]
         assert first["retake"] is None and first["message"] == "ok"
         assert second["retake"] == NO_PILL
+
+
+# --- decoder fuzzing ---------------------------------------------------------------------------
+# (mode, formats that can hold it): odd modes included, each written by Pillow itself.
+MODES = {"1": ["PNG", "BMP", "TIFF"], "L": ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"],
+         "LA": ["PNG", "TIFF"], "P": ["PNG", "GIF", "BMP", "TIFF"],
+         "RGB": ["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF"],
+         "RGBA": ["PNG", "TIFF", "WEBP"], "CMYK": ["JPEG", "TIFF"], "I;16": ["PNG", "TIFF"],
+         "I": ["TIFF"], "F": ["TIFF"], "YCbCr": ["JPEG"]}
+
+
+@st.composite
+def encoded_images(draw: st.DrawFn) -> bytes:
+    """A small image of a random mode and size, encoded in a format that holds the mode."""
+    mode = draw(st.sampled_from(sorted(MODES)))
+    fmt = draw(st.sampled_from(MODES[mode]))
+    w, h = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    noise = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    if mode in ("I;16", "I", "F"):
+        values = rng.integers(0, 65535, (h, w)).astype(np.uint16 if mode == "I;16" else
+                                                      np.int32 if mode == "I" else np.float32)
+        img = Image.fromarray(values)  # uint16 -> I;16, int32 -> I, float32 -> F
+    else:
+        img = noise.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _mutate(data: bytes, kind: int, where: int, junk: bytes) -> bytes:
+    """0: as is; 1: truncated; 2: bytes overwritten in the middle; 3: junk appended;
+    4: header kept, body replaced by junk."""
+    if not data:
+        return junk
+    cut = where % len(data)
+    if kind == 1:
+        return data[:cut]
+    if kind == 2:
+        return data[:cut] + junk + data[cut + len(junk):]
+    if kind == 3:
+        return data + junk
+    if kind == 4:
+        return data[:16] + junk
+    return data
+
+
+def _decoded_cleanly(data: bytes) -> Image.Image | None:
+    """load_image's outcome: an RGB image, or None for a clean ImageDecodeError."""
+    try:
+        img = load_image(data, max_pixels=1_000_000, name="fuzz")
+    except ImageDecodeError as exc:
+        assert str(exc).startswith("fuzz: "), exc  # the message names the input
+        return None
+    assert img.mode == "RGB" and img.width >= 1 and img.height >= 1
+    img.load()
+    return img
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=150, deadline=None)
+def test_decoder_random_bytes(data: bytes) -> None:
+    _decoded_cleanly(data)
+
+
+@given(encoded_images(), st.integers(0, 4), st.integers(0, 10**6), st.binary(max_size=64))
+@settings(max_examples=200, deadline=None)
+def test_decoder_odd_modes_sizes_and_damage(data: bytes, kind: int, where: int,
+                                           junk: bytes) -> None:
+    img = _decoded_cleanly(_mutate(data, kind, where, junk))
+    if kind == 0:  # an intact image always decodes
+        assert img is not None
+
+
+# --- HTTP fuzzing ------------------------------------------------------------------------------
+OK_OR_CLIENT_ERROR = {200, 400, 413, 415, 422}
+
+
+@pytest.fixture(scope="module")
+def client(sample_artifact: Path) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from rxvision.serve import ServeSettings, create_app
+
+    app = create_app(ServeSettings(max_wait_ms=1.0, max_body_bytes=256 * 1024),
+                     identifier=Identifier.load(sample_artifact))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _clean(resp: Any) -> None:
+    """200, or a JSON 4xx with a message; never a 500 or a stack trace."""
+    assert resp.status_code in OK_OR_CLIENT_ERROR, (resp.status_code, resp.text[:300])
+    assert "Traceback" not in resp.text
+    if resp.status_code != 200:
+        body = resp.json()
+        assert body["status"] == resp.status_code and body["detail"]
+
+
+@given(encoded_images(), st.integers(0, 4), st.integers(0, 10**6), st.binary(max_size=64),
+       st.sampled_from(["image/jpeg", "image/png", "application/octet-stream", "",
+                        "text/plain", "image/x-nonsense"]))
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_http_uploads_damaged_and_odd(client: Any, data: bytes, kind: int, where: int,
+                                      junk: bytes, ctype: str) -> None:
+    resp = client.post("/v1/identify",
+                       files={"image": ("x", _mutate(data, kind, where, junk), ctype)})
+    _clean(resp)
+
+
+FIELDS = ["image", "front", "back", "images", "topk", "explain", "", "x" * 300, "imag\u00e9"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), st.booleans(),
+                          st.binary(max_size=300)), max_size=5),
+       st.sampled_from(["/v1/identify", "/v1/identify/batch"]))
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_http_random_forms(client: Any, sample_dir: Path, parts: list[tuple[str, bool, bytes]],
+                           route: str) -> None:
+    """Random field names, repeats, files where text belongs and text where files belong."""
+    photo = sorted((sample_dir / "images").glob("*.jpg"))[0].read_bytes()
+    files = []
+    for name, is_file, payload in parts:
+        body = photo if is_file and payload[:1] == b"\0" else payload
+        files.append((name, ("p.jpg", body, "image/jpeg") if is_file
+                      else (None, payload.decode("latin-1"))))
+    resp = client.post(route, files=files) if files else client.post(route)
+    _clean(resp)
+    repeated = {n for n, *_ in parts if n in ("image", "front", "back", "topk", "explain")
+                and sum(m == n for m, *_ in parts) > 1}
+    if route == "/v1/identify" and repeated:
+        assert resp.status_code in (400, 422)
+
+
+@given(st.binary(max_size=2048),
+       st.sampled_from([b"XyZ", b"", b"a" * 80, b"--", b"\r\n"]),
+       st.sampled_from(["multipart/form-data; boundary={b}", "multipart/form-data",
+                        "multipart/form-data; boundary=", "multipart/mixed; boundary={b}"]))
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_http_malformed_multipart(client: Any, junk: bytes, boundary: bytes,
+                                  ctype: str) -> None:
+    """Bodies that claim to be multipart and are not, or only half."""
+    b = boundary.decode()
+    half = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; '
+            b'filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n' + junk)
+    for body in (junk, half, half + b"\r\n--" + boundary + b"--\r\n"):
+        resp = client.post("/v1/identify", content=body,
+                           headers={"content-type": ctype.format(b=b)})
+        _clean(resp)
+        assert resp.status_code != 200 or b"image" in body
+
+
+def test_http_repeated_and_missing_fields_are_4xx(client: Any, sample_dir: Path) -> None:
+    photo = sorted((sample_dir / "images").glob("*.jpg"))[0].read_bytes()
+    jpg = ("p.jpg", photo, "image/jpeg")
+    cases = {
+        "two images": [("image", jpg), ("image", jpg)],
+        "two backs": [("back", jpg), ("back", jpg)],
+        "image and front": [("image", jpg), ("front", jpg)],
+        "two topk": [("image", jpg), ("topk", (None, "1")), ("topk", (None, "2"))],
+        "no file": [("topk", (None, "1"))],
+        "text image": [("image", (None, "hello"))],
+        "three files": [("image", jpg), ("front", jpg), ("back", jpg)],
+    }
+    for name, files in cases.items():
+        resp = client.post("/v1/identify", files=files)
+        _clean(resp)
+        assert 400 <= resp.status_code < 500, (name, resp.status_code)
