@@ -21,9 +21,10 @@ Without a library the candidates keep the card's ``label_metadata`` and
 
 with ``L`` from :mod:`rxvision.library.evidence` (a floor per field: a mismatch is strong
 evidence, never proof) and ``Z`` renormalising over every label. ``L`` is computed exactly
-for the photo's ``SHORTLIST`` most probable labels and the library search's ``HITS`` best
-hits for the typed facts; every other library label gets the floor (nothing typed matched
-it, as far as the imprint index can tell) and a label without facts a neutral value. When
+for the photo's ``SHORTLIST`` most probable labels and for the library search's candidates
+for the typed facts (the about 100 references its imprint index finds); every other
+library label gets the floor (nothing typed matched it, as far as the imprint index can
+tell) and a label without facts a neutral value. When
 the best fused candidate's ``L`` is below ``CONTRADICTION`` (for instance an imprint that
 matches none of the likely pills), the typed facts contradict the photo: the answer is
 "not sure", and the library's best hits for the typed facts alone are offered.
@@ -55,13 +56,12 @@ from ..library.evidence import (
 )
 from ..library.lookalike import lookalike_note, same_pill_note
 from ..library.query import Query, parse_query
-from ..library.search import search
+from ..library.search import candidate_labels, search
 
 if TYPE_CHECKING:
     from .identifier import Identification
 
 SHORTLIST = 50  # photo candidates whose typed-fact likelihood is computed exactly
-HITS = 100  # library search hits for the typed facts, scored exactly too
 CONTRADICTION = 0.1  # best fused candidate's L below this: the typed facts contradict
 OFFERED_HITS = 5  # library hits offered when the typed facts contradict the photo
 _CACHE_SIZE = 4096
@@ -109,10 +109,10 @@ class TypedFusion:
     """What :meth:`Answers.fuse` did, for :meth:`Answers.attach` to report."""
 
     typed: TypedFacts
+    query: Query
     photo_log_probs: Tensor  # (C,) calibrated, before the typed facts
     log_likelihood: Tensor  # (C,) log L(typed | label)
     evidence: dict[str, LabelEvidence]  # the labels scored exactly
-    hits: list[dict[str, Any]]  # the library's best hits for the typed facts alone
 
 
 class Answers:
@@ -187,20 +187,20 @@ class Answers:
         query = typed.query()
         lp = log_probs.double()
         shortlist = lp.topk(min(SHORTLIST, len(lp))).indices.tolist()
-        hits = search(lib, imprint=typed.imprint, color=typed.color, shape=typed.shape,
-                      limit=HITS)
-        from_hits = [self._index[h.facts.label] for h in hits if h.facts.label in self._index]
-        scored = list(dict.fromkeys(shortlist + from_hits))
+        # The pills the imprint index finds for the typed facts, however unlikely the photo
+        # makes them (the search's candidate step, ~100 references).
+        found = [self._index[lab] for lab in candidate_labels(lib, query) if lab in self._index]
+        scored = list(dict.fromkeys(shortlist + found))
         evidence = label_evidence(lib, query, [self.labels[i] for i in scored])
         log_l = torch.where(self._in_library, math.log(floor_likelihood(query)),
                             math.log(neutral_likelihood(query))).double()
-        for i in scored:
-            ev = evidence.get(self.labels[i])
-            if ev is not None:
-                log_l[i] = math.log(ev.likelihood)
+        exact = [(i, evidence[self.labels[i]].likelihood) for i in scored
+                 if self.labels[i] in evidence]
+        if exact:
+            at, values = zip(*exact, strict=True)
+            log_l[list(at)] = torch.tensor(values, dtype=torch.float64).log()
         fused = torch.log_softmax(lp + log_l, dim=-1).to(log_probs.dtype)
-        offered = [_hit_dict(h) for h in hits[:OFFERED_HITS]]
-        return fused, TypedFusion(typed, log_probs, log_l, evidence, offered)
+        return fused, TypedFusion(typed, query, log_probs, log_l, evidence)
 
     def _require_library(self) -> Library:
         if self.library is None:
@@ -235,7 +235,7 @@ class Answers:
             cand.typed_match = {
                 "likelihood": round(math.exp(float(fusion.log_likelihood[i])), 6),
                 "photo_probability": round(math.exp(float(fusion.photo_log_probs[i])), 6),
-                "explanation": list(ev.explanation) if ev else [
+                "explanation": ev.explanation(fusion.query) if ev else [
                     "no drug facts for this pill: typed facts neither for nor against it"
                     if cand.facts is None else "matches none of the typed facts"],
             }
@@ -248,7 +248,10 @@ class Answers:
                 f"photo and typed facts ({fusion.typed.describe()}) combined")
         result.typed = {"fields": fusion.typed.to_dict(), "contradicted": contradicted,
                         "top_likelihood": top_l, "threshold": CONTRADICTION, "note": note}
-        result.library_hits = fusion.hits if contradicted else []
+        result.library_hits = [] if not contradicted else [
+            _hit_dict(h) for h in search(self.library, imprint=fusion.typed.imprint,
+                                         color=fusion.typed.color, shape=fusion.typed.shape,
+                                         limit=OFFERED_HITS)]
         return contradicted
 
     def _blocks_for(self, labels: list[str]) -> dict[str, dict[str, Any]]:

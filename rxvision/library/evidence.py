@@ -21,7 +21,7 @@ photo's probabilities.
 
 Example:
     >>> ev = label_evidence(lib, parse_query(imprint="M 411", color="blue"), ["00378-..."])
-    >>> ev["00378-..."].likelihood, ev["00378-..."].explanation
+    >>> ev["00378-..."].likelihood, ev["00378-..."].explanation(query)
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ class LabelEvidence:
 
     likelihood: float  # L(typed | label), in [prod of floors, 1]
     matches: dict[str, float]  # field -> match in [0, 1]
-    explanation: tuple[str, ...]  # one line per typed field
+    reference: _Candidate  # the label's best-matching reference pill
+
+    def explanation(self, query: Query) -> list[str]:
+        """One line per typed field: how this pill matches it (made only when shown)."""
+        return _explain(query, self.reference)
 
 
 def typed_fields(query: Query) -> list[str]:
@@ -126,5 +130,5 @@ def label_evidence(
             likelihood = math.prod(field_likelihood(f, m) for f, m in matches.items())
             best = out.get(lab)
             if best is None or likelihood > best.likelihood:
-                out[lab] = LabelEvidence(likelihood, matches, tuple(_explain(query, c)))
+                out[lab] = LabelEvidence(likelihood, matches, c)
     return out

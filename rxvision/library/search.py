@@ -153,6 +153,18 @@ def warm(library: Library) -> None:
     library.cached("looks", LookTable.load)
 
 
+def candidate_labels(library: Library, query: Query) -> list[str]:
+    """The labels of the references worth scoring exactly for ``query`` (at most
+    ``CANDIDATES`` references), without scoring them: what photo + typed facts reads."""
+    ids = _candidates(library, query)
+    if not ids:
+        return []
+    rows = library.query(
+        f"SELECT DISTINCT label FROM refs WHERE id IN ({', '.join('?' * len(ids))})", ids
+    )
+    return [r[0] for r in rows]
+
+
 def _candidates(library: Library, query: Query) -> list[int]:
     """Row ids worth scoring exactly, best first by a cheap proxy of the final score.
 
