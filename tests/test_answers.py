@@ -230,7 +230,7 @@ def test_typed_facts_are_checked() -> None:
 
 
 def test_predict_prints_the_drug_and_its_facts(
-    library_model: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+    library_model: Path, sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photo = str(_photo(sample_dir, TEMAZEPAM))
     assert main(["predict", "--model", str(library_model), "--topk", "24", photo]) == 0
@@ -243,6 +243,10 @@ def test_predict_prints_the_drug_and_its_facts(
     assert row["facts_source"] == "library"
     assert all(c["facts"]["ndc"] == c["label"] for c in row["topk"])
     assert all(len(c["lookalikes"]) == 3 for c in row["topk"])
+    out = tmp_path / "r.csv"
+    assert main(["predict", "--model", str(library_model), photo, "--out", str(out)]) == 0
+    [line] = list(csv.DictReader(out.open()))
+    assert line["drug_1"] and line["ndc_1"] == line["label_1"]
 
 
 def test_predict_with_typed_facts(

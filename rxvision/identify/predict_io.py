@@ -32,6 +32,7 @@ from ..io_utils import atomic_write_text
 from .identifier import Identification, IdentifierError
 
 METADATA_COLUMNS = ("ndc", "name", "strength")  # per-candidate columns in CSV output
+FACTS_COLUMNS = ("drug", "labeler", "dea_schedule")  # and these, from the drug library
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
 
@@ -161,12 +162,14 @@ def _facts_lines(c: dict[str, Any], first: bool) -> list[str]:
 
 
 def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
-    """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r."""
+    """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r
+    (``drug_r``, ``labeler_r``, ``dea_schedule_r`` from the drug library, empty without)."""
     has_truth = any("true_label" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
               "message", "retake", "confidence", "ood_score", "zoomed", "zoom_note"]
     for r in range(1, topk + 1):
-        fields += [f"label_{r}", f"probability_{r}", *(f"{m}_{r}" for m in METADATA_COLUMNS)]
+        fields += [f"label_{r}", f"probability_{r}",
+                   *(f"{m}_{r}" for m in (*METADATA_COLUMNS, *FACTS_COLUMNS))]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -178,8 +181,11 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
         for c in row.get("topk", []):
             r = c["rank"]
             flat[f"label_{r}"], flat[f"probability_{r}"] = c["label"], f"{c['probability']:.6f}"
+            facts = c.get("facts") or {}
             for m in METADATA_COLUMNS:
-                flat[f"{m}_{r}"] = c["metadata"].get(m, "")
+                flat[f"{m}_{r}"] = c["metadata"].get(m, "") or facts.get(m, "")
+            for m in FACTS_COLUMNS:
+                flat[f"{m}_{r}"] = facts.get(m, "")
         writer.writerow(flat)
     return buf.getvalue()
 
