@@ -289,3 +289,28 @@ def test_an_export_carries_the_library_and_its_lookalikes(
     assert onnx.answers.show_lookalikes, onnx.answers.notes  # same weights as the source
     [result] = onnx.identify(_photo(sample_dir, OLANZAPINE))
     assert result.facts_source == "library" and result.candidates[0].lookalikes
+
+
+def test_the_bundled_models_library_names_its_pills_and_finds_their_photographs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rxvision.identify.bundled import bundled_model_dir
+
+    model = bundled_model_dir()
+    if not (model / LIBRARY_NAME).is_file():
+        pytest.skip(f"no bundled model library at {model}")
+    card = json.loads((model / "card.json").read_text())
+    with open_library(model) as lib:
+        assert set(lib.labels()) == set(card["labels"])
+        assert lib.lookalikes_fingerprint == card["weights"]["sha256"]
+        photo = lib.references("00002-3229-30")[0].image_path
+    assert photo.parts[-4:-2] == ("data", "c3pi-4k") and "shared" in photo.parts
+    shared = model.parents[2] / "shared" / "data" / "c3pi-4k"
+    if shared.is_dir():  # ../shared beside the repository: the photograph is there
+        assert photo.is_file()
+    # Moved without the photographs, `library show` says where they were expected.
+    shutil.copy(model / LIBRARY_NAME, tmp_path / LIBRARY_NAME)
+    assert main(["library", "show", "00002-3229-30", "--library", str(tmp_path)]) == 0
+    assert "not found on this machine: the library's photographs are expected under" in (
+        capsys.readouterr().out
+    )
