@@ -158,3 +158,51 @@ def test_low_resolution_photos_are_not_blown_up() -> None:
     assert locate_pills(img).zoom  # found and small...
     loc = locate_pills(img, min_crop=112)  # ...but its crop (46 px) would be upsampled 2.4x
     assert not loc.zoom and "photo too small to zoom" in loc.reason
+
+
+def _jpeg(img: Image.Image, **kwargs: object) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("pill", [(1050, 850, 1550, 1100), (200, 150, 2400, 1800)],
+                         ids=["small pill", "fills the frame"])
+def test_large_jpeg_decodes_at_reduced_scale_with_the_same_zoom(pill: tuple[int, ...]) -> None:
+    """A 2600x1950 JPEG: the photo check and locator run on a 1/4-scale decode (650 px),
+    a crop comes from a decode at the scale that keeps it >= the input size (here 1/2);
+    the same answer as from a full-size decode."""
+    from rxvision.data import load_image
+
+    data = _jpeg(_photo([pill], size=(2600, 1950)))
+    t = EvalTransform({"input_size": [224, 224], "mean": [0.5] * 3, "std": [0.25] * 3,
+                       "zoom": "auto"})
+    reduced, zoom, image = t.load_and_zoom(data, check=True)
+    whole, whole_zoom = t.to_uint8_and_zoom(load_image(data), check=True)
+    assert image.width < 2600  # never decoded whole
+    assert zoom.note == whole_zoom.note and zoom.retake is None and whole_zoom.retake is None
+    if whole_zoom.crop is None:
+        assert zoom.crop is None and image.width == 650  # one decode, at 1/4
+    else:
+        assert image.width == 1300  # the 770 px crop needs 1/2 scale for 224 px
+        assert zoom.crop == pytest.approx(whole_zoom.crop, abs=8)  # photo pixels
+        assert (zoom.crop[2] - zoom.crop[0]) * image.width / 2600 >= 224
+    diff = (reduced.float() - whole.float()).abs().mean()
+    assert diff < 3.0, diff  # letterboxed pixels, 0-255
+
+
+def test_reduced_decode_follows_exif_orientation() -> None:
+    photo = _photo([(1050, 850, 1550, 1100)], size=(2600, 1950))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: 1950x2600
+    data = _jpeg(photo, exif=exif)
+    t = EvalTransform({"input_size": [224, 224], "mean": [0.5] * 3, "std": [0.25] * 3,
+                       "zoom": "auto"})
+    from rxvision.data import load_image
+
+    _, zoom, image = t.load_and_zoom(data)
+    _, whole = t.to_uint8_and_zoom(load_image(data))
+    assert image.height > image.width  # upright
+    assert zoom.crop == pytest.approx(whole.crop, abs=8)

@@ -61,6 +61,7 @@ MESSAGE_OK = "ok"
 MESSAGE_UNSURE = "not sure"
 MESSAGE_UNKNOWN = "not a pill I know"
 MESSAGE_RETAKE = "retake the photo"  # the photo check found no pill, or an unusable photo
+MESSAGE_RETAKE = "retake the photo"  # the photo check found no pill, or an unusable photo
 BACKENDS = ("torch", "onnx")
 
 
@@ -96,6 +97,10 @@ class Identification:
     message: str  # "ok" | "not sure" | "not a pill I know"
     timings_ms: dict[str, float] = field(default_factory=dict)
     source: str | None = None  # file name(s) the answer is about, when known
+    # Why the photo must be retaken instead of answered (rxvision.locate.presence: "no pill
+    # found in the photo", "photo too dark", ...; "back: too blurred" for a pair), or None.
+    # With a cause, there are no candidates and the message is "retake the photo".
+    retake: str | None = None
     # Why the photo must be retaken instead of answered (rxvision.locate.presence: "no pill
     # found in the photo", "photo too dark", ...; "back: too blurred" for a pair), or None.
     # With a cause, there are no candidates and the message is "retake the photo".
@@ -289,7 +294,12 @@ class Identifier:
     def prepare(self, image: ImageInput, name: str | None = None
                 ) -> tuple[Tensor, ZoomResult]:
         """:meth:`preprocess`, and the zoom step's crop (photo pixels, or None) and reason."""
-        boxed, zoom = self.transform.to_uint8_and_zoom(self.decode(image, name), check=True)
+        if isinstance(image, str | Path | bytes):  # a JPEG is decoded no larger than needed
+            boxed, zoom, _ = self.transform.load_and_zoom(image, self.max_pixels, name,
+                                                          check=True)
+        else:
+            boxed, zoom = self.transform.to_uint8_and_zoom(self.decode(image, name),
+                                                           check=True)
         return self.transform.normalize(boxed), zoom
 
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:

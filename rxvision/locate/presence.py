@@ -98,9 +98,14 @@ def _sharpness(lum: np.ndarray, regions: np.ndarray) -> float:
     return steepest / max(luma_range, 1.0)
 
 
-def check_photo(image: Image.Image) -> PhotoCheck:
-    """Whether ``image`` (RGB) can be identified, or which retake to ask for."""
+def check_photo(image: Image.Image, pixel_scale: float = 1.0) -> PhotoCheck:
+    """Whether ``image`` (RGB) can be identified, or which retake to ask for.
+
+    ``pixel_scale``: photo pixels per pixel of ``image`` when it is a reduced decode of
+    the photo (a JPEG decoded at 1/4 scale: 4.0), so sizes are judged in photo pixels.
+    """
     rgb, scale = work_copy(image)
+    scale /= pixel_scale
     lum = rgb.astype(np.float32) @ LUMA  # (h, w)
     brightest = float(np.percentile(rgb.max(axis=-1), 99))
     clipped = float((rgb.min(axis=-1) >= CLIPPED).mean())

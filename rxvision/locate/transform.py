@@ -9,15 +9,22 @@ photo whose pill is small in the frame is first cropped around it at full resolu
 
 from __future__ import annotations
 
+import io
+import math
+import warnings
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from ..data.decode import DEFAULT_MAX_PIXELS, load_image
 from ..data.transforms import ZOOM_MODES, card_zoom, fill_colour, letterbox
-from .locator import locate_pills, zoom_square
+from .locator import WORK_SIDE, locate_pills, zoom_square
 from .presence import check_photo
+
+DRAFT_SIDE = 2 * WORK_SIDE  # a reduced JPEG decode keeps its longer side at least this
 
 
 class ZoomResult(NamedTuple):
@@ -28,6 +35,25 @@ class ZoomResult(NamedTuple):
     # Why the photo must be retaken (:func:`~.presence.check_photo`), or None; always None
     # unless the check was asked for.
     retake: str | None = None
+
+
+def _jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG as displayed (EXIF orientation applied), from its header
+    alone; None for other formats and for anything unreadable (the decode that follows
+    reports what is wrong with it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+                if im.format != "JPEG":
+                    return None
+                w, h = im.size
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # turned a quarter: swapped
+                    w, h = h, w
+                return w, h
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+            Image.DecompressionBombError):
+        return None
 
 
 class EvalTransform:
@@ -63,9 +89,55 @@ class EvalTransform:
             if location.zoom:
                 crop = list(zoom_square(location, img.size))
                 img = img.crop(crop)
+        return self._boxed(img), ZoomResult(crop, note, retake)
+
+    def load_and_zoom(self, source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      name: str | None = None, check: bool = False
+                      ) -> tuple[torch.Tensor, ZoomResult, Image.Image]:
+        """Decode a photo file or its bytes no larger than needed, then as
+        :meth:`to_uint8_and_zoom`; also returns the decoded image.
+
+        A large JPEG is decoded at a reduced DCT scale (1/2, 1/4 or 1/8; libjpeg does not
+        compute the dropped detail) with its longer side still at least
+        :data:`DRAFT_SIDE`, twice the locator's working copy: a 12 MP photo at 1/4
+        (1008 px). The photo check, the locator and the letterbox of a pill that fills
+        the frame use that. When the model must zoom to a small pill, the crop is taken
+        from a second decode at the smallest scale that keeps the crop at least the
+        model's input size, as a full-resolution crop would be (the crop reported is in
+        photo pixels). Other formats and small JPEGs are decoded once, whole.
+        """
+        full = _jpeg_size(source)
+        small = load_image(source, max_pixels=max_pixels, name=name,
+                           min_side=DRAFT_SIDE if full else None)
+        factor = full[0] / small.width if full else 1.0  # photo pixels per decoded pixel
+        if factor <= 1.0:
+            tensor, zoom = self.to_uint8_and_zoom(small, check)
+            return tensor, zoom, small
+        retake = check_photo(small, pixel_scale=factor).retake if check else None
+        if self.zoom != "auto":
+            return self._boxed(small), ZoomResult(None, None, retake), small
+        need = min(self.size)
+        location = locate_pills(small, min_crop=need / factor)  # in photo pixels, as above
+        if not location.zoom:
+            return self._boxed(small), ZoomResult(None, location.reason, retake), small
+        crop = zoom_square(location, small.size)  # (x0, y0, x1, y1) in decoded pixels
+        side = (crop[2] - crop[0]) * factor  # in photo pixels
+        scale = max([s for s in (1, 2, 4, 8) if side / s >= need], default=1)
+        image = small
+        if full[0] / scale > small.width:  # the crop needs more detail than the draft has
+            image = load_image(source, max_pixels=max_pixels, name=name,
+                               min_side=math.ceil(max(full) / scale))
+        g = image.width / small.width
+        box = [min(round(v * g), image.width if i % 2 == 0 else image.height)
+               for i, v in enumerate(crop)]
+        photo_crop = [round(v * factor) for v in crop]
+        return (self._boxed(image.crop(box)), ZoomResult(photo_crop, location.reason, retake),
+                image)
+
+    def _boxed(self, img: Image.Image) -> torch.Tensor:
+        """Letterbox to the card's input size: uint8 tensor (3, H, W)."""
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
-        tensor = torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
-        return tensor, ZoomResult(crop, note, retake)
+        return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (…, 3, H, W) -> normalised float."""

@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data.decode import load_image
 from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
 from ..identify.identifier import Identification, Identifier
@@ -50,6 +49,7 @@ class Decoded:
     ms: float
     zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
     zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
+    retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
     retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
 
 
@@ -117,9 +117,10 @@ class Service:
 
     def _decode_one(self, upload: Upload) -> Decoded:
         t0 = time.perf_counter()
-        image = load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
-        # PIL + NumPy only; the photo check as Identifier.prepare runs it
-        tensor, zoom = self.identifier.transform.to_uint8_and_zoom(image, check=True)
+        # PIL + NumPy only: a JPEG decoded no larger than needed, the photo check and the
+        # zoom as Identifier.prepare runs them
+        tensor, zoom, image = self.identifier.transform.load_and_zoom(
+            upload.data, self.settings.max_pixels, upload.label, check=True)
         return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, zoom.crop,
                        zoom.note, zoom.retake)
 
