@@ -19,7 +19,7 @@ import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -28,7 +28,9 @@ from safetensors.torch import load_file, save_file
 from .config import Config, ConfigError, config_from_dict
 from .data.transforms import ZOOM_FOR_NEW_MODELS, ZOOM_MODES
 from .io_utils import atomic_directory, atomic_files, atomic_write_json, foreign_entries
-from .models import RxVisionModel, build_model
+
+if TYPE_CHECKING:  # the network (timm, torchvision) loads only when a model is built:
+    from .models import RxVisionModel  # reading cards (ONNX serving) does not need it
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
@@ -245,6 +247,8 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
     weights = card.get("weights", {})
     state = load_state_dict_safely(directory / weights.get("file", WEIGHTS_NAME),
                                    weights.get("sha256"))
+    from .models import build_model
+
     model = build_model(cfg, num_classes=len(labels))
     own = model.state_dict()
     for key in set(own) - set(state):

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -40,7 +40,6 @@ from ..artifact import Artifact, ArtifactError
 from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..locate import EvalTransform, ZoomResult
-from ..models import RxVisionModel
 from .answers import Answers, TypedFacts
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -52,6 +51,9 @@ from .openset import (
     ood_scores,
 )
 from .tta import RotationTTA, apply_tta
+
+if TYPE_CHECKING:  # annotations only: the ONNX backend never builds the network (timm)
+    from ..models import RxVisionModel
 
 ImageInput = str | Path | bytes | Image.Image
 
