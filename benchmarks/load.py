@@ -238,6 +238,7 @@ def served(args: argparse.Namespace, model: Path, photos: list[tuple[str, bytes]
         proc = start_server(args, model, port, log)
         startup_s = time.perf_counter() - t0
         server, client = psutil.Process(proc.pid), psutil.Process()
+        rss_at_start = round(server.memory_info().rss / 2**20, 1)  # ready, before any request
         runs = []
         try:
             asyncio.run(fire(base, photos, args.warmup, args.concurrency, args.time_limit))
@@ -267,7 +268,8 @@ def served(args: argparse.Namespace, model: Path, photos: list[tuple[str, bytes]
         finally:
             stop_server(proc)
             server_log = log.read_text()[-2000:]
-    return {"startup_s": round(startup_s, 2), "runs": runs, "server_log_tail": server_log}
+    return {"startup_s": round(startup_s, 2), "rss_mb_at_start": rss_at_start, "runs": runs,
+            "server_log_tail": server_log}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -300,8 +302,11 @@ def table(report: dict[str, Any]) -> str:
             f"{r['rss_mb_before']} | {r['rss_mb_after']} |")
     lines += ["", f"served / best offline: {s['served_over_offline']:.1%} of identify_batch, "
               f"{s['served_over_offline_forward_only']:.1%} of forward only (mean of repeats); "
-              f"errors: {s['errors']}; RSS growth from repeat 1 to {len(runs)}: "
-              f"{s['rss_growth_mb']:+.1f} MB"]
+              f"errors: {s['errors']}; RSS at start (ready, before any request) "
+              f"{report['served']['rss_mb_at_start']} MB; RSS growth from repeat 1 to "
+              f"{len(runs)}: {s['rss_growth_mb']:+.1f} MB; load average before / after "
+              f"{report['machine']['load_before']} / {report['machine']['load_after']} "
+              "(other work on the machine)"]
     return "\n".join(lines)
 
 
@@ -318,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{off['forward_only_ips']} img/s forward only", file=sys.stderr)
         return off
 
+    load_before = [round(v, 2) for v in os.getloadavg()]
     before = measure_offline("before")
     srv = served(args, model, photos)
     after = measure_offline("after")  # the machine may be shared: measure on both sides
@@ -333,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(),
-                    "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]},
+                    "load_before": load_before,
+                    "load_after": [round(v, 2) for v in os.getloadavg()]},
         "offline": {"before": before, "after": after, "best": best,
                     "batch": args.max_batch},
         "served": srv,
