@@ -22,13 +22,14 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -102,6 +103,7 @@ def predict(
     progress: bool = True,
     desc: str = "evaluate",
     zoom: str | None = None,
+    transform: Callable[[Image.Image], torch.Tensor] | None = None,
 ) -> Predictions:
     """Run ``backend`` over every image; decoding and preprocessing happen in workers.
 
@@ -118,6 +120,8 @@ def predict(
             score, from ``backend.logits_and_embeddings(batch)`` in the same forward pass.
         progress: show a progress bar.
         zoom: ``"auto"`` or ``"off"`` overrides the card's ``preprocessing.zoom``.
+        transform: photo -> model input; default: the card's :class:`EvalTransform` (a
+            crop model passes :class:`rxvision.identify.pipeline.CropTransform`).
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -129,7 +133,8 @@ def predict(
     model = getattr(backend, "model", None)
     if channels_last and isinstance(model, torch.nn.Module):
         model.to(memory_format=torch.channels_last)  # in place and idempotent
-    dataset = EvalDataset(images, EvalTransform(backend.preprocessing, zoom), backend.labels)
+    transform = transform or EvalTransform(backend.preprocessing, zoom)
+    dataset = EvalDataset(images, transform, backend.labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, embeds = [], []
     with torch.inference_mode():
