@@ -1,0 +1,169 @@
+"""Photo plus typed facts: how much a typed imprint (exact or one character wrong) helps.
+
+For each labelled photo (a random, seeded subset), the model's calibrated log-probabilities
+are computed once (the card's TTA and zoom), then decided with the typed facts a person
+might add, built from the true pill's library facts (its first reference):
+
+- ``photo``: the photo alone; ``photo_same_pill``: a hit on an identical pill counts;
+- ``exact``: the imprint as NLM writes it (tokens separated by spaces);
+- ``one_wrong``: one letter or digit replaced by another (seeded), as in library_search.py;
+- ``one_wrong_color_shape``: that, plus the pill's coded colour(s) and shape in words;
+- ``contradicting``: another random library pill's imprint (a misread or a wrong pill).
+
+Per variant: top-1 (the right label first), answered (the card's abstain rule, after the
+typed facts), top-1 on the answered, how often the typed facts were judged to contradict
+the photo ("not sure"), how often the first library hit then offered is the right pill
+(or an identical one), and ``found``: the answer is right, or it is "not sure" because of
+the typed facts and the first offered hit is right. Photos of pills without an imprint
+get only ``photo``.
+
+    python benchmarks/photo_plus_typed.py --data /work/views/indep-1k/manifest.csv \\
+        --limit 300 [--model models/rxvision-c3pi-1k] [--group-by mode] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rxvision.data import load_dataset
+from rxvision.engine.evaluate import subset
+from rxvision.identify.answers import TypedFacts
+from rxvision.identify.identifier import Identifier
+from rxvision.library.facts import DrugFacts
+from rxvision.library.groups import twin_labels
+
+SEED = 17
+ALNUM = string.ascii_uppercase + string.digits
+VARIANTS = ("photo", "exact", "one_wrong", "one_wrong_color_shape", "contradicting")
+
+
+def one_wrong(text: str, rng: random.Random) -> str:
+    spots = [i for i, ch in enumerate(text) if ch.isalnum()]
+    i = rng.choice(spots)
+    new = rng.choice([c for c in ALNUM if c != text[i].upper()])
+    return text[:i] + new + text[i + 1 :]
+
+
+def typed_variants(
+    facts: DrugFacts, others: list[DrugFacts], rng: random.Random
+) -> dict[str, TypedFacts | None]:
+    """The typed facts of each variant for a photo of the pill ``facts``."""
+    out: dict[str, TypedFacts | None] = {"photo": None}
+    if not facts.imprint:
+        return out
+    exact = " ".join(facts.imprint)
+    wrong = one_wrong(exact, rng)
+    other = rng.choice([o for o in others if o.imprint and o.label != facts.label])
+    out["exact"] = TypedFacts.parse(imprint=exact)
+    out["one_wrong"] = TypedFacts.parse(imprint=wrong)
+    out["one_wrong_color_shape"] = TypedFacts.parse(
+        imprint=wrong, color=", ".join(c.lower() for c in facts.colors) or None,
+        shape=facts.shape.lower() or None,
+    )
+    out["contradicting"] = TypedFacts.parse(imprint=" ".join(other.imprint))
+    return out
+
+
+def log_probs(ident: Identifier, paths: list[Path], batch: int) -> torch.Tensor:
+    """Calibrated log-probabilities (N, C) of the photos, in batches."""
+    out = []
+    for start in range(0, len(paths), batch):
+        x = torch.stack([ident.preprocess(p) for p in paths[start : start + batch]])
+        logits, _ = ident.forward(x)
+        out.append(ident.log_probs(logits))
+        print(f"\r{start + len(x)}/{len(paths)} photos", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return torch.cat(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model with library.sqlite (default: bundled)")
+    p.add_argument("--data", required=True, help="labelled photos (manifest CSV)")
+    p.add_argument("--limit", type=int, default=300, help="photos drawn (seeded)")
+    p.add_argument("--group-by", default=None, help="also report per value of this column")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args()
+
+    ident = Identifier.load(args.model)
+    lib = ident.answers.library
+    if lib is None:
+        raise SystemExit("the model has no drug library: " + "; ".join(ident.answers.notes))
+    images = load_dataset(args.data)
+    index = {label: i for i, label in enumerate(ident.labels)}
+    images = subset(images, args.limit, seed=SEED)
+    samples = [s for s in images.samples if s.label in index]
+    t0 = time.perf_counter()
+    lp = log_probs(ident, [s.path for s in samples], args.batch_size)
+    forward_s = time.perf_counter() - t0
+    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+    others = list(facts.values())
+    twins = twin_labels(lib)
+    rng = random.Random(SEED)
+    counts: dict[str, dict[str, dict[str, float]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(float)))
+    decide_ms: list[float] = []
+    for s, row in zip(samples, lp, strict=True):
+        groups = ["all"] + ([f"{args.group_by}={s.extra.get(args.group_by, '')}"]
+                            if args.group_by else [])
+        variants = typed_variants(facts[s.label], others, rng)
+        for name, typed in variants.items():
+            t1 = time.perf_counter()
+            result = ident.decide(row, 0.0, topk=5, typed=typed)
+            decide_ms.append((time.perf_counter() - t1) * 1e3)
+            top = result.candidates[0].label
+            right = top == s.label
+            same = right or top in twins.get(s.label, ())
+            contradicted = bool(result.typed and result.typed["contradicted"])
+            hit = result.library_hits[0]["label"] if result.library_hits else None
+            hit_right = hit is not None and (hit == s.label or hit in twins.get(s.label, ()))
+            for g in groups:
+                c = counts[g][name]
+                c["n"] += 1
+                c["top1"] += right
+                c["top1_same_pill"] += same
+                c["answered"] += not result.abstain
+                c["answered_right"] += (not result.abstain) and right
+                c["contradicted"] += contradicted
+                c["hit_right"] += contradicted and hit_right
+                c["found"] += ((not result.abstain) and same) or (contradicted and hit_right)
+    report: dict[str, Any] = {"model": str(ident.path), "data": args.data,
+                              "photos": len(samples), "forward_seconds": round(forward_s, 1),
+                              "decide_ms_median": sorted(decide_ms)[len(decide_ms) // 2],
+                              "results": {}}
+    for g, by_variant in counts.items():
+        report["results"][g] = {}
+        for name in VARIANTS:
+            c = by_variant.get(name)
+            if not c:
+                continue
+            n = c["n"]
+            row_out = {"n": int(n), "top1": round(c["top1"] / n, 4),
+                       "top1_same_pill": round(c["top1_same_pill"] / n, 4),
+                       "answered": round(c["answered"] / n, 4),
+                       "top1_on_answered": round(c["answered_right"] / c["answered"], 4)
+                       if c["answered"] else None,
+                       "not_sure_by_typed_facts": round(c["contradicted"] / n, 4),
+                       "first_offered_hit_right": round(c["hit_right"] / c["contradicted"], 4)
+                       if c["contradicted"] else None,
+                       "found": round(c["found"] / n, 4)}
+            report["results"][g][name] = row_out
+            print(f"{g:12s} {name:24s} " + "  ".join(f"{k} {v}" for k, v in row_out.items()))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
