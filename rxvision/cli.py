@@ -12,7 +12,7 @@ import sys
 
 # Modules under rxvision.commands, in the order `rxvision --help` lists them.
 COMMANDS = ["model", "data", "train", "evaluate", "calibrate", "predict", "enroll",
-            "prototypes", "library", "export", "benchmark", "serve"]
+            "prototypes", "library", "segmenter", "export", "benchmark", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

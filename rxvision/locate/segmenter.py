@@ -1,0 +1,257 @@
+"""Find every pill in a photo: a mask, a box and a score per pill.
+
+:class:`Segmenter` wraps the network (:mod:`rxvision.locate.segnet`) with its card: the
+photo is resized so that its longer side is the card's ``input_longest`` (both sides
+rounded to a multiple of 16), normalised with the encoder's mean/std, and the two predicted
+maps are split into pills (:mod:`rxvision.locate.instances`). Each pill's mask is brought
+back to the photo's resolution inside its box, so boxes are not quantised to the working
+grid.
+
+A segmenter is a model artifact like the classifier: a directory with ``model.safetensors``
+and ``card.json`` (network config, preprocessing, thresholds, metrics, training record,
+software versions and the weights' SHA-256). Loading refuses pickles, corrupt or replaced
+weights and weights that do not fit the card.
+
+Example:
+    >>> seg = Segmenter.load("models/rxvision-segmenter")
+    >>> for pill in seg.find(photo):
+    ...     print(pill.box, pill.score, pill.mask.shape)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from ..artifact import ArtifactError, load_state_dict_safely, sha256_file, software_versions
+from ..io_utils import atomic_write, atomic_write_json
+from .instances import InstanceThresholds, split_instances
+from .segnet import OUTPUTS, PillSegNet, SegNetConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "card.json"
+CARD_FORMAT = "rxvision-segmenter-card/1"
+ONNX_NAME = "model.onnx"
+MULTIPLE = 16  # the encoder's output stride: working sizes are multiples of it
+DEFAULT_INPUT_LONGEST = 320
+
+
+@dataclass(frozen=True)
+class PillRegion:
+    """One pill in a photo.
+
+    Attributes:
+        box: (x0, y0, x1, y1) in photo pixels, x1/y1 exclusive.
+        mask: bool array (y1 - y0, x1 - x0): the pill's pixels inside ``box``.
+        score: mean foreground probability over the pill, in [0, 1].
+    """
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray = field(repr=False)
+    score: float
+
+    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
+        """The mask in a whole photo of ``size`` (width, height): bool (height, width)."""
+        w, h = size
+        out = np.zeros((h, w), dtype=bool)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+
+def working_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(width, height) the network sees a photo of ``size`` at: longer side ``longest``."""
+    w, h = size
+    k = longest / max(w, h)
+    return (
+        max(MULTIPLE, round(w * k / MULTIPLE) * MULTIPLE),
+        max(MULTIPLE, round(h * k / MULTIPLE) * MULTIPLE),
+    )
+
+
+class Segmenter:
+    """A trained pill segmenter and its card; see the module docstring."""
+
+    def __init__(
+        self,
+        net: PillSegNet,
+        input_longest: int = DEFAULT_INPUT_LONGEST,
+        thresholds: InstanceThresholds | None = None,
+        card: dict[str, Any] | None = None,
+    ):
+        self.net = net.eval()
+        self.input_longest = int(input_longest)
+        self.thresholds = thresholds or InstanceThresholds()
+        data = net.data_config()
+        self.mean = torch.tensor(data["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(data["std"]).view(1, 3, 1, 1)
+        self.card = card or {}
+
+    # -- artifact ---------------------------------------------------------------------------
+
+    def card_dict(
+        self, metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The card's content except the weights record."""
+        return {
+            "format": CARD_FORMAT,
+            "kind": "pill-segmenter",
+            "config": self.net.config.to_dict(),
+            "outputs": list(OUTPUTS),
+            "preprocessing": {
+                "input_longest": self.input_longest,
+                "multiple": MULTIPLE,
+                "interpolation": "bilinear",
+                **self.net.data_config(),
+            },
+            "thresholds": self.thresholds.to_dict(),
+            "metrics": metrics if metrics is not None else self.card.get("metrics", {}),
+            "training": training if training is not None else self.card.get("training", {}),
+            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "versions": software_versions(),
+        }
+
+    def save(
+        self,
+        directory: str | Path,
+        metrics: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write ``model.safetensors`` and ``card.json`` atomically into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        weights = directory / WEIGHTS_NAME
+        atomic_write(weights, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        card = self.card_dict(metrics, training)
+        card["weights"] = {"file": WEIGHTS_NAME, "sha256": sha256_file(weights), "dtype": "float32"}
+        atomic_write_json(directory / CARD_NAME, card)
+        self.card = card
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Segmenter:
+        """Rebuild a segmenter from its directory (CPU, eval mode).
+
+        Raises:
+            ArtifactError: missing or invalid card, corrupt, replaced or pickled weights,
+                or weights that do not fit the card's network.
+        """
+        directory = Path(directory)
+        card = read_segmenter_card(directory)
+        try:
+            config = SegNetConfig.from_dict({**card["config"], "pretrained": "none"})
+            thresholds = InstanceThresholds.from_dict(card["thresholds"])
+            longest = int(card["preprocessing"]["input_longest"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: segmenter card is invalid: {exc!r}") from exc
+        weights = card.get("weights", {})
+        state = load_state_dict_safely(
+            directory / weights.get("file", WEIGHTS_NAME), weights.get("sha256")
+        )
+        net = PillSegNet(config)
+        own = net.state_dict()
+        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            raise ArtifactError(
+                f"{directory}: weights do not fit the card's network "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        net.config.pretrained = card["config"].get("pretrained", "none")
+        return cls(net, longest, thresholds, card)
+
+    # -- inference --------------------------------------------------------------------------
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The photo as the network's input (1, 3, h, w), normalised."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"find() takes a PIL image, got {type(image).__name__}")
+        image = image.convert("RGB")
+        size = working_size(image.size, self.input_longest)
+        if image.size != size:
+            factor = min(image.size[0] // size[0], image.size[1] // size[1])
+            if factor >= 2:  # box-reduce a large photo first: much faster, no aliasing
+                image = image.reduce(factor)
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        return self.normalize(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 3, h, w) -> the network's normalised float input."""
+        return (images.float() / 255 - self.mean) / self.std
+
+    @torch.no_grad()
+    def probabilities(self, image: Image.Image) -> np.ndarray:
+        """Foreground and core probabilities (2, h, w) at the working size."""
+        return torch.sigmoid(self.net(self.prepare(image)))[0].numpy()
+
+    def find(self, image: Image.Image) -> list[PillRegion]:
+        """Every pill in ``image``, best score first; an empty list when there is none."""
+        maps = self.probabilities(image)
+        return regions_from_maps(maps, image.size, self.thresholds)
+
+
+def regions_from_maps(
+    maps: np.ndarray, size: tuple[int, int], thresholds: InstanceThresholds
+) -> list[PillRegion]:
+    """Pills from the probability maps (2, h, w) of a photo of ``size`` (width, height)."""
+    foreground, core = maps
+    labels, scores = split_instances(foreground, core, thresholds)
+    h, w = labels.shape
+    sx, sy = size[0] / w, size[1] / h
+    regions = []
+    for index, score in enumerate(scores, start=1):
+        ys, xs = np.nonzero(labels == index)
+        # One working pixel of margin: the soft edge decides where the mask ends.
+        wx0, wy0 = max(0, xs.min() - 1), max(0, ys.min() - 1)
+        wx1, wy1 = min(w, xs.max() + 2), min(h, ys.max() + 2)
+        mine = labels[wy0:wy1, wx0:wx1]
+        soft = np.where((mine == index) | (mine == 0), foreground[wy0:wy1, wx0:wx1], 0.0)
+        # Photo pixels whose area lies within the working crop (PIL needs the box inside).
+        x0, y0 = math.ceil(wx0 * sx), math.ceil(wy0 * sy)
+        x1, y1 = min(size[0], math.floor(wx1 * sx)), min(size[1], math.floor(wy1 * sy))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # Resample the crop so that working pixel centres land on photo pixel centres.
+        up = Image.fromarray(soft.astype(np.float32), "F").resize(
+            (x1 - x0, y1 - y0),
+            Image.Resampling.BILINEAR,
+            box=(x0 / sx - wx0, y0 / sy - wy0, x1 / sx - wx0, y1 / sy - wy0),
+        )
+        mask = np.asarray(up) > thresholds.foreground
+        if not mask.any():
+            continue
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
+        regions.append(PillRegion(box, mask, score))
+    return sorted(regions, key=lambda r: r.score, reverse=True)
+
+
+def read_segmenter_card(directory: str | Path) -> dict[str, Any]:
+    """The card of a segmenter directory, checked for its format."""
+    import json
+
+    directory = Path(directory)
+    path = directory / CARD_NAME
+    if not directory.is_dir():
+        raise ArtifactError(f"segmenter not found: {directory} is not a directory")
+    if not path.is_file():
+        raise ArtifactError(f"{directory} has no {CARD_NAME}; is it a segmenter directory?")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if card.get("format") != CARD_FORMAT:
+        raise ArtifactError(
+            f"{path}: format {card.get('format')!r} is not a segmenter card "
+            f"({CARD_FORMAT}); a classifier directory was given?"
+        )
+    return card
