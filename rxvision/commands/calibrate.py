@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="W")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--limit", type=int, metavar="N", help="use a fixed random subset of N images")
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="pill finder for a model trained on pill crops (default: the "
+                        "model's own segmenter/ folder)")
     p.add_argument("--tta", type=int, choices=TTA_CHOICES, metavar="N",
                    help="fit on logits averaged over N right-angle rotations and make N the "
                         "model's default (calibration.tta; default: the card's current "
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..identify.backends import load_backend
     from ..identify.identifier import IdentifierError
     from ..identify.openset import fit_class_centres
+    from ..identify.pipeline import crop_transform_for
     from ..identify.tta import apply_tta
     from ..library.enroll_fit import own_class_cosine
     from ..models.layers import CosineClassifier
@@ -102,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     method = (resolve_method(backend, args.ood_method, centres_in_card=False)
               if args.thresholds else None)
     images = subset(load_dataset(args.data), args.limit)
+    transform = crop_transform_for(backend.card, backend.path, args.segmenter)
     pred = predict(backend, images, batch_size=args.batch_size, workers=args.workers,
                    embeddings=method == "cosine", progress=not args.no_progress,
-                   desc="calibrate")
+                   desc="calibrate", transform=transform)
     known = pred.known
     if not known.any():
         raise DatasetError(f"{args.data}: none of its labels are in the model; "

@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "identification.ood_method, else energy; cosine needs --backend torch)")
     add_tta_argument(p)
     add_zoom_argument(p)
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="a model trained on pill crops (augment.framing: crop) finds each "
+                        "pill with this segmenter artifact (default: the model's own "
+                        "segmenter/ folder); ignored for whole-photo models")
     p.add_argument("--no-reference", action="store_true",
                    help="with an int8 ONNX export: skip evaluating its fp32 source on the same "
                         "images (by default the accuracy delta is reported)")
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     images = subset(load_dataset(args.data), args.limit)
     opts = {"batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress, "zoom": args.zoom}
+    framing, segmenter = crop_transform(backend, model_dir, args, opts)
     method = resolve_method(backend, args.ood_method) if args.unknown else None
     unknown_images = subset(load_dataset(args.unknown), args.limit) if args.unknown else None
     start = time.perf_counter()
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": tta,
         "zoom": args.zoom or card_zoom(backend.preprocessing),
+        "framing": framing, "segmenter": segmenter,
         **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
@@ -110,6 +116,22 @@ def run(args: argparse.Namespace) -> int:
                      run_dir=model_dir, thumbnails=refs, open_set=open_set)
     print_summary(result)
     return 0
+
+
+def crop_transform(backend: Any, model_dir: Any, args: argparse.Namespace,
+                   opts: dict[str, Any]) -> tuple[str, str | None]:
+    """For a crop model, put the pill finder's crop into ``opts``; (framing, segmenter)."""
+    from ..identify.identifier import IdentifierError
+    from ..identify.pipeline import crop_transform_for, model_framing
+
+    transform = crop_transform_for(backend.card, model_dir, args.segmenter)
+    if transform is None:
+        return model_framing(backend.card), None
+    if args.corruptions:
+        raise IdentifierError("--corruptions is not implemented for models trained on pill "
+                              "crops (augment.framing: crop) yet; evaluate without it")
+    opts["transform"] = transform
+    return "crop", str(transform.segmenter_path)
 
 
 def require_known_labels(pred: Any, data: str) -> None:

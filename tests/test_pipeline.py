@@ -1,0 +1,122 @@
+"""Find the pill first: segmenter + normalised crop + classifier, one answer per pill.
+
+Uses the bundled segmenter (models/rxvision-segmenter) on photos composed from the
+built-in sample pills, and a random-weight crop model: the contracts here are where the
+pills are and what reaches the classifier, not what it answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, SAMPLE_MANIFEST, make_config
+from PIL import Image
+
+from rxvision.data import load_dataset, load_image
+from rxvision.identify import IdentifierError
+from rxvision.identify.pipeline import (
+    SEGMENTER_DIR,
+    CropTransform,
+    PillPipeline,
+    crop_transform_for,
+    find_segmenter,
+    model_framing,
+)
+from rxvision.locate import C3PI_GREY, Segmenter
+from rxvision.locate.presence import NO_PILL
+
+BUNDLED_SEGMENTER = REPO_ROOT / "models" / "rxvision-segmenter"
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return Segmenter.load(BUNDLED_SEGMENTER)
+
+
+@pytest.fixture(scope="module")
+def sides() -> list[np.ndarray]:
+    from rxvision.locate.composite import sides_from_images
+
+    return sides_from_images([load_image(s.path) for s in load_dataset(SAMPLE_MANIFEST).samples])
+
+
+@pytest.fixture
+def crop_model(artifact_factory: Any) -> Path:
+    """A random-weight classifier trained (as its card says) on pill crops, with the
+    bundled segmenter copied in as its own pill finder."""
+    labels = [s.label for s in load_dataset(SAMPLE_MANIFEST).samples]
+    cfg = make_config(num_classes=len(labels), overrides=["augment.framing=crop"])
+    path = artifact_factory("crop", labels=labels, config=cfg)
+    shutil.copytree(BUNDLED_SEGMENTER, path / SEGMENTER_DIR)
+    return path
+
+
+def _photo(sides: list[np.ndarray], positions: list[tuple[int, int]], longest: int = 70
+           ) -> Image.Image:
+    """Sample pill sides on a flat beige surface, 320x240."""
+    photo = Image.new("RGB", (320, 240), (170, 150, 120))
+    for i, (x, y) in enumerate(positions):
+        side = Image.fromarray(sides[(5 * i) % len(sides)], "RGBA")
+        k = longest / max(side.size)
+        side = side.resize((round(side.size[0] * k), round(side.size[1] * k)))
+        photo.paste(side, (x, y), side)
+    return photo
+
+
+def test_framing_comes_from_the_card():
+    assert model_framing({}) == "photo"
+    assert model_framing({"config": {"augment": {"framing": "crop"}}}) == "crop"
+
+
+def test_crop_model_without_a_finder_is_an_error(artifact_factory: Any):
+    cfg = make_config(overrides=["augment.framing=crop"])
+    path = artifact_factory("bare", config=cfg)
+    with pytest.raises(IdentifierError, match="needs a pill finder"):
+        find_segmenter(path)
+    card = {"config": cfg.to_dict(), "preprocessing": {}}
+    with pytest.raises(IdentifierError, match="needs a pill finder"):
+        crop_transform_for(card, path)
+    # A whole-photo model needs none: its card's own transform applies.
+    assert crop_transform_for({"config": make_config().to_dict()}, path) is None
+
+
+def test_every_pill_gets_its_own_answer(crop_model: Path, sides: list[np.ndarray]):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    photo = _photo(sides, [(20, 30), (200, 140)])
+    answer = pipeline.identify(photo, topk=3)
+    assert answer.retake is None
+    assert len(answer.pills) == 2
+    centres = sorted(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+                     for b in (p.box for p in answer.pills))
+    assert centres[0][0] < 120 < 180 < centres[1][0]  # one pill left, one right
+    for pill in answer.pills:
+        assert len(pill.identification.candidates) == 3
+        assert 0.0 < pill.finder_score <= 1.0
+    as_json = answer.to_dict()
+    assert len(as_json["pills"]) == 2 and "box" in as_json["pills"][0]
+
+
+def test_a_photo_without_a_pill_is_a_retake(crop_model: Path):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    answer = pipeline.identify(Image.new("RGB", (320, 240), (170, 150, 120)))
+    assert answer.pills == [] and answer.retake == NO_PILL
+
+
+def test_crop_transform_shows_the_pill_alone_on_grey(segmenter: Segmenter,
+                                                      sides: list[np.ndarray]):
+    card_pre = {"input_size": [96, 96], "mean": [0.0] * 3, "std": [1.0] * 3}
+    transform = CropTransform(segmenter, card_pre)
+    crop, region = transform.crop(_photo(sides, [(120, 80)]))
+    assert region is not None and crop.size == (96, 96)
+    corner = np.asarray(crop)[0, 0]
+    assert tuple(int(v) for v in corner) == C3PI_GREY  # the surface is gone
+    x = transform(_photo(sides, [(120, 80)]))
+    assert x.shape == (3, 96, 96) and torch.isfinite(x).all()
+    # Nothing found: the whole photo is letterboxed (and will most likely be answered wrong).
+    _, none = transform.crop(Image.new("RGB", (200, 150), (90, 90, 90)))
+    assert none is None
