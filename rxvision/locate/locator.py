@@ -77,32 +77,40 @@ def _background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (background (h, w, 3) float32, RGB distances of the ring's pixels to it).
     """
     h, w, _ = rgb.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / max(h - 1, 1) - 0.5, xx / max(w - 1, 1) - 0.5
-    design = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], axis=-1)
+    xs = np.linspace(-0.5, 0.5, w, dtype=np.float32) if w > 1 else np.full(1, -0.5, np.float32)
+    ys = np.linspace(-0.5, 0.5, h, dtype=np.float32) if h > 1 else np.full(1, -0.5, np.float32)
     band = max(2, round(RING * min(h, w)))
     ring = np.zeros((h, w), dtype=bool)
     ring[:band], ring[-band:], ring[:, :band], ring[:, -band:] = True, True, True, True
-    a, values = design[ring], rgb[ring].astype(np.float32)  # (R, 6), (R, 3)
+    ry, rx = np.nonzero(ring)
+    x, y = xs[rx], ys[ry]
+    a = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)  # (R, 6)
+    values = rgb[ring].astype(np.float32)  # (R, 3)
     keep = np.ones(len(a), dtype=bool)
     for _ in range(2):
         fit = a[keep]
         coef = np.linalg.solve(fit.T @ fit + 1e-6 * np.eye(6), fit.T @ values[keep])  # (6, 3)
         residual = np.sqrt(((a @ coef - values) ** 2).sum(axis=1))
         keep = residual <= np.quantile(residual, 0.8)
-    return (design @ coef).astype(np.float32), residual[keep]
+    coef = coef.astype(np.float32)
+    X, Y = xs[None, :, None], ys[:, None, None]  # the surface, evaluated separably: (h, w, 3)
+    background = (coef[0] + coef[1] * X + coef[2] * Y + coef[3] * X * X + coef[4] * Y * Y
+                  + coef[5] * X * Y)
+    return background.astype(np.float32), residual[keep]
 
 
-def _foreground(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mask of pixels unlike the background (the photo at the locator's scale).
+def _foreground(rgb: np.ndarray, work: WorkCopy | None = None
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mask of pixels unlike the background (the photo at the locator's scale); ``work``:
+    the :class:`WorkCopy` of ``rgb`` when the caller has one (its fit is reused).
 
     Returns:
         (mask (h, w), distance to the background (h, w), the largest distance a
         background pixel plausibly has: the ring's typical residual plus
         :data:`SURROUND_MULTIPLIER` robust deviations, at least :data:`MIN_SURROUND`).
     """
-    background, ring_residual = _background(rgb)
-    distance = np.sqrt(((rgb.astype(np.float32) - background) ** 2).sum(axis=-1))
+    work = work or WorkCopy(rgb, 1.0)
+    ring_residual, distance = work.background()[1], work.distance()
     typical = float(np.median(ring_residual))
     spread = float(np.median(np.abs(ring_residual - typical))) * 1.4826
     mask = distance > max(MIN_CONTRAST, typical + NOISE_MULTIPLIER * spread)
@@ -160,17 +168,48 @@ def work_copy(image: Image.Image) -> tuple[np.ndarray, float]:
     return np.asarray(work), scale
 
 
-def locate_pills(image: Image.Image, min_crop: int = 0) -> PillLocation:
+@dataclass
+class WorkCopy:
+    """A photo at the locator's scale (:func:`work_copy`) and its fitted background,
+    computed once for the photo check and the locator."""
+
+    rgb: np.ndarray
+    scale: float  # work pixels per pixel of the image it was made from
+    _fit: tuple[np.ndarray, np.ndarray] | None = None
+    _distance: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, image: Image.Image) -> WorkCopy:
+        return cls(*work_copy(image))
+
+    def background(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_background` of :attr:`rgb` (cached)."""
+        if self._fit is None:
+            self._fit = _background(self.rgb)
+        return self._fit
+
+    def distance(self) -> np.ndarray:
+        """Each pixel's RGB distance to the fitted background (h, w), cached."""
+        if self._distance is None:
+            diff = self.rgb.astype(np.float32) - self.background()[0]
+            self._distance = np.sqrt((diff * diff).sum(axis=-1))
+        return self._distance
+
+
+def locate_pills(image: Image.Image, min_crop: float = 0, work: WorkCopy | None = None
+                 ) -> PillLocation:
     """Find the pill (or both sides of one pill) in ``image``; see the module docstring.
 
     ``min_crop``: zoom only if the crop would be at least this many photo pixels across.
     Blowing up a smaller crop adds blur, not detail, and in low-resolution photos the
     locator's regions are least reliable (a pale pill's imprint passes for a small pill).
+    ``work``: ``WorkCopy.of(image)`` when the caller has it already.
     """
     W, H = image.size
-    rgb, scale = work_copy(image)
+    work = work or WorkCopy.of(image)
+    rgb, scale = work.rgb, work.scale
     h, w, _ = rgb.shape
-    mask, distance, background_level = _foreground(rgb)
+    mask, distance, background_level = _foreground(rgb, work)
     labels, _ = ndimage.label(mask)
     candidates, at_border = [], 0  # (area, slices, label index)
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .locator import MIN_AREA, _background, work_copy
+from .locator import MIN_AREA, WorkCopy
 
 NO_PILL = "no pill found in the photo"
 TOO_DARK = "photo too dark"
@@ -61,13 +61,11 @@ class PhotoCheck:
     measures: dict[str, float] = field(default_factory=dict)
 
 
-def _regions(rgb: np.ndarray) -> tuple[int, int, np.ndarray]:
+def _regions(work: WorkCopy) -> tuple[int, int, np.ndarray]:
     """Solid regions standing out from the fitted background: (count, longest side in
     work pixels of the largest, their mask)."""
-    h, w, _ = rgb.shape
-    background, _ = _background(rgb)
-    distance = np.sqrt(((rgb.astype(np.float32) - background) ** 2).sum(axis=-1))
-    mask = ndimage.binary_opening(distance > STAND_OUT, iterations=2)  # specks, strokes
+    h, w, _ = work.rgb.shape
+    mask = ndimage.binary_opening(work.distance() > STAND_OUT, iterations=2)  # specks, strokes
     mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
     labels, count = ndimage.label(mask)
     if not count:
@@ -98,19 +96,21 @@ def _sharpness(lum: np.ndarray, regions: np.ndarray) -> float:
     return steepest / max(luma_range, 1.0)
 
 
-def check_photo(image: Image.Image, pixel_scale: float = 1.0) -> PhotoCheck:
+def check_photo(image: Image.Image, pixel_scale: float = 1.0,
+                work: WorkCopy | None = None) -> PhotoCheck:
     """Whether ``image`` (RGB) can be identified, or which retake to ask for.
 
     ``pixel_scale``: photo pixels per pixel of ``image`` when it is a reduced decode of
     the photo (a JPEG decoded at 1/4 scale: 4.0), so sizes are judged in photo pixels.
+    ``work``: ``WorkCopy.of(image)``, shared with the locator (one background fit).
     """
-    rgb, scale = work_copy(image)
-    scale /= pixel_scale
+    work = work or WorkCopy.of(image)
+    rgb, scale = work.rgb, work.scale / pixel_scale
     lum = rgb.astype(np.float32) @ LUMA  # (h, w)
     brightest = float(np.percentile(rgb.max(axis=-1), 99))
     clipped = float((rgb.min(axis=-1) >= CLIPPED).mean())
-    spread = float(max(np.percentile(rgb[..., c], 99.5) - np.percentile(rgb[..., c], 0.5)
-                       for c in range(3)))
+    low, high = np.percentile(rgb.reshape(-1, 3), [0.5, 99.5], axis=0)  # (3,) each
+    spread = float((high - low).max())
     measures = {"p99_brightest_channel": round(brightest, 2), "clipped": round(clipped, 4),
                 "colour_range": round(spread, 2)}
     if brightest < DARK_P99:
@@ -119,7 +119,7 @@ def check_photo(image: Image.Image, pixel_scale: float = 1.0) -> PhotoCheck:
         return PhotoCheck(OVEREXPOSED, measures)
     if spread < FLAT_RANGE or min(rgb.shape[:2]) < 8:
         return PhotoCheck(NO_PILL, measures)
-    count, extent, regions = _regions(rgb)
+    count, extent, regions = _regions(work)
     measures.update(regions=count, largest_px=round(extent / scale, 1))
     if not count:
         return PhotoCheck(NO_PILL, measures)

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.decode import DEFAULT_MAX_PIXELS, load_image
 from ..data.transforms import ZOOM_MODES, card_zoom, fill_colour, letterbox
-from .locator import WORK_SIDE, locate_pills, zoom_square
+from .locator import WORK_SIDE, WorkCopy, locate_pills, zoom_square
 from .presence import check_photo
 
 DRAFT_SIDE = 2 * WORK_SIDE  # a reduced JPEG decode keeps its longer side at least this
@@ -81,10 +81,11 @@ class EvalTransform:
         ``check``: also run the photo check (is there a pill, is the photo usable), as
         identification does; training, evaluation and enrollment views skip it.
         """
-        retake = check_photo(img).retake if check else None
+        work = WorkCopy.of(img)  # one working copy and background fit for both steps
+        retake = check_photo(img, work=work).retake if check else None
         crop, note = None, None
         if self.zoom == "auto":
-            location = locate_pills(img, min_crop=min(self.size))  # never upsample: blur
+            location = locate_pills(img, min(self.size), work)  # never upsample: blur
             note = location.reason
             if location.zoom:
                 crop = list(zoom_square(location, img.size))
@@ -113,11 +114,12 @@ class EvalTransform:
         if factor <= 1.0:
             tensor, zoom = self.to_uint8_and_zoom(small, check)
             return tensor, zoom, small
-        retake = check_photo(small, pixel_scale=factor).retake if check else None
+        work = WorkCopy.of(small)
+        retake = check_photo(small, factor, work).retake if check else None
         if self.zoom != "auto":
             return self._boxed(small), ZoomResult(None, None, retake), small
         need = min(self.size)
-        location = locate_pills(small, min_crop=need / factor)  # in photo pixels, as above
+        location = locate_pills(small, need / factor, work)  # in photo pixels, as above
         if not location.zoom:
             return self._boxed(small), ZoomResult(None, location.reason, retake), small
         crop = zoom_square(location, small.size)  # (x0, y0, x1, y1) in decoded pixels
