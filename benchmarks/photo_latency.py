@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -72,11 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--photo", type=Path, help="a JPEG to time (default: a built 12 MP one)")
     p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--torch-threads", type=int,
+                   help="torch intra-op threads (default: torch's; 1 is steadier on a shared "
+                        "machine, where two threads wait for each other)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     data = (args.photo.read_bytes() if args.photo else
             phone_photo(sorted((REPO / "data/sample/images").glob("*.jpg"))[0]))
     report = {"photo_bytes": len(data), "python": platform.python_version(),
+              "torch_threads": args.torch_threads, "load_average_before": os.getloadavg(),
               "machine": platform.machine(), "rows": []}
     for tta in (None, 1):
         ident = Identifier.load(args.model, backend=args.backend, tta=tta)
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     with Image.open(io.BytesIO(data)) as im:
         report["photo_size"] = list(im.size)
     report["full_decode_ms"] = median_ms(lambda: load_image(data), args.repeats)
+    report["load_average_after"] = os.getloadavg()
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
