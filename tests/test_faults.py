@@ -292,7 +292,8 @@ def _kill_at_random_points(argv: list[str], out: Path, kills: int) -> list[str]:
     rng = random.Random(int(os.environ.get("RXV_FAULT_SEED", "19")))
     outcomes = []
     for _ in range(kills):
-        shutil.rmtree(out)
+        if out.exists():  # a kill before the artifact appeared leaves nothing to remove
+            shutil.rmtree(out)
         pid = _in_child(lambda: main(argv))
         time.sleep(rng.uniform(0.1, 0.9) * duration)
         os.kill(pid, signal.SIGKILL)
