@@ -15,14 +15,20 @@ COMMANDS = ["model", "data", "train", "evaluate", "calibrate", "predict", "enrol
             "prototypes", "library", "segmenter", "export", "benchmark", "serve"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``rxvision`` parser with every command, or with ``only`` that one.
+
+    Each command module imports what its options need (enroll's defaults import the
+    network's layers: timm, torchvision), so ``main`` registers only the command asked
+    for: ``rxvision serve --backend onnx`` then loads no other command's libraries.
+    """
     parser = argparse.ArgumentParser(
         prog="rxvision",
         description="Identify prescription medications from photographs.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         try:
             module = importlib.import_module(f"rxvision.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -34,13 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import UserError
+    from .errors import user_errors
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):  # a bug: the traceback is for us
+            raise
         print(f"rxvision {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

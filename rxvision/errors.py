@@ -1,16 +1,34 @@
-"""Errors that are the user's to fix; the CLI prints them without a traceback."""
+"""Errors that are the user's to fix; the CLI prints them without a traceback.
 
-from .artifact import ArtifactError
-from .config import ConfigError
-from .data.datasets import DatasetError
-from .data.decode import ImageDecodeError
-from .deploy.benchmark import BenchmarkError
-from .deploy.export import ExportError
-from .identify.identifier import IdentifierError
-from .library.enroll import EnrollmentError
-from .library.errors import LibraryError
-from .models.pretrained import PretrainedWeightsError
+Only modules already imported are looked at: an error class whose module was never loaded
+cannot have been raised. So the CLI learns about errors without importing every room (the
+export's ONNX tooling, the network's timm layers) for a command that needs none of them.
+"""
 
-UserError = (ArtifactError, ConfigError, DatasetError, ImageDecodeError, PretrainedWeightsError,
-             FileNotFoundError, IdentifierError, ExportError, BenchmarkError, EnrollmentError,
-             LibraryError)
+from __future__ import annotations
+
+import sys
+
+# (module, class) of every error that means "the input or the options are wrong".
+USER_ERRORS = (
+    ("rxvision.artifact", "ArtifactError"),
+    ("rxvision.config", "ConfigError"),
+    ("rxvision.data.datasets", "DatasetError"),
+    ("rxvision.data.decode", "ImageDecodeError"),
+    ("rxvision.deploy.benchmark", "BenchmarkError"),
+    ("rxvision.deploy.export", "ExportError"),
+    ("rxvision.identify.identifier", "IdentifierError"),
+    ("rxvision.library.enroll", "EnrollmentError"),
+    ("rxvision.library.errors", "LibraryError"),
+    ("rxvision.models.pretrained", "PretrainedWeightsError"),
+)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The user-error classes of the modules loaded so far, and FileNotFoundError."""
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for module, name in USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
