@@ -250,6 +250,21 @@ def test_bundled_card_is_complete(bundled):
     assert Path(BUNDLED / "model.safetensors").stat().st_size < 5_000_000
 
 
+def test_onnx_backend_runs_the_recorded_export(tiny, tmp_path):
+    from rxvision.locate.segmenter_onnx import export_onnx
+
+    directory = tiny.save(tmp_path / "seg")
+    with pytest.raises(ArtifactError, match="no ONNX export"):
+        Segmenter.load(directory, backend="onnx")
+    export_onnx(tiny, directory / "model.onnx", check_size=(48, 64), record_in=directory)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
+    onnx_maps = Segmenter.load(directory, backend="onnx").probabilities(image)
+    assert np.abs(onnx_maps - tiny.probabilities(image)).max() < 1e-5
+    (directory / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        Segmenter.load(directory, backend="onnx")
+
+
 def test_onnx_export_matches_pytorch(tiny, tmp_path):
     from rxvision.locate.segmenter_onnx import export_onnx, parity
 

@@ -57,11 +57,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--crop-size", type=int, default=224)
     f.add_argument("--json", action="store_true", help="print JSON")
+    f.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="run the network in PyTorch or onnxruntime (after `segmenter export`)",
+    )
     f.set_defaults(func=find)
 
     e = ssub.add_parser("export", help="write model.onnx into the segmenter directory")
     e.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter directory")
-    e.add_argument("--out", default=None, help="ONNX file (default: <segmenter>/model.onnx)")
+    e.add_argument(
+        "--out",
+        default=None,
+        help="ONNX file elsewhere (default: <segmenter>/model.onnx, recorded in its "
+        "card so that Segmenter.load(..., backend='onnx') runs it)",
+    )
     e.set_defaults(func=export)
 
 
@@ -96,7 +107,7 @@ def find(args: argparse.Namespace) -> int:
     from ..io_utils import atomic_write
     from ..locate import Segmenter, normalised_crop
 
-    seg = Segmenter.load(args.segmenter)
+    seg = Segmenter.load(args.segmenter, backend=args.backend)
     report = []
     for path in args.images:
         image = load_image(path)
@@ -123,12 +134,18 @@ def find(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..locate import Segmenter
+    from ..locate.segmenter import ONNX_NAME
     from ..locate.segmenter_onnx import export_onnx
 
     seg = Segmenter.load(args.segmenter)
-    report = export_onnx(seg, args.out or f"{args.segmenter}/model.onnx")
+    own = args.out is None  # into the segmenter's directory: recorded in its card
+    out = Path(args.segmenter) / ONNX_NAME if own else Path(args.out)
+    report = export_onnx(seg, out, record_in=args.segmenter if own else None)
     print(
-        f"wrote {report['file']} (max |logit difference| vs PyTorch {report['parity_max_abs']:.2e})"
+        f"wrote {report['file']} (largest |logit difference| vs PyTorch "
+        f"{report['parity_max_abs']:.1e})" + ("; recorded in its card" if own else "")
     )
     return 0

@@ -46,7 +46,7 @@ class CompositeParams:
     crowd_max_fill: float = 0.15  # pills in a crowd (5 or more) are at most this large
     max_pills: int = 24
     p_empty: float = 0.08
-    p_one: float = 0.35
+    p_one: float = 0.42
     p_few: float = 0.25  # 2-4 pills; the rest of the photos hold a crowd
     max_overlap: float = 0.12  # of a new pill's area that may lie on pills already placed
     max_blur: float = 1.6  # Gaussian sigma, pixels
@@ -212,7 +212,7 @@ def _camera(rng: np.random.Generator, canvas: np.ndarray, p: CompositeParams) ->
     return np.asarray(out)
 
 
-CORE_FRACTION = 0.4  # a pill's core: pixels at least this fraction of its deepest distance in
+CORE_FRACTION = 0.5  # a pill's core: pixels at least this fraction of its deepest distance in
 
 
 def segmentation_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -134,7 +134,7 @@ def add_distractors(
     """Paint ``count`` (default 0-4, random) non-pill objects onto ``canvas`` in place."""
     h, w, _ = canvas.shape
     if count is None:
-        count = int(rng.choice(5, p=[0.2, 0.3, 0.25, 0.15, 0.1]))
+        count = int(rng.choice(5, p=[0.3, 0.3, 0.2, 0.12, 0.08]))
     names = list(SHAPES)
     p = np.array([WEIGHTS[n] for n in names])
     for _ in range(count):

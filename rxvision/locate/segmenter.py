@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class Segmenter:
         self.mean = torch.tensor(data["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(data["std"]).view(1, 3, 1, 1)
         self.card = card or {}
+        # Runs the network on the normalised input: PyTorch, or an ONNX session (use_onnx).
+        self.runner: Callable[[torch.Tensor], torch.Tensor] = self.net
 
     # -- artifact ---------------------------------------------------------------------------
 
@@ -137,13 +140,21 @@ class Segmenter:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> Segmenter:
+    def load(cls, directory: str | Path, backend: str = "torch") -> Segmenter:
         """Rebuild a segmenter from its directory (CPU, eval mode).
+
+        Args:
+            directory: holds ``card.json`` and ``model.safetensors``.
+            backend: ``torch``, or ``onnx`` to run the network through onnxruntime from the
+                directory's ``model.onnx`` (written by ``rxvision segmenter export``; about
+                3x faster on a CPU, same output within 1e-5).
 
         Raises:
             ArtifactError: missing or invalid card, corrupt, replaced or pickled weights,
-                or weights that do not fit the card's network.
+                weights that do not fit the card's network, or (onnx) no checked export.
         """
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         directory = Path(directory)
         card = read_segmenter_card(directory)
         try:
@@ -166,7 +177,12 @@ class Segmenter:
             )
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
         net.config.pretrained = card["config"].get("pretrained", "none")
-        return cls(net, longest, thresholds, card)
+        seg = cls(net, longest, thresholds, card)
+        if backend == "onnx":
+            from .segmenter_onnx import onnx_runner
+
+            seg.runner = onnx_runner(directory, card)
+        return seg
 
     # -- inference --------------------------------------------------------------------------
 
@@ -190,7 +206,7 @@ class Segmenter:
     @torch.no_grad()
     def probabilities(self, image: Image.Image) -> np.ndarray:
         """Foreground and core probabilities (2, h, w) at the working size."""
-        return torch.sigmoid(self.net(self.prepare(image)))[0].numpy()
+        return torch.sigmoid(self.runner(self.prepare(image)))[0].numpy()
 
     def find(self, image: Image.Image) -> list[PillRegion]:
         """Every pill in ``image``, best score first; an empty list when there is none."""

@@ -320,8 +320,8 @@ WEIGHTS = {
     "stone": 1.5,
     "wood": 1.2,
     "fabric": 1.0,
-    "paper": 1.2,
-    "hand": 3.0,
+    "paper": 0.8,
+    "hand": 2.5,
     "keyboard": 0.4,
     "clutter": 1.2,
 }
