@@ -15,7 +15,7 @@ retake, naming the cause, when there is nothing the model should answer about:
 
 The check is conservative by design: its thresholds sit well beyond every real photo
 measured (24 sample photos, 1,000 C3PI references, 267 phone photos of pills, none asked
-for a retake; see docs/identification.md). It does not tell a pill from other objects
+for a retake; see docs/service.md). It does not tell a pill from other objects
 (a hand, a coin): what stands out goes to the model, whose open-set score judges it.
 
 Example:
@@ -61,39 +61,43 @@ class PhotoCheck:
     measures: dict[str, float] = field(default_factory=dict)
 
 
-def _regions(work: WorkCopy) -> tuple[int, int, np.ndarray]:
+def _regions(work: WorkCopy) -> tuple[int, int, np.ndarray, list[int]]:
     """Solid regions standing out from the fitted background: (count, longest side in
-    work pixels of the largest, their mask)."""
+    work pixels of the largest, the label image, the labels of those regions)."""
     h, w, _ = work.rgb.shape
     mask = ndimage.binary_opening(work.distance() > STAND_OUT, iterations=2)  # specks, strokes
     mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
     labels, count = ndimage.label(mask)
     if not count:
-        return 0, 0, mask
+        return 0, 0, labels, []
     areas = ndimage.sum(mask, labels, range(1, count + 1))
     big = [i for i, a in enumerate(areas) if a >= MIN_AREA * h * w]
     if not big:
-        return 0, 0, mask
+        return 0, 0, labels, []
     largest = max(big, key=lambda i: areas[i])
     sl = ndimage.find_objects(labels)[largest]
-    return (len(big), max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start),
-            np.isin(labels, [i + 1 for i in big]))
+    return (len(big), max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), labels,
+            [i + 1 for i in big])
 
 
-def _sharpness(lum: np.ndarray, regions: np.ndarray) -> float:
-    """How steep the photo's edges are, over its luminance range: the larger of the 99.5th
-    percentile of the gradient over the whole photo and its 90th percentile along the
-    regions' outlines (a small pill on a plain table has too few edge pixels for the
+def _sharpness(lum: np.ndarray, luma_range: float, labels: np.ndarray, keep: list[int]
+               ) -> float:
+    """How steep the photo's edges are, over its luminance range: the 99.5th percentile
+    of the gradient over the whole photo, or, if that is low, its 90th percentile along
+    the regions' outlines (a small pill on a plain table has too few edge pixels for the
     first). A sharp edge rises over 1-2 pixels (0.15 and more); a blurred one over many."""
     smooth = ndimage.gaussian_filter(lum, 0.7)
     gradient = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1)) / 8.0
+    steepest = float(np.percentile(gradient, 99.5)) / max(luma_range, 1.0)
+    if steepest >= MIN_SHARPNESS:
+        return steepest  # the outlines cannot lower it: no need to look along them
+    regions = np.isin(labels, keep)
     band = (ndimage.binary_dilation(regions, iterations=2)
             & ~ndimage.binary_erosion(regions, iterations=2))
-    steepest = float(np.percentile(gradient, 99.5))
     if band.any():
-        steepest = max(steepest, float(np.percentile(gradient[band], 90)))
-    luma_range = float(np.percentile(lum, 99.5) - np.percentile(lum, 0.5))
-    return steepest / max(luma_range, 1.0)
+        steepest = max(steepest, float(np.percentile(gradient[band], 90))
+                       / max(luma_range, 1.0))
+    return steepest
 
 
 def check_photo(image: Image.Image, pixel_scale: float = 1.0,
@@ -106,9 +110,9 @@ def check_photo(image: Image.Image, pixel_scale: float = 1.0,
     """
     work = work or WorkCopy.of(image)
     rgb, scale = work.rgb, work.scale / pixel_scale
-    lum = rgb.astype(np.float32) @ LUMA  # (h, w)
-    brightest = float(np.percentile(rgb.max(axis=-1), 99))
-    clipped = float((rgb.min(axis=-1) >= CLIPPED).mean())
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    brightest = float(np.percentile(np.maximum(np.maximum(r, g), b), 99))
+    clipped = float((np.minimum(np.minimum(r, g), b) >= CLIPPED).mean())
     low, high = np.percentile(rgb.reshape(-1, 3), [0.5, 99.5], axis=0)  # (3,) each
     spread = float((high - low).max())
     measures = {"p99_brightest_channel": round(brightest, 2), "clipped": round(clipped, 4),
@@ -119,11 +123,13 @@ def check_photo(image: Image.Image, pixel_scale: float = 1.0,
         return PhotoCheck(OVEREXPOSED, measures)
     if spread < FLAT_RANGE or min(rgb.shape[:2]) < 8:
         return PhotoCheck(NO_PILL, measures)
-    count, extent, regions = _regions(work)
+    count, extent, labels, keep = _regions(work)
     measures.update(regions=count, largest_px=round(extent / scale, 1))
     if not count:
         return PhotoCheck(NO_PILL, measures)
-    sharpness = _sharpness(lum, regions)
+    lum = rgb.astype(np.float32) @ LUMA  # (h, w)
+    low, high = np.percentile(lum, [0.5, 99.5])
+    sharpness = _sharpness(lum, float(high - low), labels, keep)
     measures["sharpness"] = round(sharpness, 4)
     if sharpness < MIN_SHARPNESS:
         return PhotoCheck(BLURRED, measures)
