@@ -7,6 +7,8 @@ pills are and what reaches the classifier, not what it answers.
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ import torch
 from conftest import REPO_ROOT, SAMPLE_MANIFEST, make_config
 from PIL import Image
 
+from rxvision.cli import main
 from rxvision.data import load_dataset, load_image
 from rxvision.identify import IdentifierError
+from rxvision.identify.answers import TypedFacts
 from rxvision.identify.pipeline import (
     SEGMENTER_DIR,
     CropTransform,
@@ -28,7 +32,7 @@ from rxvision.identify.pipeline import (
     model_framing,
 )
 from rxvision.locate import C3PI_GREY, Segmenter
-from rxvision.locate.presence import NO_PILL
+from rxvision.locate.presence import NO_PILL, TOO_DARK, TOO_SMALL
 
 BUNDLED_SEGMENTER = REPO_ROOT / "models" / "rxvision-segmenter"
 
@@ -120,3 +124,76 @@ def test_crop_transform_shows_the_pill_alone_on_grey(segmenter: Segmenter,
     # Nothing found: the whole photo is letterboxed (and will most likely be answered wrong).
     _, none = transform.crop(Image.new("RGB", (200, 150), (90, 90, 90)))
     assert none is None
+
+
+def test_a_dark_photo_is_a_retake_before_any_pill_is_looked_for(crop_model: Path,
+                                                                  sides: list[np.ndarray]):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    dark = Image.fromarray((np.asarray(_photo(sides, [(120, 80)])) * 0.05).astype(np.uint8))
+    answer = pipeline.identify(dark)
+    assert answer.pills == [] and answer.retake == TOO_DARK
+    assert "find" not in answer.timings_ms  # the finder never ran
+
+
+def test_a_pill_smaller_than_the_minimum_is_a_retake(crop_model: Path,
+                                                     sides: list[np.ndarray]):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    photo = _photo(sides, [(120, 80)])
+    assert pipeline.identify(photo).pills[0].identification.retake is None
+    pipeline.min_pill_px = 200  # the pill spans ~70 px
+    pill = pipeline.identify(photo).pills[0]
+    assert pill.identification.retake == TOO_SMALL
+    assert pill.identification.candidates == [] and pill.identification.abstain
+
+
+def test_typed_facts_describe_one_pill(crop_model: Path, sides: list[np.ndarray]):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    typed = TypedFacts.parse("M 411", None, None)
+    with pytest.raises(IdentifierError, match="photo shows 2"):
+        pipeline.identify(_photo(sides, [(20, 30), (200, 140)]), typed=typed)
+
+
+def test_front_and_back_fuse_into_one_answer(crop_model: Path, sides: list[np.ndarray],
+                                             tmp_path: Path):
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    front, back = tmp_path / "front.png", tmp_path / "back.png"
+    _photo(sides, [(20, 30)]).save(front)
+    _photo(sides, [(150, 100)]).save(back)
+    answer = pipeline.identify_pair(front, back, topk=2)
+    assert len(answer.identification.candidates) == 2
+    assert answer.box[0] < 100  # the front's pill
+    Image.new("RGB", (320, 240), (170, 150, 120)).save(back)
+    empty = pipeline.identify_pair(front, back)
+    assert empty.pills == [] and empty.retake == f"back: {NO_PILL}"
+
+
+def test_predict_answers_each_pill_of_a_photo(crop_model: Path, sides: list[np.ndarray],
+                                             tmp_path: Path, capsys: pytest.CaptureFixture):
+    photo, empty = tmp_path / "two.png", tmp_path / "empty.png"
+    _photo(sides, [(20, 30), (200, 140)]).save(photo)
+    Image.new("RGB", (320, 240), (170, 150, 120)).save(empty)
+    args = ["predict", "--model", str(crop_model), "--tta", "1", "--no-library"]
+    assert main([*args, "--json", str(photo), str(empty)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["image"], r["pills"]) for r in rows] == [
+        (str(photo), 2), (str(photo), 2), (str(empty), 0)]
+    assert [r.get("pill") for r in rows] == [1, 2, None]
+    assert all(len(r["box"]) == 4 for r in rows[:2]) and rows[2]["retake"] == NO_PILL
+    assert main([*args, str(photo)]) == 0
+    text = capsys.readouterr().out
+    assert "pill 1 of 2 at (" in text and "pill 2 of 2 at (" in text
+    out = tmp_path / "rows.csv"
+    assert main([*args, "--out", str(out), str(photo), str(empty)]) == 0
+    table = list(csv.DictReader(out.open()))
+    assert [t["pill"] for t in table] == ["1", "2", ""]
+    assert len(table[0]["box"].split()) == 4
+
+
+def test_a_segmenter_for_a_whole_photo_model_is_an_error(sample_artifact: Path,
+                                                         tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture):
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), (120, 10, 10)).save(photo)
+    code = main(["predict", "--model", str(sample_artifact), "--segmenter",
+                 str(BUNDLED_SEGMENTER), str(photo)])
+    assert code != 0 and "this one sees whole photos" in capsys.readouterr().err

@@ -8,6 +8,10 @@ Examples:
     rxvision predict photos/ --out results.csv       # a folder or manifest -> CSV/JSONL
     rxvision predict photo.jpg --imprint "M 411" --color blue --shape round
                                                      # photo + what you read off the pill
+
+A model trained on pill crops (augment.framing: crop) finds every pill in the photo first
+and answers each one ("photo.jpg, pill 2 of 3 at (x0, y0)-(x1, y1): ..."); a photo with no
+usable pill gets "retake the photo" and the cause instead of a guess.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="abstain below this top probability (default: the model card's)")
     p.add_argument("--ood-threshold", type=float, metavar="S",
                    help="flag unknown pills above this open-set score (default: the card's)")
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="pill finder for a crop model (default: the model's own segmenter/)")
+    p.add_argument("--max-pills", type=int, default=8,
+                   help="most pills answered per photo by a crop model (default 8)")
     p.add_argument("--out", metavar="FILE", help="write all results to FILE.csv or FILE.jsonl")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_tta_argument(p)
@@ -72,10 +80,12 @@ def predict(args: argparse.Namespace) -> int:
     from ..identify.answers import TypedFacts
     from ..identify.explain import write_overlays
     from ..identify.identifier import Identifier, IdentifierError
+    from ..identify.pipeline import PillPipeline, model_framing
     from ..identify.predict_io import (
         OUTPUT_SUFFIXES,
         expand_inputs,
         format_text,
+        pill_rows,
         result_row,
         write_rows,
     )
@@ -113,10 +123,32 @@ def predict(args: argparse.Namespace) -> int:
         print("note: no open-set threshold in the model card; unknown pills are not flagged "
               "(fit one: rxvision calibrate --thresholds)", file=sys.stderr)
 
+    pipeline = None
+    if model_framing(ident.card) == "crop":
+        if args.explain:
+            raise IdentifierError("--explain is not available for crop models yet")
+        pipeline = PillPipeline.around(ident, args.segmenter, args.max_pills)
+    elif args.segmenter:
+        raise IdentifierError("--segmenter is for models trained on pill crops "
+                              "(augment.framing: crop); this one sees whole photos")
+
     show_progress = (batch or args.out) and not args.no_progress
     rows = []
     with tqdm(total=len(items), disable=not show_progress, unit="img", file=sys.stderr) as bar:
-        if args.pair:
+        if pipeline is not None:
+            step = 2 if args.pair else 1
+            for i in range(0, len(items), step):
+                group = items[i:i + step]
+                label = " + ".join(str(it.path) for it in group)
+                try:
+                    answer = (pipeline.identify_pair(group[0].path, group[1].path, args.topk,
+                                                     typed) if args.pair
+                              else pipeline.identify(group[0].path, args.topk, typed=typed))
+                except ImageDecodeError as exc:
+                    answer = exc
+                rows += pill_rows(label, answer, group[0].true_label)
+                bar.update(step)
+        elif args.pair:
             for front, back in zip(items[::2], items[1::2], strict=True):
                 try:
                     result = ident.identify_pair(front.path, back.path, args.topk, typed)

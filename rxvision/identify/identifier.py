@@ -63,7 +63,6 @@ MESSAGE_OK = "ok"
 MESSAGE_UNSURE = "not sure"
 MESSAGE_UNKNOWN = "not a pill I know"
 MESSAGE_RETAKE = "retake the photo"  # the photo check found no pill, or an unusable photo
-MESSAGE_RETAKE = "retake the photo"  # the photo check found no pill, or an unusable photo
 BACKENDS = ("torch", "onnx")
 
 

@@ -27,12 +27,19 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..data import load_image
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
-from ..locate.presence import NO_PILL
-from .identifier import Identification, Identifier, IdentifierError, ImageInput
+from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
+from ..locate.transform import DRAFT_SIDE, jpeg_size
+from .answers import TypedFacts
+from .fusion import fuse_log_probs, fuse_ood_scores
+from .identifier import Identification, Identifier, IdentifierError, ImageInput, ask_for_retake
 
 SEGMENTER_DIR = "segmenter"  # a model artifact's own pill finder
 DEFAULT_MAX_PILLS = 8
+# A pill spanning fewer photo pixels than this holds too little detail to name: a crop
+# enlarges it ~5x (a 36 px pill to the crop's 180 px). Ask to move closer instead.
+MIN_PILL_PX = 36
 
 
 def model_framing(card: dict[str, Any]) -> str:
@@ -110,12 +117,15 @@ class PillPipeline:
     """Segmenter + normalised crop + Identifier (see the module docstring)."""
 
     def __init__(self, identifier: Identifier, segmenter: Segmenter,
-                 max_pills: int = DEFAULT_MAX_PILLS):
+                 max_pills: int = DEFAULT_MAX_PILLS, min_pill_px: int = MIN_PILL_PX):
         if max_pills < 1:
             raise IdentifierError(f"max_pills must be >= 1, got {max_pills}")
+        if min_pill_px < 1:
+            raise IdentifierError(f"min_pill_px must be >= 1, got {min_pill_px}")
         self.identifier = identifier
         self.segmenter = segmenter
         self.max_pills = max_pills
+        self.min_pill_px = min_pill_px
         self.transform = EvalTransform(identifier.preprocessing, zoom="off")
         self.crop_size = min(self.transform.size)
 
@@ -123,7 +133,12 @@ class PillPipeline:
     def load(cls, model: str | Path | None = None, segmenter: str | Path | None = None,
              max_pills: int = DEFAULT_MAX_PILLS, **identifier_options: Any) -> PillPipeline:
         """The Identifier of ``model`` (None: bundled) with its own or the given finder."""
-        identifier = Identifier.load(model, **identifier_options)
+        return cls.around(Identifier.load(model, **identifier_options), segmenter, max_pills)
+
+    @classmethod
+    def around(cls, identifier: Identifier, segmenter: str | Path | None = None,
+               max_pills: int = DEFAULT_MAX_PILLS) -> PillPipeline:
+        """A pipeline around a loaded Identifier, with its artifact's or the given finder."""
         return cls(identifier, Segmenter.load(find_segmenter(identifier.path, segmenter)),
                    max_pills)
 
@@ -132,27 +147,89 @@ class PillPipeline:
         regions = self.segmenter.find(img)[: self.max_pills]
         return [(r, normalised_crop(img, r, self.crop_size)) for r in regions]
 
-    def identify(self, image: ImageInput, topk: int = 5, name: str | None = None
-                 ) -> PhotoAnswer:
-        """One answer per pill in the photo; ``retake`` says why when none is found."""
+    def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:
+        """The photo, a large JPEG decoded at a reduced scale (the finder works at 320 px
+        and a crop needs ~180 px of pill); and photo pixels per decoded pixel."""
+        if not isinstance(image, str | Path | bytes):
+            return self.identifier.decode(image, name), 1.0
+        full = jpeg_size(image)
+        img = load_image(image, max_pixels=self.identifier.max_pixels, name=name,
+                         min_side=DRAFT_SIDE if full else None)
+        return img, (full[0] / img.width if full else 1.0)
+
+    def identify(self, image: ImageInput, topk: int = 5, name: str | None = None,
+                 typed: TypedFacts | None = None) -> PhotoAnswer:
+        """One answer per pill in the photo; ``retake`` says why when none can be given.
+
+        The photo check (:func:`rxvision.locate.presence.check_photo`) runs first: a dark,
+        overexposed, blurred or empty photo gets a retake, not a guess. A pill spanning
+        fewer than ``min_pill_px`` photo pixels gets its own retake ("pill too small").
+        ``typed`` facts describe one pill: with several pills found they are an error.
+        """
         t0 = time.perf_counter()
-        img = self.identifier.decode(image, name)
+        img, scale = self.decode(image, name)
         t1 = time.perf_counter()
+        source = name or (str(image) if isinstance(image, str | Path) else None)
+        retake = check_photo(img, scale).retake
+        if retake is not None:
+            return PhotoAnswer([], retake, {"decode": ms(t1 - t0)}, source)
         found = self.crops(img)
         t2 = time.perf_counter()
-        timings = {"decode": (t1 - t0) * 1e3, "find": (t2 - t1) * 1e3}
-        source = name or (str(image) if isinstance(image, str | Path) else None)
+        timings = {"decode": ms(t1 - t0), "find": ms(t2 - t1)}
         if not found:
             return PhotoAnswer([], NO_PILL, timings, source)
+        if typed is not None and len(found) > 1:
+            raise IdentifierError(
+                f"the typed facts describe one pill, but the photo shows {len(found)}: "
+                "photograph that pill alone")
         batch = torch.stack([self.transform(crop) for _, crop in found])
         logits, emb = self.identifier.forward(batch)
-        results = self.identifier.postprocess(logits, emb, topk)
-        timings["classify"] = (time.perf_counter() - t2) * 1e3
+        results = self.identifier.postprocess(logits, emb, topk, typed)
+        timings["classify"] = ms(time.perf_counter() - t2)
         pills = []
         for (region, _), result in zip(found, results, strict=True):
             result.source = source
-            pills.append(PillAnswer(list(region.box), round(region.score, 4), result))
+            box = [round(v * scale) for v in region.box]  # photo pixels
+            if max(box[2] - box[0], box[3] - box[1]) < self.min_pill_px:
+                ask_for_retake(result, [("image", TOO_SMALL)])
+            pills.append(PillAnswer(box, round(region.score, 4), result))
         return PhotoAnswer(pills, None, timings, source)
+
+
+    def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5,
+                      typed: TypedFacts | None = None) -> PillAnswer | PhotoAnswer:
+        """Front and back photos of one pill: the most pill-like region of each, fused into
+        one ranking (:mod:`.fusion`); the answer's box is the front's. A photo that fails
+        its check or shows no pill makes the whole answer a retake ("front: ...")."""
+        t0 = time.perf_counter()
+        picked = []
+        for view, image in (("front", front), ("back", back)):
+            img, scale = self.decode(image)
+            retake = check_photo(img, scale).retake
+            found = self.crops(img)[:1] if retake is None else []
+            if not found:
+                source = f"{_source(front)} + {_source(back)}"
+                return PhotoAnswer([], f"{view}: {retake or NO_PILL}", {}, source)
+            picked.append((found[0], scale))
+        batch = torch.stack([self.transform(crop) for (_, crop), _ in picked])
+        logits, emb = self.identifier.forward(batch)
+        ident = self.identifier
+        lp, scores = ident.log_probs(logits), ident.ood(logits, emb)
+        result = ident.decide(fuse_log_probs(lp[0], lp[1]),
+                              fuse_ood_scores(float(scores[0]), float(scores[1])), topk, typed)
+        result.source = f"{_source(front)} + {_source(back)}"
+        result.timings_ms = {"total": ms(time.perf_counter() - t0)}
+        (region, _), scale = picked[0]
+        return PillAnswer([round(v * scale) for v in region.box], round(region.score, 4),
+                          result)
+
+
+def _source(image: ImageInput) -> str | None:
+    return str(image) if isinstance(image, str | Path) else None
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1e3, 3)
 
 
 def crop_transform_for(card: dict[str, Any], model_path: Path | None,

@@ -15,6 +15,12 @@ model's drug library, ``facts_source`` ("library" or "card"), and per candidate 
 ``lookalikes``, ``same_pill``, ``same_pill_note`` (and ``typed_match`` with typed facts;
 the row then has ``typed`` and, when they contradict the photo, ``library_hits``); or
 ``image`` and ``error`` for an input that could not be read.
+
+A model trained on pill crops (``augment.framing: crop``) finds the pills first
+(:class:`.pipeline.PillPipeline`) and gives one row per pill found, each with ``pill``
+(1-based, best first), ``pills`` (how many the photo shows), ``box`` ([x0, y0, x1, y1] in
+photo pixels) and ``finder_score``; a photo with no usable pill gives one row with
+``retake`` and no candidates.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Any
 from ..data import load_dataset
 from ..data.datasets import IMAGE_SUFFIXES
 from ..io_utils import atomic_write_text
-from .identifier import Identification, IdentifierError
+from .identifier import MESSAGE_RETAKE, Identification, IdentifierError
+from .pipeline import PhotoAnswer, PillAnswer
 
 METADATA_COLUMNS = ("ndc", "name", "strength")  # per-candidate columns in CSV output
 FACTS_COLUMNS = ("drug", "labeler", "dea_schedule")  # and these, from the drug library
@@ -87,21 +94,54 @@ def result_row(image: str, result: Identification | Exception,
     return row
 
 
+def pill_rows(image: str, answer: PhotoAnswer | PillAnswer | Exception,
+              true_label: str | None = None) -> list[dict[str, Any]]:
+    """Rows of one photo (or front/back pair) run through the pill finder: one per pill."""
+    if isinstance(answer, Exception):
+        return [result_row(image, answer, true_label)]
+    if isinstance(answer, PillAnswer):
+        answer = PhotoAnswer([answer], None, answer.identification.timings_ms)
+    if not answer.pills:
+        row: dict[str, Any] = {"image": image}
+        if true_label is not None:
+            row["true_label"] = true_label
+        row.update(abstain=True, unknown=False, message=MESSAGE_RETAKE, retake=answer.retake,
+                   confidence=0.0, ood_score=None, topk=[], pills=0,
+                   timings_ms=answer.timings_ms)
+        return [row]
+    rows = []
+    for number, pill in enumerate(answer.pills, start=1):
+        row = result_row(image, pill.identification, true_label)
+        row.update(pill=number, pills=len(answer.pills), box=pill.box,
+                   finder_score=pill.finder_score)
+        rows.append(row)
+    return rows
+
+
+def _where(row: dict[str, Any]) -> str:
+    """"photo.jpg", or "photo.jpg, pill 2 of 3 at (10, 20)-(90, 70)"."""
+    if "box" not in row:
+        return row["image"]
+    x0, y0, x1, y1 = row["box"]
+    return f"{row['image']}, pill {row['pill']} of {row['pills']} at ({x0}, {y0})-({x1}, {y1})"
+
+
 def format_text(row: dict[str, Any]) -> str:
     """Human-readable lines for one row: with drug facts, one line per candidate
     ("1. atomoxetine 40 mg oral capsule (Strattera), Eli Lilly and Company — 87% — NDC
     00002-3229-30 — CONTROLLED CII"), its look and DailyMed link, and for the first the
     look-alikes and identical pills."""
+    where = _where(row)
     if "error" in row:
-        return f"{row['image']}: error: {row['error']}"
+        return f"{where}: error: {row['error']}"
     if row.get("retake"):  # the photo check found no pill (or an unusable photo): no guess
-        return f"{row['image']}: {row['message']}: {row['retake']}"
+        return f"{where}: {row['message']}: {row['retake']}"
     if row["abstain"]:
-        head = f"{row['image']}: {row['message']} (top probability {row['confidence']:.3f})"
+        head = f"{where}: {row['message']} (top probability {row['confidence']:.3f})"
     else:
         top = row["topk"][0]
         name = _name(top["facts"]) if top.get("facts") else top["label"]
-        head = f"{row['image']}: {name} (p={row['confidence']:.3f})"
+        head = f"{where}: {name} (p={row['confidence']:.3f})"
     crops = [c for c in row.get("zoomed_to") or [] if c]
     if crops:
         head += "; zoomed to the pill at " + ", ".join(
@@ -165,8 +205,11 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     """Flat CSV: one line per row, ``label_r, probability_r, ndc_r, ...`` per rank r
     (``drug_r``, ``labeler_r``, ``dea_schedule_r`` from the drug library, empty without)."""
     has_truth = any("true_label" in r for r in rows)
-    fields = ["image", *(["true_label"] if has_truth else []), "error", "abstain", "unknown",
-              "message", "retake", "confidence", "ood_score", "zoomed", "zoom_note"]
+    has_pills = any("pills" in r for r in rows)
+    fields = ["image", *(["true_label"] if has_truth else []),
+              *(["pill", "pills", "box", "finder_score"] if has_pills else []), "error",
+              "abstain", "unknown", "message", "retake", "confidence", "ood_score", "zoomed",
+              "zoom_note"]
     for r in range(1, topk + 1):
         fields += [f"label_{r}", f"probability_{r}",
                    *(f"{m}_{r}" for m in (*METADATA_COLUMNS, *FACTS_COLUMNS))]
@@ -176,6 +219,8 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     for row in rows:
         flat = {k: v for k, v in row.items()
                 if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes")}
+        if row.get("box"):
+            flat["box"] = " ".join(str(v) for v in row["box"])
         flat["zoomed"] = any(row.get("zoomed_to") or [])
         flat["zoom_note"] = " + ".join(n or "" for n in row.get("zoom_notes") or [])
         for c in row.get("topk", []):

@@ -37,7 +37,7 @@ class ZoomResult(NamedTuple):
     retake: str | None = None
 
 
-def _jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
+def jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
     """(width, height) of a JPEG as displayed (EXIF orientation applied), from its header
     alone; None for other formats and for anything unreadable (the decode that follows
     reports what is wrong with it)."""
@@ -107,7 +107,7 @@ class EvalTransform:
         model's input size, as a full-resolution crop would be (the crop reported is in
         photo pixels). Other formats and small JPEGs are decoded once, whole.
         """
-        full = _jpeg_size(source)
+        full = jpeg_size(source)
         small = load_image(source, max_pixels=max_pixels, name=name,
                            min_side=DRAFT_SIDE if full else None)
         factor = full[0] / small.width if full else 1.0  # photo pixels per decoded pixel
