@@ -8,8 +8,10 @@ pills are and what reaches the classifier, not what it answers.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, SAMPLE_MANIFEST, make_config
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from rxvision.cli import main
@@ -197,3 +200,48 @@ def test_a_segmenter_for_a_whole_photo_model_is_an_error(sample_artifact: Path,
     code = main(["predict", "--model", str(sample_artifact), "--segmenter",
                  str(BUNDLED_SEGMENTER), str(photo)])
     assert code != 0 and "this one sees whole photos" in capsys.readouterr().err
+
+
+@pytest.fixture
+def crop_client(crop_model: Path) -> Iterator[TestClient]:
+    from rxvision.serve import ServeSettings, create_app
+
+    app = create_app(ServeSettings(model=crop_model, tta=1, warmup=False))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
+                                                sides: list[np.ndarray]):
+    info = crop_client.get("/v1/model").json()
+    assert info["capabilities"]["finds_pills"] and not info["capabilities"]["explain"]
+    two = _png(_photo(sides, [(20, 30), (200, 140)]))
+    body = crop_client.post("/v1/identify", files={"image": ("two.png", two, "image/png")},
+                            data={"topk": "2"}).json()
+    assert len(body["pills"]) == 2 and body["result"] == body["pills"][0]
+    lefts = sorted(p["box"][0] for p in body["pills"])
+    assert lefts[0] < 120 < lefts[1]
+    assert all(len(p["candidates"]) == 2 and 0 < p["finder_score"] <= 1 for p in body["pills"])
+    empty = _png(Image.new("RGB", (320, 240), (170, 150, 120)))
+    resp = crop_client.post("/v1/identify", files={"image": ("e.png", empty, "image/png")})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["result"]["retake"] == NO_PILL and body["result"]["candidates"] == []
+    assert len(body["pills"]) == 1 and body["pills"][0]["box"] is None
+    batch = crop_client.post("/v1/identify/batch", files=[
+        ("images", ("two.png", two, "image/png")), ("images", ("e.png", empty, "image/png"))])
+    body = batch.json()
+    assert [len(p) for p in body["pills"]] == [2, 1]
+    assert body["results"][1]["retake"] == NO_PILL
+    pair = crop_client.post("/v1/identify", files={
+        "front": ("f.png", two, "image/png"), "back": ("b.png", empty, "image/png")}).json()
+    assert pair["mode"] == "pair" and pair["result"]["retake"] == f"back: {NO_PILL}"
+    explain = crop_client.post("/v1/identify", files={"image": ("two.png", two, "image/png")},
+                               data={"explain": "true"})
+    assert explain.status_code == 422 and "find the pills first" in explain.text

@@ -338,3 +338,69 @@ def test_answers_on_the_page_name_the_drug_and_use_the_typed_imprint(
     assert first.find_elements(By.CSS_SELECTOR, "details.lookalikes li.lookalike")
     typed = driver.find_element(By.ID, "typed-result")
     assert typed.is_displayed() and "combined" in typed.text
+
+
+@pytest.fixture(scope="module")
+def crop_server_url(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[str]:
+    """A random-weight crop model (augment.framing: crop) with the bundled pill finder."""
+    import torch
+    from conftest import REPO_ROOT, make_config
+
+    from rxvision.artifact import save_artifact
+    from rxvision.data import load_dataset
+    from rxvision.models import build_model
+
+    labels = [s.label for s in load_dataset(sample_dir / "manifest.csv").samples]
+    cfg = make_config(num_classes=len(labels), overrides=["augment.framing=crop"])
+    torch.manual_seed(0)
+    path = save_artifact(tmp_path_factory.mktemp("crop-model") / "crop",
+                         build_model(cfg, num_classes=len(labels)), cfg, labels)
+    shutil.copytree(REPO_ROOT / "models" / "rxvision-segmenter", path / "segmenter")
+    with _serve(Identifier.load(path, tta=1)) as url:
+        yield url
+
+
+def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server_url: str,
+                                                   sample_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from rxvision.data import load_dataset, load_image
+    from rxvision.locate.composite import sides_from_images
+
+    refs = [load_image(s.path) for s in load_dataset(sample_dir / "manifest.csv").samples[:6]]
+    sides = sides_from_images(refs)
+    photo = Image.new("RGB", (480, 360), (170, 150, 120))
+    for side, (x, y) in zip((sides[0], sides[5]), [(30, 40), (300, 200)], strict=True):
+        pill = Image.fromarray(side, "RGBA")
+        pill = pill.resize((100, round(100 * pill.height / pill.width)))
+        photo.paste(pill, (x, y), pill)
+    path = tmp_path / "two-pills.png"
+    photo.save(path)
+    driver = browser
+    driver.get(crop_server_url + "/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model crop"))
+    driver.find_element(By.ID, "photo").send_keys(str(path.resolve()))
+    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+    wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
+    assert driver.find_element(By.ID, "found").is_displayed()
+    assert "2 pill(s) boxed" in driver.find_element(By.ID, "found").get_attribute("aria-label")
+    assert "2 pills found" in driver.find_element(By.ID, "status").text
+    tabs = driver.find_elements(By.CSS_SELECTOR, "#pill-tabs button")
+    assert [t.text for t in tabs] == ["Pill 1", "Pill 2"]
+    assert [t.get_attribute("aria-pressed") for t in tabs] == ["true", "false"]
+    tabs[1].click()
+    tabs = driver.find_elements(By.CSS_SELECTOR, "#pill-tabs button")
+    assert [t.get_attribute("aria-pressed") for t in tabs] == ["false", "true"]
+    # The canvas really drew the photo (not a blank box): its pixels vary.
+    spread = driver.execute_script("""
+        const c = document.getElementById('found');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) {
+          lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); } return hi - lo;""")
+    assert spread > 50
+    _assert_no_broken_images(driver)

@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_argument(p, "an ONNX export with --backend onnx")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="default torch")
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="pill finder for a model trained on pill crops (default: the model's "
+                        "own segmenter/)")
+    p.add_argument("--max-pills", type=int, default=8,
+                   help="most pills answered per photo by a crop model (default 8)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: ORT's)")
     p.add_argument("--onnx-spinning", action="store_true",
@@ -64,7 +69,8 @@ def serve(args: argparse.Namespace) -> int:
 
     model = resolve_model_path(args.model)
     card = read_card(model)  # a wrong path fails here, in one line, not as a traceback
-    fields = {"model": model, "backend": args.backend,
+    fields = {"model": model, "backend": args.backend, "segmenter": args.segmenter,
+              "max_pills": args.max_pills,
               "device": args.device, "threads": args.threads, "host": args.host,
               "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
               "onnx_spinning": args.onnx_spinning, "tta": args.tta,

@@ -43,6 +43,8 @@ SIDE_CANVAS = 160  # stored pixels along a side's longest dimension
 CROP_FILL = (0.72, 0.88)
 C3PI_GREY = 117 / 255
 MASK_ERROR_PX = 2  # the pill finder's mask edge is off by up to this many pixels
+# A pill 40-120 px long in a photo, enlarged to ~180 px of a 224 px crop: 0.2-0.7 of the detail.
+CROP_LOWRES_SCALE = (0.2, 0.7)
 
 
 @dataclass
@@ -60,6 +62,8 @@ class SynthParams:
     noise_prob: float = 0.5
     noise_std: float = 0.035
     lowres_prob: float = 0.25
+    lowres_scale: tuple[float, float] = (0.35, 0.7)  # down-then-up factor of a lowres view
+    highlight_prob: float = 0.0  # a specular glint on the pill (see _highlight)
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (35, 95)
     letterbox_prob: float = 0.15
@@ -81,8 +85,12 @@ class SynthParams:
             return self
         if self.framing != "crop":
             raise ValueError(f"framing must be 'photo' or 'crop', got {self.framing!r}")
+        # A crop enlarges whatever the photo holds of the pill, so most crops of a pill
+        # that lay small in the photo are soft: heavier and more frequent low resolution.
+        # Glossy coats and gel caps catch the light: a glint on half the crops.
         return dataclasses.replace(self, one_side_prob=1.0, one_size=CROP_FILL,
-                                   letterbox_prob=0.0)
+                                   letterbox_prob=0.0, lowres_prob=0.7,
+                                   lowres_scale=CROP_LOWRES_SCALE, highlight_prob=0.5)
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
@@ -175,6 +183,8 @@ class PhoneViewSynthesizer:
         pills, alpha = self._place_pills(classes, one, g, sides)
         bg = self._shadow(bg, alpha, g)
         img = bg * (1 - alpha) + pills  # "over" with premultiplied pill colour
+        if p.highlight_prob > 0:  # drawn only then: other framings keep their random stream
+            img = self._highlight(img, alpha, g)
         img = self._photometric(img, g)
         img = self._degrade(img, g)
         out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -311,6 +321,30 @@ class PhoneViewSynthesizer:
         t = -(m @ torch.stack([cx, cy * aspect], dim=1).unsqueeze(-1)).squeeze(-1)
         return torch.cat([m, t.unsqueeze(-1)], dim=2)
 
+    def _highlight(self, img: torch.Tensor, alpha: torch.Tensor, g: torch.Generator
+                   ) -> torch.Tensor:
+        """A specular glint: a soft white spot somewhere on the pill, screen-blended.
+
+        Its centre lies near the pill's centroid (spread by the pill's own extent), its
+        radius is 5-35% of that extent and its peak 25-85% of the way to white.
+        """
+        B = img.shape[0]
+        H, W = self.size
+        yy, xx = self._yy.view(1, 1, H, W), self._xx.view(1, 1, H, W)  # in [-1, 1]
+        mass = alpha.sum(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        cx = (alpha * xx).sum(dim=(2, 3), keepdim=True) / mass
+        cy = (alpha * yy).sum(dim=(2, 3), keepdim=True) / mass
+        spread = (((alpha * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum(dim=(2, 3), keepdim=True)
+                   / mass).sqrt()).clamp(min=1e-3)
+        jx = torch.randn(B, 1, 1, 1, generator=g) * 0.5
+        jy = torch.randn(B, 1, 1, 1, generator=g) * 0.5
+        radius = spread * self._u(g, B, 0.05, 0.35).view(B, 1, 1, 1)
+        peak = self._u(g, B, 0.25, 0.85).view(B, 1, 1, 1)
+        on = self._p(g, B, self.params.highlight_prob).float().view(B, 1, 1, 1)
+        d2 = (xx - cx - jx * spread) ** 2 + (yy - cy - jy * spread) ** 2
+        glint = on * peak * alpha * torch.exp(-d2 / (2 * radius**2))
+        return img + glint * (1 - img)
+
     def _shadow(self, bg: torch.Tensor, alpha: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         B, _, H, W = bg.shape
         p = self.params
@@ -376,7 +410,7 @@ class PhoneViewSynthesizer:
         # Low resolution: down- then up-sample a subset of the batch.
         low = self._p(g, B, p.lowres_prob)
         if low.any():
-            f = float(self._u(g, 1, 0.35, 0.7))
+            f = float(self._u(g, 1, *p.lowres_scale))
             small = F.interpolate(img[low], scale_factor=f, mode="bilinear", antialias=True)
             img[low] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
         noisy = self._p(g, B, p.noise_prob)

@@ -102,10 +102,6 @@ class Identification:
     # found in the photo", "photo too dark", ...; "back: too blurred" for a pair), or None.
     # With a cause, there are no candidates and the message is "retake the photo".
     retake: str | None = None
-    # Why the photo must be retaken instead of answered (rxvision.locate.presence: "no pill
-    # found in the photo", "photo too dark", ...; "back: too blurred" for a pair), or None.
-    # With a cause, there are no candidates and the message is "retake the photo".
-    retake: str | None = None
     # Per input photo (one, or front and back): the square (x0, y0, x1, y1) of the photo
     # the model saw when it zoomed to a small pill (preprocessing.zoom), else None.
     zoomed_to: list[list[int] | None] = field(default_factory=list)

@@ -90,6 +90,26 @@ class PhotoAnswer:
                 "pills": [p.to_dict() for p in self.pills]}
 
 
+@dataclass
+class FoundPill:
+    """A pill the finder found: where (photo pixels), how sure, and its normalised crop."""
+
+    box: list[int]
+    finder_score: float
+    crop: Image.Image = field(repr=False)
+
+
+@dataclass
+class FoundPills:
+    """A decoded photo, the photo check's verdict and the pills found in it."""
+
+    image: Image.Image = field(repr=False)
+    scale: float  # photo pixels per decoded pixel (a large JPEG is decoded reduced)
+    retake: str | None  # why no answer can be given (photo check, or no pill found)
+    pills: list[FoundPill] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
 class CropTransform:
     """Photo -> model input of its most pill-like region: the transform a crop model is
     evaluated with (one labelled pill per photo). A photo where nothing is found is
@@ -157,6 +177,29 @@ class PillPipeline:
                          min_side=DRAFT_SIDE if full else None)
         return img, (full[0] / img.width if full else 1.0)
 
+    def find(self, image: ImageInput, name: str | None = None, max_pills: int | None = None
+             ) -> FoundPills:
+        """Decode, check the photo, find its pills and crop each (no classifier yet)."""
+        t0 = time.perf_counter()
+        img, scale = self.decode(image, name)
+        t1 = time.perf_counter()
+        found = FoundPills(img, scale, check_photo(img, scale).retake)
+        found.timings_ms["decode"] = ms(t1 - t0)
+        if found.retake is not None:
+            return found
+        regions = self.segmenter.find(img)[: max_pills or self.max_pills]
+        found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
+                                 normalised_crop(img, r, self.crop_size)) for r in regions]
+        if not found.pills:
+            found.retake = NO_PILL
+        found.timings_ms["find"] = ms(time.perf_counter() - t1)
+        return found
+
+    def too_small(self, pill: FoundPill) -> bool:
+        """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
+        x0, y0, x1, y1 = pill.box
+        return max(x1 - x0, y1 - y0) < self.min_pill_px
+
     def identify(self, image: ImageInput, topk: int = 5, name: str | None = None,
                  typed: TypedFacts | None = None) -> PhotoAnswer:
         """One answer per pill in the photo; ``retake`` says why when none can be given.
@@ -166,35 +209,26 @@ class PillPipeline:
         fewer than ``min_pill_px`` photo pixels gets its own retake ("pill too small").
         ``typed`` facts describe one pill: with several pills found they are an error.
         """
-        t0 = time.perf_counter()
-        img, scale = self.decode(image, name)
-        t1 = time.perf_counter()
+        found = self.find(image, name)
         source = name or (str(image) if isinstance(image, str | Path) else None)
-        retake = check_photo(img, scale).retake
-        if retake is not None:
-            return PhotoAnswer([], retake, {"decode": ms(t1 - t0)}, source)
-        found = self.crops(img)
-        t2 = time.perf_counter()
-        timings = {"decode": ms(t1 - t0), "find": ms(t2 - t1)}
-        if not found:
-            return PhotoAnswer([], NO_PILL, timings, source)
-        if typed is not None and len(found) > 1:
+        if found.retake is not None:
+            return PhotoAnswer([], found.retake, found.timings_ms, source)
+        if typed is not None and len(found.pills) > 1:
             raise IdentifierError(
-                f"the typed facts describe one pill, but the photo shows {len(found)}: "
+                f"the typed facts describe one pill, but the photo shows {len(found.pills)}: "
                 "photograph that pill alone")
-        batch = torch.stack([self.transform(crop) for _, crop in found])
+        t0 = time.perf_counter()
+        batch = torch.stack([self.transform(p.crop) for p in found.pills])
         logits, emb = self.identifier.forward(batch)
         results = self.identifier.postprocess(logits, emb, topk, typed)
-        timings["classify"] = ms(time.perf_counter() - t2)
+        found.timings_ms["classify"] = ms(time.perf_counter() - t0)
         pills = []
-        for (region, _), result in zip(found, results, strict=True):
+        for pill, result in zip(found.pills, results, strict=True):
             result.source = source
-            box = [round(v * scale) for v in region.box]  # photo pixels
-            if max(box[2] - box[0], box[3] - box[1]) < self.min_pill_px:
+            if self.too_small(pill):
                 ask_for_retake(result, [("image", TOO_SMALL)])
-            pills.append(PillAnswer(box, round(region.score, 4), result))
-        return PhotoAnswer(pills, None, timings, source)
-
+            pills.append(PillAnswer(pill.box, pill.finder_score, result))
+        return PhotoAnswer(pills, None, found.timings_ms, source)
 
     def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5,
                       typed: TypedFacts | None = None) -> PillAnswer | PhotoAnswer:
@@ -204,14 +238,12 @@ class PillPipeline:
         t0 = time.perf_counter()
         picked = []
         for view, image in (("front", front), ("back", back)):
-            img, scale = self.decode(image)
-            retake = check_photo(img, scale).retake
-            found = self.crops(img)[:1] if retake is None else []
-            if not found:
+            found = self.find(image, max_pills=1)
+            if found.retake is not None:
                 source = f"{_source(front)} + {_source(back)}"
-                return PhotoAnswer([], f"{view}: {retake or NO_PILL}", {}, source)
-            picked.append((found[0], scale))
-        batch = torch.stack([self.transform(crop) for (_, crop), _ in picked])
+                return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
+            picked.append(found.pills[0])
+        batch = torch.stack([self.transform(p.crop) for p in picked])
         logits, emb = self.identifier.forward(batch)
         ident = self.identifier
         lp, scores = ident.log_probs(logits), ident.ood(logits, emb)
@@ -219,9 +251,7 @@ class PillPipeline:
                               fuse_ood_scores(float(scores[0]), float(scores[1])), topk, typed)
         result.source = f"{_source(front)} + {_source(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
-        (region, _), scale = picked[0]
-        return PillAnswer([round(v * scale) for v in region.box], round(region.score, 4),
-                          result)
+        return PillAnswer(picked[0].box, picked[0].finder_score, result)
 
 
 def _source(image: ImageInput) -> str | None:

@@ -40,7 +40,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
-from ..identify.identifier import Identification, Identifier, ask_for_retake
+from ..identify.identifier import MESSAGE_RETAKE, Identification, Identifier, ask_for_retake
+from ..identify.pipeline import FoundPill
+from ..locate.presence import TOO_SMALL
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
 from .errors import ApiError, install_error_handlers
 from .forms import BATCH_BODY, IDENTIFY_BODY, IdentifyForm, parse_batch, parse_identify
@@ -148,13 +150,15 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         t0 = time.perf_counter()
         form = await parse_identify(request, settings)
         if form.explain and not service.info["capabilities"]["explain"]:
-            raise ApiError(422, f"explanations need the torch backend; this server runs "
+            raise ApiError(422, "explanations are not drawn for models that find the pills "
+                                "first yet" if service.pipeline is not None else
+                                f"explanations need the torch backend; this server runs "
                                 f"{service.identifier.backend}")
         if form.typed is not None and service.identifier.answers.library is None:
             raise ApiError(422, "imprint, color and shape need the model's drug library; "
                                 + "; ".join(service.identifier.answers.notes))
-        decoded, results, ident, post_ms = await _identify(service, form)
-        result = _out(ident[0], decoded)
+        decoded, results, answers, post_ms = await _identify(service, form)
+        result = answers[0][0]
         explain_ms = 0.0
         if form.explain:
             t1 = time.perf_counter()
@@ -163,6 +167,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         return _json(IdentifyResponse(
             model=service.info["id"], backend=service.identifier.backend,
             mode="pair" if form.pair else "single", result=result,
+            pills=answers[0] if service.pipeline is not None else [],
             timings_ms=_timings(decoded, results, post_ms, explain_ms, t0)))
 
     @router.post("/identify/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY)
@@ -170,10 +175,11 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         """Identify several independent photos (field ``images``), one result each."""
         t0 = time.perf_counter()
         form = await parse_batch(request, settings)
-        decoded, results, idents, post_ms = await _identify(service, form)
+        decoded, results, answers, post_ms = await _identify(service, form)
         return _json(BatchResponse(
             model=service.info["id"], backend=service.identifier.backend,
-            results=[_out(i, [d]) for i, d in zip(idents, decoded, strict=True)],
+            results=[a[0] for a in answers],
+            pills=answers if service.pipeline is not None else [],
             timings_ms=_timings(decoded, results, post_ms, 0.0, t0)))
 
     return router
@@ -203,11 +209,22 @@ def _ops_router(service: Service, metrics: ServeMetrics) -> APIRouter:
 
 
 async def _identify(service: Service, form: IdentifyForm
-                    ) -> tuple[list[Decoded], list[BatchResult], list[Identification], float]:
-    """Decode, batched forward, decide; library errors become HTTP errors."""
+                    ) -> tuple[list[Decoded], list[BatchResult], list[list[IdentificationOut]],
+                               float]:
+    """Decode, batched forward, decide; per photo (a pair: one entry) its answers.
+
+    Library and image errors become HTTP errors."""
     try:
-        decoded = await service.decode(form.uploads)
-        results = await service.forward(decoded)
+        decoded = await service.decode(form.uploads, max_pills=1 if form.pair else None)
+        if (service.pipeline is not None and form.typed is not None and not form.pair
+                and len(decoded[0].pills or []) > 1):
+            raise ApiError(422, f"imprint, color and shape describe one pill, but the photo "
+                                f"shows {len(decoded[0].pills)}: photograph that pill alone")
+        if form.pair and any(not d.tensor.shape[0] for d in decoded):
+            decoded_rows: list[Decoded] = []  # a side without a pill: a retake, no pass
+        else:
+            decoded_rows = decoded
+        results = await service.forward(decoded_rows) if decoded_rows else []
     except ImageTooLargeError as exc:
         raise ApiError(413, str(exc), code="image_too_large") from None
     except ImageDecodeError as exc:
@@ -220,7 +237,38 @@ async def _identify(service: Service, form: IdentifyForm
     t0 = time.perf_counter()
     # Off the event loop: attaching drug facts and fusing typed facts read the library.
     idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair, form.typed)
-    return decoded, results, idents, (time.perf_counter() - t0) * 1e3
+    answers = _answers(service, decoded, idents, form.pair)
+    return decoded, results, answers, (time.perf_counter() - t0) * 1e3
+
+
+def _answers(service: Service, decoded: list[Decoded], idents: list[Identification],
+             pair: bool) -> list[list[IdentificationOut]]:
+    """Per photo (a pair: one entry) its answers: for a crop model one per pill found (a
+    retake when none is), else one."""
+    if service.pipeline is None:
+        if pair:
+            return [[_out(idents[0], decoded)]]
+        return [[_out(i, [d])] for i, d in zip(idents, decoded, strict=True)]
+    if pair:
+        if not idents:  # a side without a usable pill
+            return [[_out(_no_answer(), decoded)]]
+        pill = decoded[0].pills[0]
+        return [[_out(idents[0], decoded, pill, service.pipeline.too_small(pill))]]
+    out, row = [], 0
+    for d in decoded:
+        pills = d.pills or []
+        if not pills:
+            out.append([_out(_no_answer(), [d])])
+            continue
+        out.append([_out(idents[row + k], [d], pill, service.pipeline.too_small(pill))
+                    for k, pill in enumerate(pills)])
+        row += len(pills)
+    return out
+
+
+def _no_answer() -> Identification:
+    """The empty answer a retake request is made of (see ask_for_retake)."""
+    return Identification([], True, False, 0.0, 0.0, MESSAGE_RETAKE)
 
 
 def _json(body: BaseModel) -> Response:
@@ -229,9 +277,13 @@ def _json(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
-    # A photo the check refused is answered with a retake request, never a guess.
+def _out(ident: Identification, decoded: list[Decoded], pill: FoundPill | None = None,
+         small: bool = False) -> IdentificationOut:
+    # A photo the check refused is answered with a retake request, never a guess; so is a
+    # pill too small in the photo to be named.
     ask_for_retake(ident, [(d.upload.view, d.retake) for d in decoded])
+    if small:
+        ask_for_retake(ident, [(decoded[0].upload.view, TOO_SMALL)])
     return IdentificationOut(
         candidates=[CandidateOut(rank=c.rank, label=c.label, probability=c.probability,
                                  metadata=c.metadata, facts=c.facts, lookalikes=c.lookalikes,
@@ -242,16 +294,18 @@ def _out(ident: Identification, decoded: list[Decoded]) -> IdentificationOut:
         facts_source=ident.facts_source,
         typed=ident.typed, library_hits=ident.library_hits,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
-        zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded])
+        zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded],
+        box=pill.box if pill is not None else None,
+        finder_score=pill.finder_score if pill is not None else None)
 
 
 def _timings(decoded: list[Decoded], results: list[BatchResult], post_ms: float,
              explain_ms: float, t0: float) -> Timings:
     return Timings(
         decode_ms=round(sum(d.ms for d in decoded), 3),
-        queue_ms=round(max(r.queue_ms for r in results), 3),
+        queue_ms=round(max((r.queue_ms for r in results), default=0.0), 3),
         forward_ms=round(sum(r.forward_ms for r in results), 3),
         postprocess_ms=round(post_ms, 3), explain_ms=round(explain_ms, 3),
         total_ms=round((time.perf_counter() - t0) * 1e3, 3),
-        batch_size=max(r.batch_size for r in results),
-        batch_requests=max(r.batch_jobs for r in results))
+        batch_size=max((r.batch_size for r in results), default=0),
+        batch_requests=max((r.batch_jobs for r in results), default=0))

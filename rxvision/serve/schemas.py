@@ -58,6 +58,11 @@ class IdentificationOut(BaseModel):
         default_factory=list, description="per photo: why it was or was not zoomed "
         '("zoomed", "pills already fill the frame", "no pill-like region found", ...); '
         "null with zoom off")
+    box: list[int] | None = Field(
+        None, description="a model that finds the pills first: where this pill lies in the "
+        "photo, [x0, y0, x1, y1] in photo pixels (null for a whole-photo model)")
+    finder_score: float | None = Field(
+        None, description="the pill finder's mean foreground probability over this pill")
     explanations: dict[str, dict[str, str]] | None = Field(
         None, description="per view (image/front/back): overlay kind -> PNG data URL")
     facts_source: str = Field(
@@ -88,7 +93,10 @@ class IdentifyResponse(BaseModel):
     model: str = Field(description="model id: name@sha256-prefix")
     backend: str
     mode: Literal["single", "pair"]
-    result: IdentificationOut
+    result: IdentificationOut = Field(description="the answer (a crop model: the first pill's)")
+    pills: list[IdentificationOut] = Field(
+        default_factory=list, description="a model that finds the pills first: one answer per "
+        "pill found, best first, each with its box (result is the first); empty otherwise")
     timings_ms: Timings
 
 
@@ -97,7 +105,11 @@ class BatchResponse(BaseModel):
 
     model: str
     backend: str
-    results: list[IdentificationOut]
+    results: list[IdentificationOut] = Field(
+        description="per file, its answer (a crop model: its first pill's)")
+    pills: list[list[IdentificationOut]] = Field(
+        default_factory=list, description="a model that finds the pills first: per file, "
+        "one answer per pill found; empty otherwise")
     timings_ms: Timings
 
 

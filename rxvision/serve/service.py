@@ -22,7 +22,8 @@ from torch import Tensor
 
 from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
-from ..identify.identifier import Identification, Identifier
+from ..identify.identifier import Identification, Identifier, IdentifierError
+from ..identify.pipeline import FoundPill, PillPipeline, model_framing
 from .batcher import BatchResult, MicroBatcher
 from .metrics import ServeMetrics
 from .settings import ServeSettings
@@ -45,12 +46,14 @@ class Upload:
 class Decoded:
     upload: Upload
     image: Image.Image  # decoded RGB, kept for explanations
-    tensor: Tensor  # (3, H, W) uint8, letterboxed as the card prescribes (not normalised)
+    # (n, 3, H, W) uint8, letterboxed as the card prescribes (not normalised): the whole
+    # photo (n = 1), or for a crop model each pill found (n = 0 when none was)
+    tensor: Tensor
     ms: float
     zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
     zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
     retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
-    retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
+    pills: list[FoundPill] | None = None  # a crop model's pills, one per row of ``tensor``
 
 
 class Service:
@@ -60,6 +63,7 @@ class Service:
                  identifier: Identifier | None = None):
         self.settings, self.metrics = settings, metrics
         self.identifier = identifier
+        self.pipeline: PillPipeline | None = None  # a crop model's pill finder + crop
         self.batcher: MicroBatcher | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.ready = False
@@ -78,9 +82,15 @@ class Service:
                 Identifier.load, s.model, backend=s.backend, device=s.device, threads=s.threads,
                 tta=s.tta, max_pixels=s.max_pixels)
         ident = self.identifier
+        if model_framing(ident.card) == "crop":
+            self.pipeline = await asyncio.to_thread(PillPipeline.around, ident, s.segmenter,
+                                                    s.max_pills)
+        elif s.segmenter is not None:
+            raise IdentifierError("a segmenter is for models trained on pill crops "
+                                  "(augment.framing: crop); this one sees whole photos")
         if ident.backend == "onnx" and not s.onnx_spinning:
             await asyncio.to_thread(_stop_onnx_spinning, ident, s.threads)
-        self.info = model_info(ident, s)
+        self.info = model_info(ident, s, finds_pills=self.pipeline is not None)
         self.metrics.model_info.labels(self.info["id"], ident.backend).set(1)
         self._pool = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="rxvision-decode")
         self.batcher = MicroBatcher(self._forward, max_batch=s.max_batch,
@@ -115,19 +125,29 @@ class Service:
         logits, emb = ident.forward(ident.transform.normalize(batch))
         return ident.log_probs(logits), ident.ood(logits, emb), emb
 
-    def _decode_one(self, upload: Upload) -> Decoded:
+    def _decode_one(self, upload: Upload, max_pills: int | None = None) -> Decoded:
         t0 = time.perf_counter()
+        if self.pipeline is not None:  # a crop model: find the pills, crop each
+            found = self.pipeline.find(upload.data, upload.label, max_pills)
+            h, w = self.identifier.transform.size
+            rows = [self.pipeline.transform.to_uint8_and_zoom(p.crop)[0] for p in found.pills]
+            tensor = (torch.stack(rows) if rows else torch.zeros(0, 3, h, w, dtype=torch.uint8))
+            return Decoded(upload, found.image, tensor, (time.perf_counter() - t0) * 1e3,
+                           retake=found.retake, pills=found.pills)
         # PIL + NumPy only: a JPEG decoded no larger than needed, the photo check and the
         # zoom as Identifier.prepare runs them
         tensor, zoom, image = self.identifier.transform.load_and_zoom(
             upload.data, self.settings.max_pixels, upload.label, check=True)
-        return Decoded(upload, image, tensor, (time.perf_counter() - t0) * 1e3, zoom.crop,
-                       zoom.note, zoom.retake)
+        return Decoded(upload, image, tensor[None], (time.perf_counter() - t0) * 1e3,
+                       zoom.crop, zoom.note, zoom.retake)
 
-    async def decode(self, uploads: list[Upload]) -> list[Decoded]:
-        """Decode and letterbox uploads in the decode pool; ImageDecodeError names the file."""
+    async def decode(self, uploads: list[Upload], max_pills: int | None = None
+                     ) -> list[Decoded]:
+        """Decode and letterbox uploads in the decode pool (a crop model: find and crop
+        at most ``max_pills`` pills of each); ImageDecodeError names the file."""
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._pool, self._decode_one, u) for u in uploads]
+        jobs = [loop.run_in_executor(self._pool, self._decode_one, u, max_pills)
+                for u in uploads]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for r in results:  # the first bad file, in upload order, is the one reported
             if isinstance(r, BaseException):
@@ -135,11 +155,12 @@ class Service:
         return results  # type: ignore[return-value]
 
     async def forward(self, decoded: list[Decoded]) -> list[BatchResult]:
-        """Batched forward pass(es): jobs of at most max_batch images, submitted together."""
+        """Batched forward pass(es) over every row of every decoded upload: jobs of at most
+        max_batch images, submitted together (none when no upload has a row)."""
         step = self.settings.max_batch
-        parts = [torch.stack([d.tensor for d in decoded[i:i + step]])  # (n, 3, H, W)
-                 if len(decoded) > 1 else decoded[0].tensor[None]  # one photo: a view
-                 for i in range(0, len(decoded), step)]
+        rows = (decoded[0].tensor if len(decoded) == 1  # one photo: no copy
+                else torch.cat([d.tensor for d in decoded]))
+        parts = [rows[i:i + step] for i in range(0, len(rows), step)]
         return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
 
     def decide(self, results: list[BatchResult], topk: int, pair: bool,
@@ -152,6 +173,8 @@ class Service:
         off the event loop.
         """
         ident = self.identifier
+        if not results:
+            return []
         lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
         scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
         if not pair:
@@ -201,8 +224,12 @@ def _data_urls(overlays: dict[str, Image.Image]) -> dict[str, str]:
     return out
 
 
-def model_info(ident: Identifier, settings: ServeSettings) -> dict[str, Any]:
-    """GET /v1/model: what is loaded, from its card (see schemas.ModelInfo)."""
+def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = False
+               ) -> dict[str, Any]:
+    """GET /v1/model: what is loaded, from its card (see schemas.ModelInfo).
+
+    ``finds_pills``: a crop model behind the pill finder (one answer per pill; overlays of
+    the crop are not drawn yet, so no explanations)."""
     card = ident.card
     sha = (card.get("export") or card.get("weights") or {}).get("sha256")
     name = ident.path.name if ident.path is not None else "model"
@@ -222,7 +249,8 @@ def model_info(ident: Identifier, settings: ServeSettings) -> dict[str, Any]:
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,
-                         "explain": ident.model is not None},
+                         "explain": ident.model is not None and not finds_pills,
+                         "finds_pills": finds_pills},
         "limits": {"max_body_bytes": settings.max_body_bytes,
                    "max_pixels": settings.max_pixels,
                    "max_batch_images": settings.max_batch_images,

@@ -27,6 +27,10 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: Path | None = Field(None, description="artifact or ONNX export; None = bundled")
+    segmenter: Path | None = Field(
+        None, description="pill finder for a crop model (None: the model's own segmenter/)")
+    max_pills: int = Field(8, ge=1, le=64, description="pills answered per photo by a crop "
+                           "model")
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads")

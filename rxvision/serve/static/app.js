@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { front: null, back: null, explain: false, topk: 5 };
+const state = { front: null, back: null, explain: false, topk: 5, pill: 0 };
 const KEY_STORE = "rxvision-api-key";
 
 function headers() {
@@ -162,6 +162,49 @@ function renderOverlay(result) {
   }
 }
 
+// A model that finds the pills first answers each one: draw the photo with a numbered
+// box round every pill, and a button per pill that shows its answer.
+function renderPills(body) {
+  const boxed = (body.pills || []).filter((p) => p.box);
+  const canvas = $("found"), tabs = $("pill-tabs"), img = $("preview-front");
+  canvas.hidden = boxed.length === 0 || !img.naturalWidth;
+  tabs.hidden = boxed.length < 2;
+  tabs.replaceChildren();
+  if (canvas.hidden) return;
+  const scale = Math.min(1, 720 / img.naturalWidth);
+  canvas.width = Math.round(img.naturalWidth * scale);
+  canvas.height = Math.round(img.naturalHeight * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  ctx.lineWidth = 3;
+  ctx.font = "bold 18px sans-serif";
+  boxed.forEach((pill, i) => {
+    const [x0, y0, x1, y1] = pill.box.map((v) => v * scale);
+    ctx.strokeStyle = ctx.fillStyle = i === state.pill ? "#d00" : "#f5b400";
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    ctx.fillText(String(i + 1), x0 + 4, Math.max(18, y0 - 4));
+    if (boxed.length < 2) return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button secondary";
+    button.textContent = `Pill ${i + 1}`;
+    button.setAttribute("aria-pressed", String(i === state.pill));
+    button.addEventListener("click", () => { state.pill = i; showAnswer(body); });
+    tabs.append(button);
+  });
+  canvas.setAttribute("aria-label", `the photo with ${boxed.length} pill(s) boxed and numbered`);
+}
+
+function showAnswer(body) {
+  const pills = body.pills || [];
+  const result = pills.length ? pills[Math.min(state.pill, pills.length - 1)] : body.result;
+  renderPills(body);
+  renderVerdict(result, body.mode === "pair");
+  renderCandidates(result);
+  rxLibrary.renderTyped(result);
+  renderOverlay(result);
+}
+
 function setBusy(busy) {
   $("progress").hidden = !busy;
   $("results").setAttribute("aria-busy", String(busy));
@@ -186,14 +229,14 @@ async function identify(explain) {
     if (resp.status === 401) { $("key-row").hidden = false; }
     if (!resp.ok) { setStatus(await errorText(resp), true); return; }
     const body = await resp.json();
-    renderVerdict(body.result, body.mode === "pair");
-    renderCandidates(body.result);
-    rxLibrary.renderTyped(body.result);
-    renderOverlay(body.result);
+    state.pill = 0;
+    showAnswer(body);
     $("results").hidden = false;
     $("results").scrollIntoView({ behavior: "smooth", block: "start" });
     const both = body.mode === "pair" ? " (both sides)" : "";
-    setStatus(`Done in ${Math.round(body.timings_ms.total_ms)} ms${both}.`);
+    const found = (body.pills || []).filter((p) => p.box).length;
+    const many = found > 1 ? `; ${found} pills found: pick one below the photo` : "";
+    setStatus(`Done in ${Math.round(body.timings_ms.total_ms)} ms${both}${many}.`);
   } catch (err) {
     setStatus(`Could not reach the server: ${err.message}`, true);
   } finally {
