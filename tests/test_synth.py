@@ -238,6 +238,25 @@ def test_crop_framing_shows_one_side_alone_on_the_studio_grey(sample_dir: Path) 
     assert (views[:, :, 40:56, 40:56].float() - grey).abs().mean() > 3
 
 
+def test_a_glint_brightens_the_pill_and_nothing_else(sample_dir: Path) -> None:
+    from rxvision.config import AugmentConfig
+    from rxvision.data.synth import CROP_LOWRES_SCALE
+
+    params = SynthParams.for_training(AugmentConfig(framing="crop"))
+    assert params.highlight_prob > 0 and params.lowres_scale == CROP_LOWRES_SCALE
+    assert SynthParams().highlight_prob == 0.0  # photo framing draws no glint
+    refs = [load_image(s.path) for s in load_dataset(sample_dir / "manifest.csv").samples[:4]]
+    synth = PhoneViewSynthesizer.from_images(
+        refs, (64, 64), SynthParams(highlight_prob=1.0))
+    img = torch.full((4, 3, 64, 64), 0.4)
+    alpha = torch.zeros(4, 1, 64, 64)
+    alpha[:, :, 16:48, 16:48] = 1.0  # a square "pill" in the middle
+    out = synth._highlight(img.clone(), alpha, torch.Generator().manual_seed(0))
+    assert torch.equal(out[..., :16, :], img[..., :16, :])  # the surface is untouched
+    assert (out >= img).all() and (out <= 1).all()  # screen blend: brighter, never clipped
+    assert (out[..., 16:48, 16:48] - 0.4).amax(dim=(1, 2, 3)).min() > 0.05  # every pill shines
+
+
 def test_unknown_framing_is_a_config_error() -> None:
     from rxvision.config import ConfigError, config_from_dict
 
