@@ -401,3 +401,27 @@ def test_enrolled_pills_join_the_drug_library_with_their_facts(
     with pytest.raises(LibraryError, match="column 'shape'"):
         enroll_artifact(base, bad, tmp_path / "never", views=1)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_crop_model_enrolls_from_crop_views(artifact_factory, config_factory, sample_dir,
+                                              monkeypatch: pytest.MonkeyPatch):
+    """Enrolment renders views as the model trained on them: a crop model sees one side
+    on the studio grey, with no zoom on top of the crop."""
+    import rxvision.library.enroll as enroll_module
+    from rxvision.library.enroll import enroll
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, transform, refs, views, seed, params, batch_size):
+        seen.update(framing=params.framing, one_side=params.one_side_prob, zoom=transform.zoom)
+        raise Stop
+
+    monkeypatch.setattr(enroll_module, "label_embeddings", spy)
+    cfg = config_factory(overrides=["augment.framing=crop"])
+    art = load_artifact(artifact_factory("crop", config=cfg))
+    with pytest.raises(Stop):
+        enroll(art, load_dataset(sample_dir / "manifest.csv"))
+    assert seen == {"framing": "crop", "one_side": 1.0, "zoom": "off"}

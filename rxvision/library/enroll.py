@@ -165,8 +165,10 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     if not refs:
         raise DatasetError(f"{data.source}: no new labels to enroll")
     aug = art.config.augment
-    params = SynthParams(strength=aug.strength, one_side_prob=aug.one_side_prob)
-    transform = EvalTransform(art.preprocessing)
+    # The views training rendered, in the model's framing (whole photo or pill crop).
+    params = SynthParams.for_training(aug)
+    # A crop model's views are already the finder's crop: no zoom on top of them.
+    transform = EvalTransform(art.preprocessing, zoom="off" if aug.framing == "crop" else None)
     embeddings = label_embeddings(art.model, transform, refs, views, seed, params, batch_size)
     protos = torch.stack([e.mean(0) for e in embeddings])
     fresh_cache: list[list[Tensor]] = []

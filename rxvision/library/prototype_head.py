@@ -73,10 +73,12 @@ def rebuild_rows(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS,
         raise ArtifactError("a prototype head needs a cosine final layer "
                             "(architecture.classifier.type: cosine)")
     aug = art.config.augment
-    params = SynthParams(strength=aug.strength, one_side_prob=aug.one_side_prob)
+    # The views training rendered, in the model's framing (whole photo or pill crop).
+    params = SynthParams.for_training(aug)
     refs = _references(data, art.labels)
-    protos = label_prototypes(art.model, EvalTransform(art.preprocessing), refs, views, seed,
-                              params, batch_size)
+    zoom = "off" if aug.framing == "crop" else None  # a crop model's views are crops
+    protos = label_prototypes(art.model, EvalTransform(art.preprocessing, zoom), refs, views,
+                              seed, params, batch_size)
     head.weight.copy_(F.normalize(protos, dim=1).to(head.weight))
     head.offset.zero_()  # every row now follows one rule; enrolled rows' offsets go too
 
