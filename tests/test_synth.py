@@ -262,3 +262,13 @@ def test_unknown_framing_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"augment\.framing"):
         config_from_dict({"augment": {"framing": "poster"}})
+
+
+def test_crop_framing_validates_on_one_side_views(sample_dir: Path) -> None:
+    from rxvision.config import AugmentConfig
+
+    refs = [load_image(s.path) for s in load_dataset(sample_dir / "manifest.csv").samples[:4]]
+    params = SynthParams.for_training(AugmentConfig(framing="crop"))
+    synth = PhoneViewSynthesizer.from_images(refs, (64, 64), params)
+    val = validation_views(synth, torch.arange(4), views_per_image=2, seed=5, batch=8)
+    assert val.modes == ["one"] * 8

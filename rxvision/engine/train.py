@@ -99,7 +99,8 @@ def validation_views(synth: PhoneViewSynthesizer, image_targets: torch.Tensor,
     Views use the default blur and noise ranges whatever the training ones
     (``augment.blur_sigma``/``noise_std``), so validation top-1 compares across recipes.
     Both-sides and one-side views alternate over images and over each image's views, so
-    one view per image still gives half of each, and two give every image one of each.
+    one view per image still gives half of each, and two give every image one of each
+    (crop framing: one side only, as the pill finder's crop shows).
     """
     synth = copy.copy(synth)  # shares the cut-out sides; only the parameters differ
     synth.params = dataclasses.replace(synth.params, blur_sigma=SynthParams.blur_sigma,
@@ -107,7 +108,10 @@ def validation_views(synth: PhoneViewSynthesizer, image_targets: torch.Tensor,
     g = torch.Generator().manual_seed(seed)
     n = len(synth)
     index = torch.arange(n).repeat(views_per_image)
-    modes = ["both" if (i + i // n) % 2 == 0 else "one" for i in range(len(index))]
+    if synth.params.framing == "crop":  # a finder's crop shows one side, never both
+        modes = ["one"] * len(index)
+    else:
+        modes = ["both" if (i + i // n) % 2 == 0 else "one" for i in range(len(index))]
     chunks = []
     for start in range(0, len(index), batch):
         part, _ = synth.render(index[start:start + batch], g, modes[start:start + batch])
