@@ -245,3 +245,72 @@ def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
     explain = crop_client.post("/v1/identify", files={"image": ("two.png", two, "image/png")},
                                data={"explain": "true"})
     assert explain.status_code == 422 and "find the pills first" in explain.text
+
+
+PRINTED = "00378-6440-01"  # MYLAN 6440 printed on one side of the capsule
+
+
+@pytest.fixture
+def library_crop_model(crop_model: Path, sample_dir: Path) -> Path:
+    from rxvision.library.for_model import build_model_library
+
+    build_model_library(sample_dir / "manifest.csv", crop_model)
+    return crop_model
+
+
+def _printed_photo(sample_dir: Path) -> Image.Image:
+    """Both sides of the MYLAN 6440 capsule at the reference's own scale, one above the other."""
+    from rxvision.locate.composite import sides_from_images
+
+    photo = Image.new("RGB", (640, 480), (170, 150, 120))
+    for y, side in zip((60, 260), sides_from_images(
+            [load_image(sample_dir / "images" / f"{PRINTED}.jpg")]), strict=True):
+        pill = Image.fromarray(side, "RGBA")
+        photo.paste(pill, (40, y), pill)
+    return photo
+
+
+def test_the_imprint_read_names_the_pill(library_crop_model: Path, sample_dir: Path,
+                                         tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A random-weight model cannot tell the pills apart; the imprint read off the printed
+    side can, and the answer says so."""
+    photo = _printed_photo(sample_dir)
+    pipeline = PillPipeline.load(library_crop_model, imprint=True, tta=1)
+    answers = [p.identification for p in pipeline.identify(photo, topk=3).pills]
+    printed = [a for a in answers if "6440" in a.imprint["read"]]
+    assert len(printed) == 1, [a.imprint for a in answers]
+    assert printed[0].candidates[0].label == PRINTED
+    assert printed[0].imprint["decided_by"] == "imprint" and printed[0].imprint["changed"]
+    assert all(a.imprint["decided_by"] == "appearance" for a in answers
+               if not a.imprint["read"])  # nothing read: the photo alone, unchanged
+    plain = PillPipeline.load(library_crop_model, tta=1).identify(photo).pills
+    assert all(p.identification.imprint is None for p in plain)
+    path = tmp_path / "capsule.png"
+    photo.save(path)
+    args = ["predict", "--model", str(library_crop_model), "--tta", "1", str(path)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "read: " in text and "6440" in text
+    assert main([*args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any("6440" in r["imprint"]["read"] for r in rows)
+    assert main([*args, "--json", "--no-imprint"]) == 0
+    assert all("imprint" not in r for r in json.loads(capsys.readouterr().out))
+
+
+def test_the_api_and_page_fields_carry_the_imprint_read(library_crop_model: Path,
+                                                        sample_dir: Path):
+    from rxvision.serve import ServeSettings, create_app
+
+    body = _png(_printed_photo(sample_dir))
+    for imprint in (True, False):
+        app = create_app(ServeSettings(model=library_crop_model, tta=1, warmup=False,
+                                       imprint=imprint))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            resp = client.post("/v1/identify", files={"image": ("c.png", body, "image/png")})
+        assert resp.status_code == 200, resp.text
+        reads = [p["imprint"] for p in resp.json()["pills"]]
+        if imprint:
+            assert any("6440" in r["read"] and r["decided_by"] == "imprint" for r in reads)
+        else:
+            assert reads == [None] * len(reads)

@@ -357,6 +357,9 @@ def crop_server_url(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
     path = save_artifact(tmp_path_factory.mktemp("crop-model") / "crop",
                          build_model(cfg, num_classes=len(labels)), cfg, labels)
     shutil.copytree(REPO_ROOT / "models" / "rxvision-segmenter", path / "segmenter")
+    from rxvision.library.for_model import build_model_library
+
+    build_model_library(sample_dir / "manifest.csv", path)  # so the imprints are read
     with _serve(Identifier.load(path, tta=1)) as url:
         yield url
 
@@ -393,6 +396,8 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
     tabs = driver.find_elements(By.CSS_SELECTOR, "#pill-tabs button")
     assert [t.text for t in tabs] == ["Pill 1", "Pill 2"]
     assert [t.get_attribute("aria-pressed") for t in tabs] == ["true", "false"]
+    read = driver.find_element(By.ID, "imprint-read").text  # what the OCR read, or that
+    assert read.startswith(("Imprint read: ", "No imprint could be read"))  # it read nothing
     tabs[1].click()
     tabs = driver.find_elements(By.CSS_SELECTOR, "#pill-tabs button")
     assert [t.get_attribute("aria-pressed") for t in tabs] == ["false", "true"]

@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pill finder for a crop model (default: the model's own segmenter/)")
     p.add_argument("--max-pills", type=int, default=8,
                    help="most pills answered per photo by a crop model (default 8)")
+    p.add_argument("--no-imprint", action="store_true",
+                   help="a crop model reads each pill's imprint (OCR, ~80 ms per pill) and "
+                        "weighs it with the photo when the model has a drug library; this "
+                        "turns that off")
     p.add_argument("--out", metavar="FILE", help="write all results to FILE.csv or FILE.jsonl")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_tta_argument(p)
@@ -127,7 +131,11 @@ def predict(args: argparse.Namespace) -> int:
     if model_framing(ident.card) == "crop":
         if args.explain:
             raise IdentifierError("--explain is not available for crop models yet")
-        pipeline = PillPipeline.around(ident, args.segmenter, args.max_pills)
+        read = not args.no_imprint and ident.answers.library is not None
+        if not args.no_imprint and not read:
+            print("note: the imprint is not read: it is matched against the model's drug "
+                  "library, and this model has none (or --no-library)", file=sys.stderr)
+        pipeline = PillPipeline.around(ident, args.segmenter, args.max_pills, imprint=read)
     elif args.segmenter:
         raise IdentifierError("--segmenter is for models trained on pill crops "
                               "(augment.framing: crop); this one sees whole photos")

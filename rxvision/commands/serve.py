@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "own segmenter/)")
     p.add_argument("--max-pills", type=int, default=8,
                    help="most pills answered per photo by a crop model (default 8)")
+    p.add_argument("--no-imprint", action="store_true",
+                   help="do not read the pills' imprints (a crop model with a drug library "
+                        "reads them by default, ~80 ms per pill)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: ORT's)")
     p.add_argument("--onnx-spinning", action="store_true",
@@ -71,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
     card = read_card(model)  # a wrong path fails here, in one line, not as a traceback
     fields = {"model": model, "backend": args.backend, "segmenter": args.segmenter,
               "max_pills": args.max_pills,
+              "imprint": not args.no_imprint,
               "device": args.device, "threads": args.threads, "host": args.host,
               "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
               "onnx_spinning": args.onnx_spinning, "tta": args.tta,

@@ -112,6 +112,9 @@ class Identification:
     facts_source: str = "card"  # "library": candidates carry the library's drug facts
     typed: dict[str, Any] | None = None  # typed facts, how they were used (answers.py)
     library_hits: list[dict[str, Any]] = field(default_factory=list)  # typed facts contradict
+    # A model that finds the pills first: the imprint read off this pill ("read", "" when
+    # nothing was), whether the imprint or the appearance decided (.imprint_evidence).
+    imprint: dict[str, Any] | None = None
 
     @property
     def top(self) -> Candidate:

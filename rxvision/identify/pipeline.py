@@ -28,12 +28,15 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import load_image
+from ..imprint import ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
+from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
 from ..locate.transform import DRAFT_SIDE, jpeg_size
 from .answers import TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
 from .identifier import Identification, Identifier, IdentifierError, ImageInput, ask_for_retake
+from .imprint_evidence import DETAIL_SIDE, ImprintEvidence
 
 SEGMENTER_DIR = "segmenter"  # a model artifact's own pill finder
 DEFAULT_MAX_PILLS = 8
@@ -92,11 +95,13 @@ class PhotoAnswer:
 
 @dataclass
 class FoundPill:
-    """A pill the finder found: where (photo pixels), how sure, and its normalised crop."""
+    """A pill the finder found: where (photo pixels), how sure, and its normalised crop
+    (and, for the imprint reader, the same crop at the photo's own detail)."""
 
     box: list[int]
     finder_score: float
     crop: Image.Image = field(repr=False)
+    detail: Image.Image | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -137,7 +142,8 @@ class PillPipeline:
     """Segmenter + normalised crop + Identifier (see the module docstring)."""
 
     def __init__(self, identifier: Identifier, segmenter: Segmenter,
-                 max_pills: int = DEFAULT_MAX_PILLS, min_pill_px: int = MIN_PILL_PX):
+                 max_pills: int = DEFAULT_MAX_PILLS, min_pill_px: int = MIN_PILL_PX,
+                 imprint: ImprintEvidence | None = None):
         if max_pills < 1:
             raise IdentifierError(f"max_pills must be >= 1, got {max_pills}")
         if min_pill_px < 1:
@@ -146,21 +152,28 @@ class PillPipeline:
         self.segmenter = segmenter
         self.max_pills = max_pills
         self.min_pill_px = min_pill_px
+        self.imprint = imprint  # None: the imprint is not read
         self.transform = EvalTransform(identifier.preprocessing, zoom="off")
         self.crop_size = min(self.transform.size)
 
     @classmethod
     def load(cls, model: str | Path | None = None, segmenter: str | Path | None = None,
-             max_pills: int = DEFAULT_MAX_PILLS, **identifier_options: Any) -> PillPipeline:
+             max_pills: int = DEFAULT_MAX_PILLS, imprint: bool = False,
+             **identifier_options: Any) -> PillPipeline:
         """The Identifier of ``model`` (None: bundled) with its own or the given finder."""
-        return cls.around(Identifier.load(model, **identifier_options), segmenter, max_pills)
+        return cls.around(Identifier.load(model, **identifier_options), segmenter, max_pills,
+                          imprint)
 
     @classmethod
     def around(cls, identifier: Identifier, segmenter: str | Path | None = None,
-               max_pills: int = DEFAULT_MAX_PILLS) -> PillPipeline:
-        """A pipeline around a loaded Identifier, with its artifact's or the given finder."""
+               max_pills: int = DEFAULT_MAX_PILLS, imprint: bool = False) -> PillPipeline:
+        """A pipeline around a loaded Identifier, with its artifact's or the given finder;
+        ``imprint``: read each pill's imprint and fuse it (needs the model's drug library).
+        """
+        evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers)
+                    if imprint else None)
         return cls(identifier, Segmenter.load(find_segmenter(identifier.path, segmenter)),
-                   max_pills)
+                   max_pills, imprint=evidence)
 
     def crops(self, img: Image.Image) -> list[tuple[PillRegion, Image.Image]]:
         """The pills of an RGB photo, best first, each with its normalised crop."""
@@ -189,11 +202,38 @@ class PillPipeline:
             return found
         regions = self.segmenter.find(img)[: max_pills or self.max_pills]
         found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
-                                 normalised_crop(img, r, self.crop_size)) for r in regions]
+                                 normalised_crop(img, r, self.crop_size),
+                                 self._detail(img, r)) for r in regions]
         if not found.pills:
             found.retake = NO_PILL
         found.timings_ms["find"] = ms(time.perf_counter() - t1)
         return found
+
+    def _detail(self, img: Image.Image, region: PillRegion) -> Image.Image | None:
+        """The pill at its own pixels (within DETAIL_SIDE) for the imprint reader."""
+        if self.imprint is None:
+            return None
+        x0, y0, x1, y1 = region.box
+        lo, hi = DETAIL_SIDE
+        side = min(hi, max(lo, round(max(x1 - x0, y1 - y0) / DEFAULT_FILL)))
+        return normalised_crop(img, region, side)
+
+    def read_imprints(self, pills: list[FoundPill]) -> list[ImprintRead | None]:
+        """Each pill's imprint read (None per pill when the imprint is not read)."""
+        if self.imprint is None:
+            return [None] * len(pills)
+        return [self.imprint.read(p.detail or p.crop) for p in pills]
+
+    def decide(self, log_probs: Tensor, ood_score: float, reads: list[ImprintRead | None],
+               topk: int, typed: TypedFacts | None = None) -> Identification:
+        """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
+        pill's imprint reads (one, or front and back)."""
+        info = None
+        if self.imprint is not None:
+            log_probs, info = self.imprint.apply(log_probs, [r for r in reads if r])
+        result = self.identifier.decide(log_probs, ood_score, topk, typed)
+        result.imprint = info
+        return result
 
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
@@ -220,8 +260,15 @@ class PillPipeline:
         t0 = time.perf_counter()
         batch = torch.stack([self.transform(p.crop) for p in found.pills])
         logits, emb = self.identifier.forward(batch)
-        results = self.identifier.postprocess(logits, emb, topk, typed)
-        found.timings_ms["classify"] = ms(time.perf_counter() - t0)
+        lp, scores = self.identifier.log_probs(logits), self.identifier.ood(logits, emb)
+        t1 = time.perf_counter()
+        reads = self.read_imprints(found.pills)
+        t2 = time.perf_counter()
+        results = [self.decide(lp[i], float(scores[i]), [reads[i]], topk, typed)
+                   for i in range(len(found.pills))]
+        found.timings_ms["classify"] = ms(t1 - t0 + time.perf_counter() - t2)
+        if self.imprint is not None:
+            found.timings_ms["read_imprint"] = ms(t2 - t1)
         pills = []
         for pill, result in zip(found.pills, results, strict=True):
             result.source = source
@@ -247,8 +294,9 @@ class PillPipeline:
         logits, emb = self.identifier.forward(batch)
         ident = self.identifier
         lp, scores = ident.log_probs(logits), ident.ood(logits, emb)
-        result = ident.decide(fuse_log_probs(lp[0], lp[1]),
-                              fuse_ood_scores(float(scores[0]), float(scores[1])), topk, typed)
+        result = self.decide(fuse_log_probs(lp[0], lp[1]),
+                             fuse_ood_scores(float(scores[0]), float(scores[1])),
+                             self.read_imprints(picked), topk, typed)
         result.source = f"{_source(front)} + {_source(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)

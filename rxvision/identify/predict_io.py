@@ -88,6 +88,8 @@ def result_row(image: str, result: Identification | Exception,
     row["zoom_notes"] = d["zoom_notes"]
     row["timings_ms"] = d["timings_ms"]
     row["facts_source"] = d["facts_source"]
+    if d["imprint"] is not None:
+        row["imprint"] = d["imprint"]
     if d["typed"] is not None:
         row["typed"] = d["typed"]
         row["library_hits"] = d["library_hits"]
@@ -147,6 +149,8 @@ def format_text(row: dict[str, Any]) -> str:
         head += "; zoomed to the pill at " + ", ".join(
             f"({c[0]}, {c[1]})-({c[2]}, {c[3]})" for c in crops)
     lines = [head]
+    if row.get("imprint"):
+        lines.append("  " + imprint_note(row["imprint"]))
     typed = row.get("typed")
     if typed:
         lines.append(f"  typed: {typed['note']}")
@@ -160,6 +164,15 @@ def format_text(row: dict[str, Any]) -> str:
         lines.append(f"  {c['rank']}. {c['label']:<24} p={c['probability']:.3f}"
                      + (f"  {meta}" if meta else ""))
     return "\n".join(lines)
+
+
+def imprint_note(imprint: dict[str, Any]) -> str:
+    """"read: M 411 (the imprint decided)" / "read: nothing legible (appearance only)"."""
+    if not imprint["read"]:
+        return "read: nothing legible (the appearance alone decided)"
+    who = ("the imprint changed the answer" if imprint["changed"] else
+           f"the {imprint['decided_by']} decided")
+    return f"read: {imprint['read']} ({who})"
 
 
 def _name(facts: dict[str, Any]) -> str:
@@ -207,7 +220,8 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     has_truth = any("true_label" in r for r in rows)
     has_pills = any("pills" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []),
-              *(["pill", "pills", "box", "finder_score"] if has_pills else []), "error",
+              *(["pill", "pills", "box", "finder_score", "imprint_read", "decided_by"]
+                if has_pills else []), "error",
               "abstain", "unknown", "message", "retake", "confidence", "ood_score", "zoomed",
               "zoom_note"]
     for r in range(1, topk + 1):
@@ -218,7 +232,10 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     writer.writeheader()
     for row in rows:
         flat = {k: v for k, v in row.items()
-                if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes")}
+                if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes", "imprint")}
+        if row.get("imprint"):
+            flat["imprint_read"] = row["imprint"]["read"]
+            flat["decided_by"] = row["imprint"]["decided_by"]
         if row.get("box"):
             flat["box"] = " ".join(str(v) for v in row["box"])
         flat["zoomed"] = any(row.get("zoomed_to") or [])

@@ -236,7 +236,8 @@ async def _identify(service: Service, form: IdentifyForm
         raise ApiError(503, str(exc), code="not_ready") from None
     t0 = time.perf_counter()
     # Off the event loop: attaching drug facts and fusing typed facts read the library.
-    idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair, form.typed)
+    idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair, form.typed,
+                                     decoded)
     answers = _answers(service, decoded, idents, form.pair)
     return decoded, results, answers, (time.perf_counter() - t0) * 1e3
 
@@ -295,7 +296,7 @@ def _out(ident: Identification, decoded: list[Decoded], pill: FoundPill | None =
         typed=ident.typed, library_hits=ident.library_hits,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
         zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded],
-        box=pill.box if pill is not None else None,
+        imprint=ident.imprint, box=pill.box if pill is not None else None,
         finder_score=pill.finder_score if pill is not None else None)
 
 

@@ -35,6 +35,18 @@ class CandidateOut(BaseModel):
         None, description="with typed facts: how this pill matches them")
 
 
+class ImprintOut(BaseModel):
+    """The imprint read off one pill (OCR on its crop) and what it did to the answer."""
+
+    read: str = Field(description='the text read, "" when nothing legible ("M 411"; front / '
+                      'back for a pair)')
+    decided_by: Literal["imprint", "appearance"] = Field(
+        description="which evidence put the answer ahead of the runner-up")
+    changed: bool = Field(description="the imprint moved the top answer away from the photo's")
+    reader: str = Field(description="OCR engine")
+    read_ms: float = Field(description="time spent reading, milliseconds")
+
+
 class IdentificationOut(BaseModel):
     """The answer for one pill (one photo, or a fused front/back pair)."""
 
@@ -58,6 +70,9 @@ class IdentificationOut(BaseModel):
         default_factory=list, description="per photo: why it was or was not zoomed "
         '("zoomed", "pills already fill the frame", "no pill-like region found", ...); '
         "null with zoom off")
+    imprint: ImprintOut | None = Field(
+        None, description="a model that finds the pills first, with a drug library: the "
+        "imprint read off this pill and whether it or the appearance decided")
     box: list[int] | None = Field(
         None, description="a model that finds the pills first: where this pill lies in the "
         "photo, [x0, y0, x1, y1] in photo pixels (null for a whole-photo model)")

@@ -24,6 +24,7 @@ from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
 from ..identify.identifier import Identification, Identifier, IdentifierError
 from ..identify.pipeline import FoundPill, PillPipeline, model_framing
+from ..imprint import ImprintRead
 from .batcher import BatchResult, MicroBatcher
 from .metrics import ServeMetrics
 from .settings import ServeSettings
@@ -54,6 +55,7 @@ class Decoded:
     zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
     retake: str | None = None  # the photo check's cause for a retake (locate.presence), or None
     pills: list[FoundPill] | None = None  # a crop model's pills, one per row of ``tensor``
+    reads: list[ImprintRead | None] | None = None  # ... and their imprints (None: not read)
 
 
 class Service:
@@ -83,8 +85,9 @@ class Service:
                 tta=s.tta, max_pixels=s.max_pixels)
         ident = self.identifier
         if model_framing(ident.card) == "crop":
-            self.pipeline = await asyncio.to_thread(PillPipeline.around, ident, s.segmenter,
-                                                    s.max_pills)
+            self.pipeline = await asyncio.to_thread(
+                PillPipeline.around, ident, s.segmenter, s.max_pills,
+                s.imprint and ident.answers.library is not None)
         elif s.segmenter is not None:
             raise IdentifierError("a segmenter is for models trained on pill crops "
                                   "(augment.framing: crop); this one sees whole photos")
@@ -132,8 +135,9 @@ class Service:
             h, w = self.identifier.transform.size
             rows = [self.pipeline.transform.to_uint8_and_zoom(p.crop)[0] for p in found.pills]
             tensor = (torch.stack(rows) if rows else torch.zeros(0, 3, h, w, dtype=torch.uint8))
+            reads = self.pipeline.read_imprints(found.pills)  # OCR: here, off the model thread
             return Decoded(upload, found.image, tensor, (time.perf_counter() - t0) * 1e3,
-                           retake=found.retake, pills=found.pills)
+                           retake=found.retake, pills=found.pills, reads=reads)
         # PIL + NumPy only: a JPEG decoded no larger than needed, the photo check and the
         # zoom as Identifier.prepare runs them
         tensor, zoom, image = self.identifier.transform.load_and_zoom(
@@ -164,19 +168,28 @@ class Service:
         return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
 
     def decide(self, results: list[BatchResult], topk: int, pair: bool,
-               typed: TypedFacts | None = None) -> list[Identification]:
+               typed: TypedFacts | None = None, decoded: list[Decoded] | None = None
+               ) -> list[Identification]:
         """Batched outputs -> Identifications; a pair is fused into one (inference.fusion).
 
         The same decisions as ``Identifier.postprocess`` / ``identify_pair``, from the
         log-probabilities and open-set scores :meth:`_forward` computed per batch; with
-        ``typed`` facts (one pill), combined with them. Reads the drug library: call it
-        off the event loop.
+        ``typed`` facts (one pill), combined with them; for a crop model, with each pill's
+        imprint read (``decoded``: the uploads the rows came from). Reads the drug library:
+        call it off the event loop.
         """
         ident = self.identifier
         if not results:
             return []
         lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
         scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
+        if self.pipeline is not None:
+            reads = [r for d in decoded or [] for r in d.reads or []]
+            if pair:
+                return [self.pipeline.decide(fuse_log_probs(lp[0], lp[1]),
+                                             fuse_ood_scores(*scores), reads, topk, typed)]
+            return [self.pipeline.decide(lp[i], scores[i], [reads[i]], topk, typed)
+                    for i in range(len(lp))]
         if not pair:
             return [ident.decide(lp[i], scores[i], topk, typed) for i in range(len(lp))]
         return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk,

@@ -31,6 +31,9 @@ class ServeSettings(BaseModel):
         None, description="pill finder for a crop model (None: the model's own segmenter/)")
     max_pills: int = Field(8, ge=1, le=64, description="pills answered per photo by a crop "
                            "model")
+    imprint: bool = Field(
+        True, description="a crop model with a drug library reads each pill's imprint and "
+        "weighs it with the photo")
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads")

@@ -103,6 +103,15 @@ function renderVerdict(result, pair) {
     note.textContent = "Confirm with the imprint, colour and shape before relying on it.";
   }
   v.append(note);
+  if (result.imprint && !result.retake) {  // what the OCR read off this pill
+    const read = document.createElement("small");
+    read.id = "imprint-read";
+    const who = result.imprint.changed ? "the imprint changed the answer"
+      : `the ${result.imprint.decided_by} decided`;
+    read.textContent = result.imprint.read ? `Imprint read: ${result.imprint.read} (${who}).`
+      : "No imprint could be read: the answer rests on the pill's appearance.";
+    v.append(read);
+  }
   const zoomed = (result.zoomed_to || []).filter(Boolean).length;
   if (zoomed) {
     const z = document.createElement("small");
