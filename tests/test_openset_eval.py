@@ -411,3 +411,27 @@ def test_centred_max_logit_needs_two_views_of_some_class(
     assert main(["evaluate", "--model", str(run), "--data", str(split["known"]), "--unknown",
                  str(split["unknown"]), "--ood-method", "centred_max_logit", *CLI_OPTS]) == 2
     assert "rxvision calibrate" in capsys.readouterr().err
+
+
+def test_card_rule_on_known_counts_answers_and_wrong_answers() -> None:
+    from types import SimpleNamespace
+
+    from rxvision.engine.evaluate import Predictions
+    from rxvision.engine.openset_eval import card_rule_on_known
+
+    # Four known photos: confident right, confident wrong, unsure right, confident right
+    # but with a high energy score (flagged unknown); one photo of a pill not in the model.
+    logits = np.array([[9.0, 0, 0], [0, 9.0, 0], [0.2, 0, 0], [-9.0, -9.0, -6.0],
+                       [5.0, 0, 0]], dtype=np.float32)
+    pred = Predictions(logits, np.array([0, 0, 0, 2, -1]), ["a", "a", "a", "c", "z"],
+                       ["p"] * 5)
+    card = {"labels": ["a", "b", "c"], "identification": {
+        "abstain_threshold": 0.6, "ood_method": "energy", "ood_threshold": 0.0}}
+    backend = SimpleNamespace(card=card, temperature=1.0)
+    rule = card_rule_on_known(backend, pred)
+    # energy = -logsumexp: about -9 for the confident rows, +5.9 for the low one
+    assert rule["answered"] == 0.5 and rule["wrong_of_answered"] == 0.5
+    del card["identification"]["ood_threshold"]
+    rule = card_rule_on_known(backend, pred)  # confidence alone: row 4 is answered too
+    assert rule["ood_threshold"] is None
+    assert rule["answered"] == 0.75 and rule["wrong_of_answered"] == 1 / 3

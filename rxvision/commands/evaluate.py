@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.transforms import card_zoom
     from ..engine.corruptions import corruption_sweep
     from ..engine.evaluate import predict, subset, summarize, write_json
-    from ..engine.openset_eval import evaluate_open_set, resolve_method
+    from ..engine.openset_eval import card_rule_on_known, evaluate_open_set, resolve_method
     from ..identify.backends import load_backend
     from ..identify.bundled import resolve_model_path
     from ..identify.tta import apply_tta, calibration_mismatch
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
     }
     add_same_pill(result, model_dir, pred, backend.labels, args.group_by)
+    result["card_rule"] = card_rule_on_known(backend, pred)
     open_set = None
     if unknown_images is not None:
         start = time.perf_counter()
@@ -205,6 +206,13 @@ def print_summary(result: dict[str, Any]) -> None:
              f"{_f(result['uncalibrated']['ece'])})" if "uncalibrated" in result else ""))
     cov = result["accuracy_at_coverage"]
     print("  accuracy at coverage " + "  ".join(f"{q}: {_f(v)}" for q, v in cov.items()))
+    rule = result.get("card_rule")
+    if rule:
+        ood = ("no open-set threshold" if rule["ood_threshold"] is None
+               else f"{rule['ood_method']} <= {rule['ood_threshold']:.4g}")
+        print(f"  card rule (p >= {rule['abstain_threshold']:.4g}, {ood}): answered "
+              f"{_f(rule['answered'])} of known photos, wrong {_f(rule['wrong_of_answered'])} "
+              f"of those answers")
     unknown = result["unknown_labels"]
     if unknown["count"]:
         print(f"  {unknown['count']} images with {len(unknown['labels'])} labels unknown to "

@@ -184,6 +184,34 @@ def abstention(s: OpenSetScores, abstain_threshold: float, ood_threshold: float 
     }
 
 
+def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | None:
+    """The card's answer rule on the known photos of one evaluation: the share answered
+    and the share of those answers that are wrong (None when no photo is known).
+
+    Uses the card's own open-set score and thresholds; a score that needs embeddings the
+    predictions lack (``cosine``) is left out, and the rule then reads the confidence only
+    (``ood_threshold`` None in the result says so).
+    """
+    known = pred.known
+    if not known.any():
+        return None
+    thresholds = card_thresholds(backend.card)
+    method, ood = thresholds["ood_method"], thresholds["ood_threshold"]
+    if ood is not None and method == "cosine" and pred.embeddings is None:
+        ood = None
+    scores = None
+    if ood is not None:
+        centres = class_centres(backend) if method == "centred_max_logit" else None
+        scores = _scores(pred, known, method, None, centres)
+    probs = softmax(pred.logits[known], backend.temperature)
+    correct = probs.argmax(axis=1) == pred.targets[known]
+    ok = answered(probs.max(axis=1), scores if scores is not None else 0.0,
+                  thresholds["abstain_threshold"], ood)
+    return {"abstain_threshold": thresholds["abstain_threshold"], "ood_method": method,
+            "ood_threshold": ood, "answered": float(ok.mean()),
+            "wrong_of_answered": float((~correct[ok]).mean()) if ok.any() else None}
+
+
 def open_set_study(s: OpenSetScores, thresholds: dict[str, Any],
                    sweep: tuple[float, ...] = TPR_SWEEP) -> dict[str, Any]:
     """The JSON-ready ``open_set`` section of ``rxvision evaluate --unknown``.
