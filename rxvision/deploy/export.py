@@ -49,6 +49,7 @@ from torch import nn
 from ..artifact import CARD_NAME, load_artifact, read_card, sha256_file
 from ..data import load_dataset, load_image
 from ..identify.onnx_backend import INPUT_NAME, OUTPUT_NAME, OnnxModel
+from ..identify.pipeline import SEGMENTER_DIR
 from ..io_utils import atomic_directory, atomic_write
 from ..library.database import LIBRARY_NAME, copy_library
 from ..locate import EvalTransform
@@ -306,7 +307,8 @@ def export_artifact(
     # whole: a crash or kill -9 leaves the old export or the new one, never a mix.
     try:
         with (tempfile.TemporaryDirectory(prefix="rxvision-export-") as tmp,
-              atomic_directory(out_dir, replaceable={ONNX_NAME, CARD_NAME, LIBRARY_NAME})
+              atomic_directory(out_dir, replaceable={ONNX_NAME, CARD_NAME, LIBRARY_NAME,
+                                                     SEGMENTER_DIR})
               as staging):
             fp32_path = export_onnx(artifact.model, Path(tmp) / "fp32.onnx", pre["input_size"],
                                     opset)
@@ -326,6 +328,8 @@ def export_artifact(
             shutil.copyfile(int8_path if int8 else fp32_path, report.path)
             if (model_dir / LIBRARY_NAME).is_file():  # facts and look-alikes travel along
                 copy_library(model_dir / LIBRARY_NAME, staging / LIBRARY_NAME)
+            if (model_dir / SEGMENTER_DIR).is_dir():  # a crop model's pill finder too
+                shutil.copytree(model_dir / SEGMENTER_DIR, staging / SEGMENTER_DIR)
             report.size_mb = report.path.stat().st_size / 1e6
             card = exported_card(read_card(model_dir), model_dir, report, quant, calibration,
                                  parity_data or calibration)
