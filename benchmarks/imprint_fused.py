@@ -1,0 +1,129 @@
+"""Photo alone vs photo + imprint read, on independent-renderer photos, through PillPipeline.
+
+For each photo of a manifest written by ``rxvision data render-independent`` (one labelled
+pill, or both sides of it), the crop model's pipeline finds the pills; the pill whose box
+overlaps a true box most is scored twice from the same forward pass: photo alone, and
+photo fused with the imprint read off it (:mod:`rxvision.identify.imprint_evidence`).
+Printed per imprint type of the true pill (from the model's drug library: printed,
+debossed/embossed, none):
+
+* top-1 photo alone, top-1 fused, and how often the imprint changed the answer (right->
+  wrong and wrong->right);
+* read rate: photos where a confident token equals one of the true imprint's tokens;
+* answers under the card's rule (not abstained) and the wrong share of those, fused;
+* median milliseconds reading per pill.
+
+The independent renderer's pill sizes decide what is legible: at 512 px a pill spans
+~50-150 px. These are measured numbers on renders, not on real photographs.
+
+    python benchmarks/imprint_fused.py --model runs/c3pi-1k-crop-v3 \\
+        --data /work/views/indep-1k/manifest.csv --limit 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from rxvision.identify.pipeline import PillPipeline
+from rxvision.imprint import normalize_imprint, normalize_token
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a crop model with a drug library")
+    ap.add_argument("--data", required=True, help="render-independent manifest.csv")
+    ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    root = Path(args.data).parent
+    with open(args.data, newline="") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(args.seed).shuffle(rows)
+    rows = rows[: args.limit]
+    pipe = PillPipeline.load(args.model, imprint=True, tta=1)
+    ident, evidence = pipe.identifier, pipe.imprint
+    assert evidence is not None
+    refs = ident.answers.library.references_for(ident.labels)
+    kind = {lab: (refs[lab][0].facts.imprint_type or "NONE") if refs.get(lab) else "?"
+            for lab in ident.labels}
+    truth_tokens = {lab: set(normalize_imprint(";".join(refs[lab][0].facts.imprint)))
+                    if refs.get(lab) else set() for lab in ident.labels}
+    index = {lab: i for i, lab in enumerate(ident.labels)}
+    stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for n, row in enumerate(rows, 1):
+        img = Image.open(root / row["image"]).convert("RGB")
+        truth = [list(map(int, b.split())) for b in row["boxes"].split(";")]
+        found = pipe.find(img)
+        if not found.pills:
+            pill = None
+        else:
+            pill = max(found.pills, key=lambda p: max(_iou(p.box, t) for t in truth))
+        group = kind.get(row["label"], "?")
+        s = stats[group]
+        if pill is None:
+            for key in ("photo", "fused", "read", "answered"):
+                s[key].append(0.0)
+            continue
+        x = pipe.transform(pill.crop)[None]
+        logits, emb = ident.forward(x)
+        lp, score = ident.log_probs(logits)[0], float(ident.ood(logits, emb)[0])
+        read = evidence.read(pill.detail or pill.crop)
+        fused, _ = evidence.apply(lp, [read])
+        result = ident.decide(fused, score, 1)
+        target = index[row["label"]]
+        photo_ok = int(torch.argmax(lp)) == target
+        fused_ok = int(torch.argmax(fused)) == target
+        read_tokens = {normalize_token(t.text) for t in read.confident()}
+        s["photo"].append(float(photo_ok))
+        s["fused"].append(float(fused_ok))
+        s["read"].append(float(bool(read_tokens & truth_tokens[row["label"]])))
+        s["helped"].append(float(fused_ok and not photo_ok))
+        s["hurt"].append(float(photo_ok and not fused_ok))
+        s["answered"].append(float(not result.abstain))
+        if not result.abstain:
+            s["answered_wrong"].append(float(not fused_ok))
+        s["ms"].append(read.elapsed_ms)
+        if n % 50 == 0:
+            print(f"  {n}/{len(rows)} photos", flush=True)
+    print(f"{args.model} on {args.data}: {len(rows)} photos, tta 1")
+    print("| imprint | photos | top-1 photo | top-1 fused | imprint helped / hurt | read rate "
+          "| answered | wrong of answered | read ms (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    total: dict[str, list[float]] = defaultdict(list)
+    for group in sorted(stats):
+        s = stats[group]
+        for key, values in s.items():
+            total[key] += values
+        _line(group, s)
+    _line("all", total)
+
+
+def _line(group: str, s: dict[str, list[float]]) -> None:
+    def mean(key: str) -> str:
+        return f"{statistics.fmean(s[key]):.3f}" if s.get(key) else "-"
+
+    ms = f"{statistics.median(s['ms']):.0f}" if s.get("ms") else "-"
+    print(f"| {group} | {len(s['photo'])} | {mean('photo')} | {mean('fused')} | "
+          f"{mean('helped')} / {mean('hurt')} | {mean('read')} | {mean('answered')} | "
+          f"{mean('answered_wrong')} | {ms} |")
+
+
+if __name__ == "__main__":
+    main()
