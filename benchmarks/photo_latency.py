@@ -1,5 +1,9 @@
 """Time to answer one 12-megapixel phone photo: decode + photo check + zoom + forward.
 
+A model trained on pill crops (the bundled sixth version) is timed through
+``PillPipeline.identify`` instead: decode at a reduced scale, photo check, find the pills,
+crop, classify, with and without reading the imprint (rows with ``"pipeline": true``).
+
 Builds a 4032x3024 JPEG like a phone's (a sample pill, cut out, photographed small on a
 textured table, quality 92, about 2 MB) unless ``--photo`` is given, then times
 ``Identifier.identify`` on its bytes (what the service does per upload, without HTTP:
@@ -32,6 +36,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from rxvision.data import load_image  # noqa: E402
 from rxvision.data.cutout import cut_out_sides  # noqa: E402
 from rxvision.identify.identifier import Identifier  # noqa: E402
+from rxvision.identify.pipeline import PillPipeline, model_framing  # noqa: E402
 
 SIZE = (4032, 3024)
 
@@ -87,7 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     report = {"photo_bytes": len(data), "python": platform.python_version(),
               "torch_threads": args.torch_threads, "load_average_before": os.getloadavg(),
               "machine": platform.machine(), "rows": []}
-    for tta in (None, 1):
+    probe = Identifier.load(args.model, backend=args.backend)
+    if model_framing(probe.card) == "crop":
+        for imprint in (True, False):
+            pipe = PillPipeline.around(probe, imprint=imprint and probe.answers.library
+                                       is not None)
+            answer = pipe.identify(data)
+            row = {"pipeline": True, "rotations": probe.tta, "imprint": pipe.imprint is not None,
+                   "identify_ms": median_ms(lambda pipe=pipe: pipe.identify(data),
+                                            args.repeats),
+                   "pills": len(answer.pills), "retake": answer.retake,
+                   "stage_ms_last_run": pipe.identify(data).timings_ms}
+            report["rows"].append(row)
+            print(json.dumps(row))
+    for tta in (() if model_framing(probe.card) == "crop" else (None, 1)):
         ident = Identifier.load(args.model, backend=args.backend, tta=tta)
         [res] = ident.identify(data)
         # Before: the whole photo decoded at full size, then the same steps.
