@@ -334,3 +334,24 @@ def test_cosine_classifier_exports_and_quantises(
     q = OnnxModel(tmp_path / "int8" / "model.onnx")(x)
     agreement = float((q.argmax(1) == ref.argmax(1)).float().mean())
     assert agreement >= INT8_MIN_AGREEMENT
+
+
+def test_a_crop_model_exports_with_its_pill_finder(artifact_factory, config_factory,
+                                                  manifest: Path, tmp_path: Path) -> None:
+    """The export of a crop model carries segmenter/, so it predicts and serves as the
+    artifact does (the ONNX backend finds the pills with the same finder)."""
+    from conftest import REPO_ROOT
+
+    from rxvision.identify.pipeline import SEGMENTER_DIR, PillPipeline
+
+    labels = [s.label for s in load_dataset(manifest).samples]
+    cfg = config_factory(num_classes=len(labels), overrides=["augment.framing=crop"])
+    model = artifact_factory("crop", labels=labels, config=cfg)
+    shutil.copytree(REPO_ROOT / "models" / "rxvision-segmenter", model / SEGMENTER_DIR)
+    out = tmp_path / "export"
+    export_artifact(model, out, parity_data=manifest, num_parity=4)
+    assert (out / SEGMENTER_DIR / "card.json").is_file()
+    pipeline = PillPipeline.load(out, backend="onnx", tta=1)
+    photo = load_image(load_dataset(manifest).samples[0].path)
+    answer = pipeline.identify(photo, topk=2)
+    assert answer.retake is None and len(answer.pills[0].identification.candidates) == 2
