@@ -320,3 +320,14 @@ def test_evaluate_reports_same_pill_figures_with_a_library(
     assert all(g["top1_same_pill"] == 1.0 for g in doc["groups"].values())
     assert doc["same_pill"]["labels_with_twins"] == 21  # the known labels of the data
     assert "top1_same_pill 1.0000" in capsys.readouterr().out
+
+
+def test_evaluate_sets_the_training_renderers_figure_beside_its_own() -> None:
+    from rxvision.commands.evaluate import own_renderer_gap
+
+    card = {"metrics": {"validation": {"val_top1": 0.9, "val_top1_one": 0.85}}}
+    gap = own_renderer_gap(card, 0.4)
+    assert gap["val_top1"] == 0.9 and gap["val_top1_one"] == 0.85
+    assert gap["gap_points"] == 50.0
+    assert own_renderer_gap({"metrics": {}}, 0.4) is None  # no validation in the card
+    assert own_renderer_gap(card, None) is None  # nothing known was evaluated

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     }
     add_same_pill(result, model_dir, pred, backend.labels, args.group_by)
     result["card_rule"] = card_rule_on_known(backend, pred)
+    result["own_renderer"] = own_renderer_gap(backend.card, result.get("top1"))
     open_set = None
     if unknown_images is not None:
         start = time.perf_counter()
@@ -191,6 +192,19 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any] | None:
+    """The training run's own validation top-1 (views from the training renderer, in the
+    card) beside this evaluation's, and the gap in points: on the independent renderer's
+    photos that gap is what the training renderer's figures hide."""
+    val = (card.get("metrics") or {}).get("validation") or {}
+    own = val.get("val_top1")
+    if own is None or top1 is None:
+        return None
+    return {"val_top1": own, "val_top1_one": val.get("val_top1_one"),
+            "val_top1_both": val.get("val_top1_both"),
+            "gap_points": round(100 * (own - top1), 1)}
+
+
 def print_summary(result: dict[str, Any]) -> None:
     """A few lines a person reads at a glance."""
     print(f"{result['n']} images in {result['seconds']} s ({result['images_per_second']} img/s),"
@@ -206,6 +220,11 @@ def print_summary(result: dict[str, Any]) -> None:
              f"{_f(result['uncalibrated']['ece'])})" if "uncalibrated" in result else ""))
     cov = result["accuracy_at_coverage"]
     print("  accuracy at coverage " + "  ".join(f"{q}: {_f(v)}" for q, v in cov.items()))
+    own = result.get("own_renderer")
+    if own:
+        print(f"  training renderer's validation views (card): top-1 {_f(own['val_top1'])}; "
+              f"these photos {_f(result['top1'])}: {own['gap_points']:+.1f} points "
+              "(on independent photos, the gap the training renderer hides)")
     rule = result.get("card_rule")
     if rule:
         ood = ("no open-set threshold" if rule["ood_threshold"] is None
