@@ -235,3 +235,37 @@ def test_stronger_training_blur_and_noise_leave_validation_views_unchanged(
 def test_bad_degradation_ranges_name_the_key(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=key.split("=")[0]):
         load_config(_tiny_config(tmp_path), [key])
+
+
+def test_a_crop_run_gets_its_finder_and_its_independent_figures(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--segmenter makes a crop run whole; --independent-val measures it on photos the
+    independent renderer made and stores them beside the validation figures."""
+    from rxvision.cli import main
+    from rxvision.identify.pipeline import SEGMENTER_DIR
+
+    data, config = _tiny_data(tmp_path), _tiny_config(tmp_path, epochs=1)
+    views = tmp_path / "indep"
+    assert main(["data", "render-independent", str(data), "--out", str(views), "--views", "1",
+                 "--size", "256", "--seed", "3"]) == 0
+    run = tmp_path / "run"
+    args = ["train", "--config", str(config), "--data", str(data), "--out", str(run),
+            "--set", "augment.framing=crop", "--segmenter",
+            str(REPO / "models" / "rxvision-segmenter"),
+            "--independent-val", str(views / "manifest.csv")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "independent photos (" in out and "training renderer's validation top-1" in out
+    assert (run / SEGMENTER_DIR / "model.safetensors").is_file()
+    card = json.loads((run / "card.json").read_text())
+    check = card["metrics"]["independent"]
+    assert check["n"] == NUM_CLASSES and check["framing"] == "crop"
+    assert 0.0 <= check["top1"] <= 1.0 and check["own_val_top1"] is not None
+    assert check["gap_points"] == round(100 * (check["own_val_top1"] - check["top1"]), 1)
+    assert "validation" in card["metrics"]  # kept beside it
+    # A finder for a whole-photo model is refused before anything trains.
+    code = main(["train", "--config", str(config), "--data", str(data), "--out",
+                 str(tmp_path / "photo"), "--segmenter",
+                 str(REPO / "models" / "rxvision-segmenter")])
+    assert code != 0 and "pill crops" in capsys.readouterr().err
+    assert not (tmp_path / "photo").exists()

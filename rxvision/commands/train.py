@@ -25,6 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many optimiser steps (smoke tests)")
+    p.add_argument("--segmenter", metavar="DIR",
+                   help="with augment.framing=crop: copy this pill finder into the run as "
+                        "its segmenter/, so the run predicts and serves whole photos")
+    p.add_argument("--independent-val", metavar="MANIFEST",
+                   help="after training, evaluate the run on photos from the independent "
+                        "renderer (rxvision data render-independent) and store them beside "
+                        "the validation figures in the card (metrics.independent)")
+    p.add_argument("--independent-limit", type=int, default=None, metavar="N",
+                   help="evaluate a fixed random N of those photos (default: all)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and (Path(args.out) / "config.yaml").is_file():
         config_path = str(Path(args.out) / "config.yaml")  # the run's own resolved config
     cfg = load_config(config_path, overrides)
+    if args.segmenter and cfg.augment.framing != "crop":
+        raise ConfigError("--segmenter is for a model trained on pill crops "
+                          "(--set augment.framing=crop)")
+    if args.independent_val and not Path(args.independent_val).is_file():
+        raise ConfigError(f"--independent-val {args.independent_val}: no such manifest")
     result = train(cfg, args.data, args.out, resume=args.resume, device=args.device,
                    max_steps=args.max_steps, init=args.init)
     import torch.distributed as dist
@@ -52,4 +66,17 @@ def run(args: argparse.Namespace) -> int:
             return 0
     print(f"best val top-1 {result.best_top1:.4f} after {result.epochs_run} epoch(s); "
           f"model artifact: {result.run_dir}")
+    if args.segmenter:
+        from ..engine.independent_check import attach_segmenter
+
+        print(f"pill finder: {attach_segmenter(result.run_dir, args.segmenter)}")
+    if args.independent_val:
+        from ..engine.independent_check import independent_check
+
+        check = independent_check(result.run_dir, args.independent_val,
+                                  args.independent_limit)
+        gap = "" if check["gap_points"] is None else f"; gap {check['gap_points']:+.1f} points"
+        print(f"independent photos ({check['n']}): top-1 {check['top1']:.4f}, top-5 "
+              f"{check['top5']:.4f}, ECE {check['ece']:.4f} | training renderer's "
+              f"validation top-1 {result.best_top1:.4f}{gap}")
     return 0
