@@ -185,6 +185,11 @@ def test_predict_answers_each_pill_of_a_photo(crop_model: Path, sides: list[np.n
     assert main([*args, str(photo)]) == 0
     text = capsys.readouterr().out
     assert "pill 1 of 2 at (" in text and "pill 2 of 2 at (" in text
+    assert main([*args, "--explain", str(tmp_path / "why"), str(photo)]) == 0
+    assert sorted(p.name for p in (tmp_path / "why").iterdir()) == sorted(
+        f"two_pill{n}_{kind}.png" for n in (1, 2) for kind in ("attention", "gradcam",
+                                                                "occlusion"))
+    capsys.readouterr()
     out = tmp_path / "rows.csv"
     assert main([*args, "--out", str(out), str(photo), str(empty)]) == 0
     table = list(csv.DictReader(out.open()))
@@ -220,7 +225,7 @@ def _png(img: Image.Image) -> bytes:
 def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
                                                 sides: list[np.ndarray]):
     info = crop_client.get("/v1/model").json()
-    assert info["capabilities"]["finds_pills"] and not info["capabilities"]["explain"]
+    assert info["capabilities"]["finds_pills"] and info["capabilities"]["explain"]
     two = _png(_photo(sides, [(20, 30), (200, 140)]))
     body = crop_client.post("/v1/identify", files={"image": ("two.png", two, "image/png")},
                             data={"topk": "2"}).json()
@@ -243,8 +248,11 @@ def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
         "front": ("f.png", two, "image/png"), "back": ("b.png", empty, "image/png")}).json()
     assert pair["mode"] == "pair" and pair["result"]["retake"] == f"back: {NO_PILL}"
     explain = crop_client.post("/v1/identify", files={"image": ("two.png", two, "image/png")},
-                               data={"explain": "true"})
-    assert explain.status_code == 422 and "find the pills first" in explain.text
+                               data={"explain": "true"}).json()
+    for pill in explain["pills"]:  # drawn on each pill's own crop
+        overlays = pill["explanations"]["image"]
+        assert set(overlays) == {"attention", "gradcam", "occlusion"}
+        assert all(url.startswith("data:image/png;base64,") for url in overlays.values())
 
 
 PRINTED = "00378-6440-01"  # MYLAN 6440 printed on one side of the capsule

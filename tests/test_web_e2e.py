@@ -408,4 +408,7 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
         let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) {
           lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); } return hi - lo;""")
     assert spread > 50
+    # "Show why" draws the overlays of the chosen pill's crop.
+    wait.until(ec.element_to_be_clickable((By.ID, "show-why"))).click()
+    wait.until(lambda d: d.find_element(By.ID, "overlay").is_displayed())
     _assert_no_broken_images(driver)

@@ -5,6 +5,7 @@ Examples:
     rxvision predict --json photo.jpg                # JSON: top-k with metadata and flags
     rxvision predict --pair front.jpg back.jpg       # fuse both sides of one pill
     rxvision predict --explain overlays/ photo.jpg   # attention, Grad-CAM, occlusion PNGs
+                                                     # (a crop model: per pill, photo_pill1_*)
     rxvision predict photos/ --out results.csv       # a folder or manifest -> CSV/JSONL
     rxvision predict photo.jpg --imprint "M 411" --color blue --shape round
                                                      # photo + what you read off the pill
@@ -129,8 +130,6 @@ def predict(args: argparse.Namespace) -> int:
 
     pipeline = None
     if model_framing(ident.card) == "crop":
-        if args.explain:
-            raise IdentifierError("--explain is not available for crop models yet")
         read = not args.no_imprint and ident.answers.library is not None
         if not args.no_imprint and not read:
             print("note: the imprint is not read: it is matched against the model's drug "
@@ -190,7 +189,12 @@ def predict(args: argparse.Namespace) -> int:
                 n += 1
                 stem = f"{path.stem}_{n}"
             used.add(stem)
-            write_overlays(args.explain, stem, ident.explain(path))
+            if pipeline is None:
+                write_overlays(args.explain, stem, ident.explain(path))
+                continue
+            for number, pill in enumerate(pipeline.find(path).pills, start=1):  # per pill
+                write_overlays(args.explain, f"{stem}_pill{number}",
+                               pipeline.explain_crop(pill.crop))
     for row in failed:
         print(f"rxvision predict: error: {row['error']}", file=sys.stderr)
     if args.out:

@@ -235,6 +235,14 @@ class PillPipeline:
         result.imprint = info
         return result
 
+    def explain_crop(self, crop: Image.Image) -> dict[str, Image.Image]:
+        """Attention, Grad-CAM and occlusion overlays on one pill's normalised crop (what
+        the classifier saw; torch backend). See :mod:`.explain`."""
+        from .explain import explain_image
+
+        return explain_image(self.identifier._torch_model("explanations"), self.transform,
+                             crop)
+
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
         x0, y0, x1, y1 = pill.box

@@ -150,9 +150,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         t0 = time.perf_counter()
         form = await parse_identify(request, settings)
         if form.explain and not service.info["capabilities"]["explain"]:
-            raise ApiError(422, "explanations are not drawn for models that find the pills "
-                                "first yet" if service.pipeline is not None else
-                                f"explanations need the torch backend; this server runs "
+            raise ApiError(422, f"explanations need the torch backend; this server runs "
                                 f"{service.identifier.backend}")
         if form.typed is not None and service.identifier.answers.library is None:
             raise ApiError(422, "imprint, color and shape need the model's drug library; "
@@ -162,7 +160,15 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         explain_ms = 0.0
         if form.explain:
             t1 = time.perf_counter()
-            result.explanations = {d.upload.view: await service.explain(d) for d in decoded}
+            if service.pipeline is None:
+                result.explanations = {d.upload.view: await service.explain(d.image)
+                                       for d in decoded}
+            elif form.pair:  # the crop each side's answer was read from
+                result.explanations = {d.upload.view: await service.explain(d.pills[0].crop)
+                                       for d in decoded if d.pills}
+            else:  # each pill's own crop
+                for out, pill in zip(answers[0], decoded[0].pills or [], strict=False):
+                    out.explanations = {"image": await service.explain(pill.crop)}
             explain_ms = (time.perf_counter() - t1) * 1e3
         return _json(IdentifyResponse(
             model=service.info["id"], backend=service.identifier.backend,

@@ -195,13 +195,16 @@ class Service:
         return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk,
                              typed)]
 
-    async def explain(self, decoded: Decoded) -> dict[str, str]:
-        """Attention, Grad-CAM and occlusion overlays of one image as PNG data URLs.
+    async def explain(self, image: Image.Image) -> dict[str, str]:
+        """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
+        or for a crop model of one pill's normalised crop (:meth:`PillPipeline.explain_crop`).
 
         The explanation runs on the model thread (it hooks the backbone and runs backward,
         so it must not overlap a batched pass); PNG encoding runs in the decode pool.
         """
-        overlays = await self.batcher.run_exclusive(self.identifier.explain, decoded.image)
+        explain = (self.identifier.explain if self.pipeline is None
+                   else self.pipeline.explain_crop)
+        overlays = await self.batcher.run_exclusive(explain, image)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _data_urls, overlays)
 
@@ -241,8 +244,8 @@ def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = F
                ) -> dict[str, Any]:
     """GET /v1/model: what is loaded, from its card (see schemas.ModelInfo).
 
-    ``finds_pills``: a crop model behind the pill finder (one answer per pill; overlays of
-    the crop are not drawn yet, so no explanations)."""
+    ``finds_pills``: a crop model behind the pill finder (one answer per pill; its
+    explanations are drawn on each pill's crop)."""
     card = ident.card
     sha = (card.get("export") or card.get("weights") or {}).get("sha256")
     name = ident.path.name if ident.path is not None else "model"
@@ -262,7 +265,7 @@ def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = F
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,
-                         "explain": ident.model is not None and not finds_pills,
+                         "explain": ident.model is not None,
                          "finds_pills": finds_pills},
         "limits": {"max_body_bytes": settings.max_body_bytes,
                    "max_pixels": settings.max_pixels,
