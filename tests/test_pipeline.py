@@ -322,3 +322,19 @@ def test_the_api_and_page_fields_carry_the_imprint_read(library_crop_model: Path
             assert any("6440" in r["read"] and r["decided_by"] == "imprint" for r in reads)
         else:
             assert reads == [None] * len(reads)
+
+
+def test_the_cards_imprint_weight_tempers_the_read(library_crop_model: Path,
+                                                   sample_dir: Path):
+    from rxvision.artifact import read_card, update_card
+
+    settings = read_card(library_crop_model).get("identification") or {}
+    update_card(library_crop_model, identification={**settings, "imprint_weight": 0.0})
+    pipeline = PillPipeline.load(library_crop_model, imprint=True, tta=1)
+    assert pipeline.imprint is not None and pipeline.imprint.weight == 0.0
+    answers = [p.identification for p in pipeline.identify(_printed_photo(sample_dir)).pills]
+    assert any("6440" in a.imprint["read"] for a in answers)  # still read and reported ...
+    assert all(not a.imprint["changed"] for a in answers)  # ... but weighs nothing
+    update_card(library_crop_model, identification={**settings, "imprint_weight": -1.0})
+    with pytest.raises(IdentifierError, match="imprint weight"):
+        PillPipeline.load(library_crop_model, imprint=True, tta=1)

@@ -51,8 +51,10 @@ class ImprintEvidence:
 
     @classmethod
     def for_answers(cls, labels: Sequence[str], answers: Answers,
-                    reader: str = DEFAULT_READER) -> ImprintEvidence:
-        """Imprints of ``labels`` from the model's drug library.
+                    reader: str = DEFAULT_READER, weight: float = DEFAULT_WEIGHT
+                    ) -> ImprintEvidence:
+        """Imprints of ``labels`` from the model's drug library; ``weight`` tempers the
+        imprint's evidence (the card's ``identification.imprint_weight`` when fitted).
 
         Raises:
             IdentifierError: the model has no drug library to read imprints from.
@@ -63,7 +65,9 @@ class ImprintEvidence:
         refs = answers.library.references_for(list(labels))
         imprints = [";".join(refs[lab][0].facts.imprint) if refs.get(lab) else None
                     for lab in labels]
-        return cls(imprints, reader)
+        if not weight >= 0:
+            raise IdentifierError(f"imprint weight must be >= 0, got {weight}")
+        return cls(imprints, reader, weight)
 
     def read(self, crop: Image.Image) -> ImprintRead:
         """The imprint on one pill crop (at the photo's own detail; see DETAIL_SIDE)."""

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import load_image
-from ..imprint import ImprintRead
+from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
 from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
@@ -170,8 +170,10 @@ class PillPipeline:
         """A pipeline around a loaded Identifier, with its artifact's or the given finder;
         ``imprint``: read each pill's imprint and fuse it (needs the model's drug library).
         """
-        evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers)
-                    if imprint else None)
+        weight = (identifier.card.get("identification") or {}).get("imprint_weight",
+                                                                     DEFAULT_WEIGHT)
+        evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers,
+                                                weight=float(weight)) if imprint else None)
         return cls(identifier, Segmenter.load(find_segmenter(identifier.path, segmenter)),
                    max_pills, imprint=evidence)
 

@@ -1,0 +1,94 @@
+"""Fit the imprint fusion weight ``w`` on independent-renderer photos (and measure it).
+
+``log p_fused = log p_photo + w * llr`` (:mod:`rxvision.imprint.fusion`) with ``w = 1``
+is the untempered rule. This script runs the crop model's pipeline over a labelled
+independent render (one the model is *not* measured on), keeps each photo's best-matching
+pill, and chooses ``w`` on a grid by the negative log-likelihood of the true label under
+the fused distribution. Photos where nothing was read do not depend on ``w``; the fit says
+how many carried a read. With ``--write`` the chosen ``w`` goes into the card's
+``identification.imprint_weight``, which :class:`ImprintEvidence` then uses.
+
+    python benchmarks/fit_imprint_weight.py --model models/rxvision-c3pi-1k \\
+        --data indep-500-1024-s9/manifest.csv --limit 600 [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rxvision.artifact import read_card, update_card
+from rxvision.identify.pipeline import PillPipeline
+from rxvision.imprint import fuse
+
+GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, help="render-independent manifest.csv")
+    ap.add_argument("--limit", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", action="store_true", help="store w in the card")
+    args = ap.parse_args()
+    root = Path(args.data).parent
+    with open(args.data, newline="") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(args.seed).shuffle(rows)
+    rows = rows[: args.limit]
+    pipe = PillPipeline.load(args.model, imprint=True, tta=1)
+    ident, evidence = pipe.identifier, pipe.imprint
+    assert evidence is not None
+    index = {lab: i for i, lab in enumerate(ident.labels)}
+    photo_lp, llrs, targets = [], [], []
+    for n, row in enumerate(rows, 1):
+        img = Image.open(root / row["image"]).convert("RGB")
+        truth = [list(map(int, b.split())) for b in row["boxes"].split(";")]
+        found = pipe.find(img)
+        if not found.pills or row["label"] not in index:
+            continue
+        pill = max(found.pills, key=lambda p: max(_iou(p.box, t) for t in truth))
+        logits, _ = ident.forward(pipe.transform(pill.crop)[None])
+        photo_lp.append(ident.log_probs(logits)[0].double().numpy())
+        llrs.append(evidence.llr([evidence.read(pill.detail or pill.crop)]))
+        targets.append(index[row["label"]])
+        if n % 100 == 0:
+            print(f"  {n}/{len(rows)} photos", flush=True)
+    lp, llr, y = np.stack(photo_lp), np.stack(llrs), np.array(targets)
+    read = np.any(llr != 0, axis=1)
+    print(f"{len(y)} photos with a pill found, {int(read.sum())} with a read")
+    print("| w | NLL (photos with a read) | top-1 (all) | top-1 (with a read) |")
+    print("|---|---|---|---|")
+    best = None
+    for w in GRID:
+        fused = fuse(lp, llr, w)
+        nll = float(-fused[np.arange(len(y)), y][read].mean()) if read.any() else 0.0
+        top1 = fused.argmax(1) == y
+        print(f"| {w} | {nll:.4f} | {top1.mean():.4f} | {top1[read].mean():.4f} |")
+        if best is None or nll < best[1]:
+            best = (w, nll)
+    print(f"chosen w = {best[0]} (lowest NLL on the photos with a read)")
+    if args.write:
+        card = read_card(args.model)
+        settings = {**(card.get("identification") or {}), "imprint_weight": best[0],
+                    "imprint_weight_fitted_on": str(args.data)}
+        update_card(args.model, identification=settings)
+        print(f"wrote identification.imprint_weight = {best[0]} into {args.model}/card.json")
+
+
+if __name__ == "__main__":
+    main()
