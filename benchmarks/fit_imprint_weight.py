@@ -15,11 +15,10 @@ how many carried a read. With ``--write`` the chosen ``w`` goes into the card's
 from __future__ import annotations
 
 import argparse
-import csv
-import random
 from pathlib import Path
 
 import numpy as np
+from imprint_fused import best_pill, sample_rows  # this folder: run as a script
 from PIL import Image
 
 from rxvision.artifact import read_card, update_card
@@ -27,14 +26,6 @@ from rxvision.identify.pipeline import PillPipeline
 from rxvision.imprint import fuse
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
-
-
-def _iou(a: list[int], b: list[int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def main() -> None:
@@ -46,10 +37,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="store w in the card")
     args = ap.parse_args()
     root = Path(args.data).parent
-    with open(args.data, newline="") as f:
-        rows = list(csv.DictReader(f))
-    random.Random(args.seed).shuffle(rows)
-    rows = rows[: args.limit]
+    rows = sample_rows(args.data, args.limit, args.seed)
     pipe = PillPipeline.load(args.model, imprint=True, tta=1)
     ident, evidence = pipe.identifier, pipe.imprint
     assert evidence is not None
@@ -57,11 +45,9 @@ def main() -> None:
     photo_lp, llrs, targets = [], [], []
     for n, row in enumerate(rows, 1):
         img = Image.open(root / row["image"]).convert("RGB")
-        truth = [list(map(int, b.split())) for b in row["boxes"].split(";")]
-        found = pipe.find(img)
-        if not found.pills or row["label"] not in index:
+        pill = best_pill(pipe.find(img).pills, row)
+        if pill is None or row["label"] not in index:
             continue
-        pill = max(found.pills, key=lambda p: max(_iou(p.box, t) for t in truth))
         logits, _ = ident.forward(pipe.transform(pill.crop)[None])
         photo_lp.append(ident.log_probs(logits)[0].double().numpy())
         llrs.append(evidence.llr([evidence.read(pill.detail or pill.crop)]))

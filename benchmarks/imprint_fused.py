@@ -32,16 +32,23 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rxvision.identify.pipeline import PillPipeline
+from rxvision.identify.pipeline import FoundPill, PillPipeline
 from rxvision.imprint import normalize_imprint, normalize_token
+from rxvision.locate.scoring import box_iou
 
 
-def _iou(a: list[int], b: list[int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
+def sample_rows(manifest: str, limit: int, seed: int) -> list[dict[str, str]]:
+    """A fixed random ``limit`` rows of a render-independent manifest."""
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+def best_pill(pills: list[FoundPill], row: dict[str, str]) -> FoundPill | None:
+    """The found pill that best overlaps one of the row's true boxes (None: none found)."""
+    truth = [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
+    return max(pills, key=lambda p: max(box_iou(p.box, t) for t in truth), default=None)
 
 
 def main() -> None:
@@ -53,10 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     root = Path(args.data).parent
-    with open(args.data, newline="") as f:
-        rows = list(csv.DictReader(f))
-    random.Random(args.seed).shuffle(rows)
-    rows = rows[: args.limit]
+    rows = sample_rows(args.data, args.limit, args.seed)
     pipe = PillPipeline.load(args.model, imprint=True, tta=1)
     ident, evidence = pipe.identifier, pipe.imprint
     assert evidence is not None
@@ -69,12 +73,7 @@ def main() -> None:
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for n, row in enumerate(rows, 1):
         img = Image.open(root / row["image"]).convert("RGB")
-        truth = [list(map(int, b.split())) for b in row["boxes"].split(";")]
-        found = pipe.find(img)
-        if not found.pills:
-            pill = None
-        else:
-            pill = max(found.pills, key=lambda p: max(_iou(p.box, t) for t in truth))
+        pill = best_pill(pipe.find(img).pills, row)
         group = kind.get(row["label"], "?")
         s = stats[group]
         if pill is None:

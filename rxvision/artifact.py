@@ -179,19 +179,27 @@ def require_new_output(model_dir: str | Path, out: str | Path) -> None:
 
 
 def read_card(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    card_path = directory / CARD_NAME
-    if not directory.is_dir():
-        raise ArtifactError(f"model artifact not found: {directory} is not a directory")
-    if not card_path.is_file():
-        raise ArtifactError(f"{directory} has no {CARD_NAME}; is it an RxVision model directory?")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{card_path} is not valid JSON: {exc}") from exc
+    card_path, card = read_card_json(directory, "model artifact", "an RxVision model")
     if card.get("format") != CARD_FORMAT:
         raise ArtifactError(f"{card_path}: unknown card format {card.get('format')!r}")
     return card
+
+
+def read_card_json(directory: str | Path, what: str, kind: str
+                   ) -> tuple[Path, dict[str, Any]]:
+    """``directory/card.json`` parsed, or an ArtifactError naming ``what`` is missing
+    ("model artifact not found: ...") or asking whether it is ``kind``'s directory; the
+    caller checks the card's format."""
+    directory = Path(directory)
+    card_path = directory / CARD_NAME
+    if not directory.is_dir():
+        raise ArtifactError(f"{what} not found: {directory} is not a directory")
+    if not card_path.is_file():
+        raise ArtifactError(f"{directory} has no {CARD_NAME}; is it {kind} directory?")
+    try:
+        return card_path, json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{card_path} is not valid JSON: {exc}") from exc
 
 
 def update_card(directory: str | Path, **fields: Any) -> dict[str, Any]:

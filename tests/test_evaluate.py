@@ -323,7 +323,7 @@ def test_evaluate_reports_same_pill_figures_with_a_library(
 
 
 def test_evaluate_sets_the_training_renderers_figure_beside_its_own() -> None:
-    from rxvision.commands.evaluate import own_renderer_gap
+    from rxvision.engine.independent_check import own_renderer_gap
 
     card = {"metrics": {"validation": {"val_top1": 0.9, "val_top1_one": 0.85}}}
     gap = own_renderer_gap(card, 0.4)

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.transforms import card_zoom
     from ..engine.corruptions import corruption_sweep
     from ..engine.evaluate import predict, subset, summarize, write_json
+    from ..engine.independent_check import own_renderer_gap
     from ..engine.openset_eval import card_rule_on_known, evaluate_open_set, resolve_method
     from ..identify.backends import load_backend
     from ..identify.bundled import resolve_model_path
@@ -190,19 +191,6 @@ def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: A
 
 def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any] | None:
-    """The training run's own validation top-1 (views from the training renderer, in the
-    card) beside this evaluation's, and the gap in points: on the independent renderer's
-    photos that gap is what the training renderer's figures hide."""
-    val = (card.get("metrics") or {}).get("validation") or {}
-    own = val.get("val_top1")
-    if own is None or top1 is None:
-        return None
-    return {"val_top1": own, "val_top1_one": val.get("val_top1_one"),
-            "val_top1_both": val.get("val_top1_both"),
-            "gap_points": round(100 * (own - top1), 1)}
 
 
 def print_summary(result: dict[str, Any]) -> None:

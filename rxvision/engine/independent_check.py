@@ -18,26 +18,37 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifact import read_card, update_card
+from ..artifact import update_card
 from ..data import load_dataset
 from ..identify.backends import load_backend
 from ..identify.pipeline import SEGMENTER_DIR, crop_transform_for, model_framing
+from ..io_utils import atomic_directory
 from .evaluate import predict, subset, summarize
 
 
 def attach_segmenter(run: str | Path, segmenter: str | Path) -> Path:
-    """Copy a pill finder into a crop model's run as its own ``segmenter/`` (replacing
-    one already there), so the run predicts, serves and evaluates as a whole."""
+    """Copy a pill finder into a crop model's run as its own ``segmenter/`` (atomically;
+    replacing one already there made of the same files), so the run predicts, serves and
+    evaluates as a whole."""
     source, target = Path(segmenter), Path(run) / SEGMENTER_DIR
     if not (source / "card.json").is_file():
         raise FileNotFoundError(f"--segmenter {source}: no pill finder there (no card.json)")
-    staging = target.with_name(f".{SEGMENTER_DIR}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    with atomic_directory(target, replaceable={p.name for p in source.iterdir()}) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
     return target
+
+
+def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any] | None:
+    """The training run's own validation top-1 (views from the training renderer, in the
+    card) beside this evaluation's, and the gap in points: on the independent renderer's
+    photos that gap is what the training renderer's figures hide."""
+    val = (card.get("metrics") or {}).get("validation") or {}
+    own = val.get("val_top1")
+    if own is None or top1 is None:
+        return None
+    return {"val_top1": own, "val_top1_one": val.get("val_top1_one"),
+            "val_top1_both": val.get("val_top1_both"),
+            "gap_points": round(100 * (own - top1), 1)}
 
 
 def independent_check(run: str | Path, data: str | Path, limit: int | None = None,
@@ -51,12 +62,10 @@ def independent_check(run: str | Path, data: str | Path, limit: int | None = Non
     pred = predict(backend, images, batch_size=batch_size, workers=0, progress=True,
                    transform=transform, desc="independent photos")
     result = summarize(pred, backend.labels, backend.temperature)
-    card = read_card(run)
-    own = ((card.get("metrics") or {}).get("validation") or {}).get("val_top1")
+    card = backend.card
+    gap = own_renderer_gap(card, result["top1"]) or {}
     check = {"data": str(data), "n": result["n"], "framing": model_framing(card),
              "top1": result["top1"], "top5": result["top5"], "ece": result["ece"],
-             "own_val_top1": own,
-             "gap_points": (round(100 * (own - result["top1"]), 1)
-                            if own is not None and result["top1"] is not None else None)}
+             "own_val_top1": gap.get("val_top1"), "gap_points": gap.get("gap_points")}
     update_card(run, metrics={**(card.get("metrics") or {}), "independent": check})
     return check

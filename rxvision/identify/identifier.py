@@ -396,7 +396,7 @@ class Identifier:
         results = self.postprocess(logits, emb, topk, typed)
         post_ms = (time.perf_counter() - t0) * 1e3
         for image, result, prep, zoom in zip(images, results, prep_ms, zooms, strict=True):
-            result.source = _name(image)
+            result.source = source_name(image)
             _set_zoom(result, [zoom])
             result.timings_ms = _timings(prep, forward_ms / len(images), post_ms / len(images))
         return results
@@ -415,7 +415,7 @@ class Identifier:
         lp, scores = self.log_probs(logits), self.ood(logits, emb)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])), topk, typed)
-        result.source = f"{_name(front)} + {_name(back)}"
+        result.source = f"{source_name(front)} + {source_name(back)}"
         _set_zoom(result, [zoom_front, zoom_back])
         result.timings_ms = _timings(prep, forward_ms, (time.perf_counter() - t0) * 1e3)
         return result
@@ -436,7 +436,7 @@ class Identifier:
                 logits, emb = self.forward(torch.stack([pending[i][1] for i in good]))
                 fwd = (time.perf_counter() - t0) * 1e3 / len(good)
                 for i, res in zip(good, self.postprocess(logits, emb, topk), strict=True):
-                    res.source, res.timings_ms = _name(pending[i][0]), _timings(
+                    res.source, res.timings_ms = source_name(pending[i][0]), _timings(
                         pending[i][2], fwd, 0.0)
                     _set_zoom(res, [pending[i][3]])
                     results[i] = res
@@ -529,7 +529,8 @@ def ask_for_retake(result: Identification, checks: Sequence[tuple[str, str | Non
     return result
 
 
-def _name(image: ImageInput) -> str | None:
+def source_name(image: ImageInput) -> str | None:
+    """What an answer names as its source: the path of a file input, else None."""
     return str(image) if isinstance(image, str | Path) else None
 
 

@@ -27,15 +27,21 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data import load_image
 from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
 from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
-from ..locate.transform import DRAFT_SIDE, jpeg_size
+from ..locate.transform import load_reduced
 from .answers import TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
-from .identifier import Identification, Identifier, IdentifierError, ImageInput, ask_for_retake
+from .identifier import (
+    Identification,
+    Identifier,
+    IdentifierError,
+    ImageInput,
+    ask_for_retake,
+    source_name,
+)
 from .imprint_evidence import DETAIL_SIDE, ImprintEvidence
 
 SEGMENTER_DIR = "segmenter"  # a model artifact's own pill finder
@@ -177,20 +183,13 @@ class PillPipeline:
         return cls(identifier, Segmenter.load(find_segmenter(identifier.path, segmenter)),
                    max_pills, imprint=evidence)
 
-    def crops(self, img: Image.Image) -> list[tuple[PillRegion, Image.Image]]:
-        """The pills of an RGB photo, best first, each with its normalised crop."""
-        regions = self.segmenter.find(img)[: self.max_pills]
-        return [(r, normalised_crop(img, r, self.crop_size)) for r in regions]
-
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:
         """The photo, a large JPEG decoded at a reduced scale (the finder works at 320 px
         and a crop needs ~180 px of pill); and photo pixels per decoded pixel."""
         if not isinstance(image, str | Path | bytes):
             return self.identifier.decode(image, name), 1.0
-        full = jpeg_size(image)
-        img = load_image(image, max_pixels=self.identifier.max_pixels, name=name,
-                         min_side=DRAFT_SIDE if full else None)
-        return img, (full[0] / img.width if full else 1.0)
+        img, full = load_reduced(image, self.identifier.max_pixels, name)
+        return img, full[0] / img.width
 
     def find(self, image: ImageInput, name: str | None = None, max_pills: int | None = None
              ) -> FoundPills:
@@ -260,7 +259,7 @@ class PillPipeline:
         ``typed`` facts describe one pill: with several pills found they are an error.
         """
         found = self.find(image, name)
-        source = name or (str(image) if isinstance(image, str | Path) else None)
+        source = name or source_name(image)
         if found.retake is not None:
             return PhotoAnswer([], found.retake, found.timings_ms, source)
         if typed is not None and len(found.pills) > 1:
@@ -297,7 +296,7 @@ class PillPipeline:
         for view, image in (("front", front), ("back", back)):
             found = self.find(image, max_pills=1)
             if found.retake is not None:
-                source = f"{_source(front)} + {_source(back)}"
+                source = f"{source_name(front)} + {source_name(back)}"
                 return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
             picked.append(found.pills[0])
         batch = torch.stack([self.transform(p.crop) for p in picked])
@@ -307,13 +306,9 @@ class PillPipeline:
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
                              self.read_imprints(picked), topk, typed)
-        result.source = f"{_source(front)} + {_source(back)}"
+        result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
-
-
-def _source(image: ImageInput) -> str | None:
-    return str(image) if isinstance(image, str | Path) else None
 
 
 def ms(seconds: float) -> float:

@@ -31,7 +31,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from ..artifact import ArtifactError, load_state_dict_safely, sha256_file, software_versions
+from ..artifact import (
+    ArtifactError,
+    load_state_dict_safely,
+    read_card_json,
+    sha256_file,
+    software_versions,
+)
 from ..io_utils import atomic_write, atomic_write_json
 from .instances import InstanceThresholds, split_instances
 from .segnet import OUTPUTS, PillSegNet, SegNetConfig
@@ -253,18 +259,7 @@ def regions_from_maps(
 
 def read_segmenter_card(directory: str | Path) -> dict[str, Any]:
     """The card of a segmenter directory, checked for its format."""
-    import json
-
-    directory = Path(directory)
-    path = directory / CARD_NAME
-    if not directory.is_dir():
-        raise ArtifactError(f"segmenter not found: {directory} is not a directory")
-    if not path.is_file():
-        raise ArtifactError(f"{directory} has no {CARD_NAME}; is it a segmenter directory?")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    path, card = read_card_json(directory, "segmenter", "a segmenter")
     if card.get("format") != CARD_FORMAT:
         raise ArtifactError(
             f"{path}: format {card.get('format')!r} is not a segmenter card "

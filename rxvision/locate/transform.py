@@ -37,7 +37,7 @@ class ZoomResult(NamedTuple):
     retake: str | None = None
 
 
-def jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
+def _jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
     """(width, height) of a JPEG as displayed (EXIF orientation applied), from its header
     alone; None for other formats and for anything unreadable (the decode that follows
     reports what is wrong with it)."""
@@ -54,6 +54,17 @@ def jpeg_size(source: str | Path | bytes) -> tuple[int, int] | None:
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
             Image.DecompressionBombError):
         return None
+
+
+def load_reduced(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 name: str | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode a photo file or its bytes, a large JPEG at a reduced DCT scale that keeps its
+    longer side at least :data:`DRAFT_SIDE`; and the photo's full (width, height) (the
+    decoded size when it was decoded whole)."""
+    full = _jpeg_size(source)
+    img = load_image(source, max_pixels=max_pixels, name=name,
+                     min_side=DRAFT_SIDE if full else None)
+    return img, full or img.size
 
 
 class EvalTransform:
@@ -107,10 +118,8 @@ class EvalTransform:
         model's input size, as a full-resolution crop would be (the crop reported is in
         photo pixels). Other formats and small JPEGs are decoded once, whole.
         """
-        full = jpeg_size(source)
-        small = load_image(source, max_pixels=max_pixels, name=name,
-                           min_side=DRAFT_SIDE if full else None)
-        factor = full[0] / small.width if full else 1.0  # photo pixels per decoded pixel
+        small, full = load_reduced(source, max_pixels, name)
+        factor = full[0] / small.width  # photo pixels per decoded pixel
         if factor <= 1.0:
             tensor, zoom = self.to_uint8_and_zoom(small, check)
             return tensor, zoom, small

@@ -226,11 +226,9 @@ async def _identify(service: Service, form: IdentifyForm
                 and len(decoded[0].pills or []) > 1):
             raise ApiError(422, f"imprint, color and shape describe one pill, but the photo "
                                 f"shows {len(decoded[0].pills)}: photograph that pill alone")
-        if form.pair and any(not d.tensor.shape[0] for d in decoded):
-            decoded_rows: list[Decoded] = []  # a side without a pill: a retake, no pass
-        else:
-            decoded_rows = decoded
-        results = await service.forward(decoded_rows) if decoded_rows else []
+        # A pair with a side where no pill was found is a retake: no forward pass.
+        no_side = form.pair and any(not d.tensor.shape[0] for d in decoded)
+        results = [] if no_side else await service.forward(decoded)
     except ImageTooLargeError as exc:
         raise ApiError(413, str(exc), code="image_too_large") from None
     except ImageDecodeError as exc:

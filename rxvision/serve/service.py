@@ -133,7 +133,7 @@ class Service:
         if self.pipeline is not None:  # a crop model: find the pills, crop each
             found = self.pipeline.find(upload.data, upload.label, max_pills)
             h, w = self.identifier.transform.size
-            rows = [self.pipeline.transform.to_uint8_and_zoom(p.crop)[0] for p in found.pills]
+            rows = [self.pipeline.transform.to_uint8(p.crop) for p in found.pills]
             tensor = (torch.stack(rows) if rows else torch.zeros(0, 3, h, w, dtype=torch.uint8))
             reads = self.pipeline.read_imprints(found.pills)  # OCR: here, off the model thread
             return Decoded(upload, found.image, tensor, (time.perf_counter() - t0) * 1e3,
@@ -178,22 +178,21 @@ class Service:
         imprint read (``decoded``: the uploads the rows came from). Reads the drug library:
         call it off the event loop.
         """
-        ident = self.identifier
         if not results:
             return []
         lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
         scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
-        if self.pipeline is not None:
-            reads = [r for d in decoded or [] for r in d.reads or []]
-            if pair:
-                return [self.pipeline.decide(fuse_log_probs(lp[0], lp[1]),
-                                             fuse_ood_scores(*scores), reads, topk, typed)]
-            return [self.pipeline.decide(lp[i], scores[i], [reads[i]], topk, typed)
-                    for i in range(len(lp))]
-        if not pair:
-            return [ident.decide(lp[i], scores[i], topk, typed) for i in range(len(lp))]
-        return [ident.decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), topk,
-                             typed)]
+        reads = [r for d in decoded or [] for r in d.reads or []]  # one per row (crop model)
+        pipeline = self.pipeline
+
+        def decide(log_probs: Tensor, score: float, row_reads: list) -> Identification:
+            if pipeline is None:
+                return self.identifier.decide(log_probs, score, topk, typed)
+            return pipeline.decide(log_probs, score, row_reads, topk, typed)
+
+        if pair:
+            return [decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), reads)]
+        return [decide(lp[i], scores[i], reads[i:i + 1]) for i in range(len(lp))]
 
     async def explain(self, image: Image.Image) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
