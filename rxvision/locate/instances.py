@@ -108,17 +108,18 @@ def _touches_frame(part: np.ndarray, sl: tuple[slice, slice], shape: tuple[int, 
     )
 
 
-def solidity(mask: np.ndarray) -> float:
-    """Area over convex-hull area of a boolean mask (about 1 for convex shapes)."""
+def solidity(mask: np.ndarray, degenerate: float = 1.0) -> float:
+    """Area over convex-hull area of a boolean mask (about 1 for convex shapes);
+    ``degenerate`` for a mask of under 8 pixels or all on a line (no hull)."""
     from scipy.spatial import ConvexHull, QhullError
 
     ys, xs = np.nonzero(mask)
     if len(xs) < 8:
-        return 1.0
+        return degenerate
     try:
         hull = ConvexHull(np.c_[xs, ys].astype(np.float64))
     except QhullError:  # all on a line
-        return 1.0
+        return degenerate
     # Hull through pixel centres, grown by half a pixel all round (perimeter / 2 + 1).
     return float(len(xs) / (hull.volume + hull.area / 2 + 1))
 

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .instances import solidity
+
 WORK_SIDE = 320  # the locator works on a copy with this longer side
 RING = 0.06  # the background is fitted to this outer fraction of the photo on each side
 MIN_CONTRAST = 30.0  # RGB distance from the background that always counts as foreground
@@ -137,20 +139,6 @@ def _surrounded_by_background(distance: np.ndarray, pills: np.ndarray,
     return bool(band.any()) and float(np.median(distance[band])) <= background_level
 
 
-def _solidity(region: np.ndarray) -> float:
-    """Area over convex-hull area of a boolean region (1 for convex shapes)."""
-    from scipy.spatial import ConvexHull, QhullError
-
-    ys, xs = np.nonzero(region)
-    if len(xs) < 8:
-        return 0.0
-    try:
-        hull = ConvexHull(np.c_[xs, ys].astype(np.float64))
-    except QhullError:  # a line: not a pill
-        return 0.0
-    return float(len(xs) / max(hull.volume + hull.area / 2 + 1, 1.0))  # pixel-area hull
-
-
 def work_copy(image: Image.Image) -> tuple[np.ndarray, float]:
     """The photo as an RGB array with its longer side at most :data:`WORK_SIDE`, and the
     scale from photo to work pixels (1.0 when it is not reduced)."""
@@ -220,7 +208,8 @@ def locate_pills(image: Image.Image, min_crop: float = 0, work: WorkCopy | None 
             at_border = max(at_border, area)  # cut off by the frame: not a whole pill
             continue
         extent = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) / min(h, w)
-        if area >= MIN_AREA * h * w and extent >= MIN_EXTENT and _solidity(region) >= MIN_SOLIDITY:
+        if (area >= MIN_AREA * h * w and extent >= MIN_EXTENT
+                and solidity(region, degenerate=0.0) >= MIN_SOLIDITY):  # a line: not a pill
             candidates.append((area, sl, index))
     if not candidates:
         return PillLocation(None, 0, None, False, "no pill-like region found")
