@@ -114,6 +114,22 @@ def _assert_no_broken_images(driver: object) -> None:
             assert ok, f"broken image shown: #{img.get_attribute('id')}"
 
 
+def _identify_on_page(driver: object, url: str, model_prefix: str, photo: Path) -> object:
+    """Open the page, wait for /v1/model, upload ``photo``, press Identify and wait for the
+    results; returns the WebDriverWait used (30 s)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith(model_prefix))
+    driver.find_element(By.ID, "photo").send_keys(str(photo.resolve()))
+    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
+    wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
+    return wait
+
+
 def _watch_progress(driver: object) -> None:
     """Record whether the progress indicator is shown at any moment (window.__progressSeen)."""
     driver.execute_script("""
@@ -222,18 +238,11 @@ def test_a_photo_of_nothing_is_asked_to_be_retaken(browser: object, server_url: 
                                                      tmp_path: Path) -> None:
     from PIL import Image
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
     red = tmp_path / "red.png"
     Image.new("RGB", (224, 224), (200, 10, 10)).save(red)
-    driver.get(server_url + "/")
-    wait = WebDriverWait(driver, 30)
-    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model sample@"))
-    driver.find_element(By.ID, "photo").send_keys(str(red.resolve()))
-    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
-    wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
+    _identify_on_page(driver, server_url, "model sample@", red)
     verdict = driver.find_element(By.ID, "verdict").text
     assert "Please retake the photo: no pill found in the photo." in verdict
     assert driver.find_elements(By.CSS_SELECTOR, "#candidates li") == []
@@ -369,7 +378,6 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
     from PIL import Image
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from rxvision.data import load_dataset, load_image
     from rxvision.locate.composite import sides_from_images
@@ -384,12 +392,7 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
     path = tmp_path / "two-pills.png"
     photo.save(path)
     driver = browser
-    driver.get(crop_server_url + "/")
-    wait = WebDriverWait(driver, 30)
-    wait.until(lambda d: d.find_element(By.ID, "model-id").text.startswith("model crop"))
-    driver.find_element(By.ID, "photo").send_keys(str(path.resolve()))
-    wait.until(ec.element_to_be_clickable((By.ID, "identify"))).click()
-    wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
+    wait = _identify_on_page(driver, crop_server_url, "model crop", path)
     assert driver.find_element(By.ID, "found").is_displayed()
     assert "2 pill(s) boxed" in driver.find_element(By.ID, "found").get_attribute("aria-label")
     assert "2 pills found" in driver.find_element(By.ID, "status").text
