@@ -49,7 +49,7 @@ def main() -> None:
         if pill is None or row["label"] not in index:
             continue
         logits, _ = ident.forward(pipe.transform(pill.crop)[None])
-        photo_lp.append(ident.log_probs(logits)[0].double().numpy())
+        photo_lp.append(ident.log_probs(logits)[0].astype(np.float64))
         llrs.append(evidence.llr([evidence.read(pill.detail or pill.crop)]))
         targets.append(index[row["label"]])
         if n % 100 == 0:

@@ -29,7 +29,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import torch
+import numpy as np
 from PIL import Image
 
 from rxvision.identify.pipeline import FoundPill, PillPipeline
@@ -87,8 +87,8 @@ def main() -> None:
         fused, _ = evidence.apply(lp, [read])
         result = ident.decide(fused, score, 1)
         target = index[row["label"]]
-        photo_ok = int(torch.argmax(lp)) == target
-        fused_ok = int(torch.argmax(fused)) == target
+        photo_ok = int(np.argmax(lp)) == target
+        fused_ok = int(np.argmax(fused)) == target
         read_tokens = {normalize_token(t.text) for t in read.confident()}
         s["photo"].append(float(photo_ok))
         s["fused"].append(float(fused_ok))

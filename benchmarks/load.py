@@ -105,7 +105,7 @@ def offline(model: Path, backend: str, threads: int | None, photos: list[tuple[s
     for b in batches[:2]:  # warm-up: allocators, ORT arenas, caches
         ident.identify_batch(b)
     e2e = _time_each(lambda b: ident.identify_batch(b), batches, max_seconds)
-    x = torch.stack([ident.preprocess(d) for d in batches[0]])
+    x = np.stack([ident.preprocess(d) for d in batches[0]])
     cpu0 = _cpu_seconds(psutil.Process())
     fwd = _time_each(lambda _: ident.forward(x), batches, max_seconds / 2)
     fwd_cpu_ms = (_cpu_seconds(psutil.Process()) - cpu0) * 1e3 / (batch * len(fwd))

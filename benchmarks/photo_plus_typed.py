@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
@@ -74,16 +74,16 @@ def typed_variants(
     return out
 
 
-def log_probs(ident: Identifier, paths: list[Path], batch: int) -> torch.Tensor:
+def log_probs(ident: Identifier, paths: list[Path], batch: int) -> np.ndarray:
     """Calibrated log-probabilities (N, C) of the photos, in batches."""
     out = []
     for start in range(0, len(paths), batch):
-        x = torch.stack([ident.preprocess(p) for p in paths[start : start + batch]])
+        x = np.stack([ident.preprocess(p) for p in paths[start : start + batch]])
         logits, _ = ident.forward(x)
         out.append(ident.log_probs(logits))
         print(f"\r{start + len(x)}/{len(paths)} photos", end="", file=sys.stderr)
     print(file=sys.stderr)
-    return torch.cat(out)
+    return np.concatenate(out)
 
 
 def main() -> None:

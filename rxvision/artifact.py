@@ -21,16 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError, config_from_dict
 from .data.transforms import ZOOM_FOR_NEW_MODELS, ZOOM_MODES
 from .io_utils import atomic_directory, atomic_files, atomic_write_json, foreign_entries
 
-if TYPE_CHECKING:  # the network (timm, torchvision) loads only when a model is built:
-    from .models import RxVisionModel  # reading cards (ONNX serving) does not need it
+if TYPE_CHECKING:  # torch and the network (timm, torchvision) load only when weights are
+    import torch  # read or a model is built: reading cards (ONNX serving) needs neither
+
+    from .models import RxVisionModel
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
@@ -76,6 +76,7 @@ def sha256_file(path: Path) -> str:
 
 def software_versions() -> dict[str, str]:
     import timm
+    import torch
     import torchvision
 
     return {
@@ -84,6 +85,14 @@ def software_versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "timm": timm.__version__,
     }
+
+
+def save_file(state: dict[str, torch.Tensor], filename: str,
+              metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, imported when weights are written (it loads torch)."""
+    from safetensors.torch import save_file as write_safetensors
+
+    write_safetensors(state, filename, metadata=metadata)
 
 
 def unwrap(model: torch.nn.Module) -> RxVisionModel:
@@ -230,6 +239,8 @@ def load_state_dict_safely(path: Path, expected_sha256: str | None) -> dict[str,
         raise ArtifactError(
             f"{path}: SHA-256 does not match the card; the file is corrupt or was replaced"
         )
+    from safetensors.torch import load_file  # imports torch: only where weights are read
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -15,10 +15,9 @@ import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from .decode import load_image
 
@@ -121,10 +120,14 @@ def _from_folder(path: Path) -> ImageSet:
     return ImageSet(samples, labels, [{} for _ in labels], path)
 
 
-class EvalDataset(Dataset):
-    """Decoded, preprocessed images with their class index in ``labels`` (-1 if unknown)."""
+class EvalDataset:
+    """Decoded, preprocessed images with their class index in ``labels`` (-1 if unknown).
 
-    def __init__(self, images: ImageSet, transform: Callable[[Image.Image], torch.Tensor],
+    A map-style dataset for ``torch.utils.data.DataLoader`` (which collates the
+    transform's NumPy arrays into tensors); it needs no torch itself.
+    """
+
+    def __init__(self, images: ImageSet, transform: Callable[[Image.Image], Any],
                  labels: list[str], max_pixels: int | None = None):
         self.images = images
         self.transform = transform
@@ -134,7 +137,7 @@ class EvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         kwargs = {"max_pixels": self.max_pixels} if self.max_pixels else {}
         img = load_image(self.images.samples[i].path, **kwargs)
         return self.transform(img), self.targets[i]

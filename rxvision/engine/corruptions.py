@@ -148,8 +148,8 @@ class CardRule:
             return None
         conf = torch.softmax(logits.float() / self.temperature, dim=1).amax(1)
         ood = self.thresholds["ood_threshold"]
-        scores = None if ood is None else ood_scores(logits, None, None, self.method,
-                                                      self.centres)
+        scores = None if ood is None else torch.from_numpy(
+            ood_scores(logits, None, None, self.method, self.centres)).to(conf.device)
         return answered(conf, scores, self.thresholds["abstain_threshold"], ood)
 
 

@@ -93,15 +93,14 @@ def card_thresholds(card: dict[str, Any], method: str | None = None) -> dict[str
 
 
 def _scores(pred: Predictions, mask: np.ndarray, method: str,
-            prototypes: torch.Tensor | None, class_centres: torch.Tensor | None
+            prototypes: np.ndarray | None, class_centres: np.ndarray | None
             ) -> np.ndarray:
     emb = None
     if method == "cosine":
         if pred.embeddings is None:
             raise ValueError("the cosine score needs predictions made with embeddings=True")
-        emb = torch.from_numpy(pred.embeddings[mask])
-    return ood_scores(torch.from_numpy(pred.logits[mask]), emb, prototypes, method,
-                      class_centres).numpy()
+        emb = pred.embeddings[mask]
+    return ood_scores(pred.logits[mask], emb, prototypes, method, class_centres)
 
 
 def score_predictions(
@@ -109,8 +108,8 @@ def score_predictions(
     unknown: Predictions,
     temperature: float,
     method: str = DEFAULT_OOD_METHOD,
-    prototypes: torch.Tensor | None = None,
-    class_centres: torch.Tensor | None = None,
+    prototypes: np.ndarray | None = None,
+    class_centres: np.ndarray | None = None,
 ) -> OpenSetScores:
     """Open-set scores of the known set's known-label photos and the unknown set's others.
 
@@ -285,7 +284,7 @@ def resolve_method(backend: Backend, method: str | None = None,
     return method
 
 
-def class_centres(backend: Backend) -> torch.Tensor:
+def class_centres(backend: Backend) -> np.ndarray:
     """The card's per-class logit centres, or an IdentifierError saying how to get them."""
     try:
         return class_centres_from_card(backend.card, len(backend.card["labels"]))
@@ -319,7 +318,7 @@ def evaluate_open_set(
     method = resolve_method(backend, method)
     prototypes = centres = None
     if method == "cosine":
-        prototypes = class_prototypes(backend.model.get_classifier().weight).cpu()
+        prototypes = class_prototypes(backend.model.get_classifier().weight)
     if method == "centred_max_logit":
         centres = class_centres(backend)
     pred = predict(backend, unknown_images, embeddings=method == "cosine", desc="unknown",

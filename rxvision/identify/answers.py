@@ -42,8 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from ..library.appearance import LOOKALIKES_SHOWN
 from ..library.database import LIBRARY_NAME, Library, Reference, open_library
@@ -57,6 +56,7 @@ from ..library.evidence import (
 from ..library.lookalike import lookalike_note, same_pill_note
 from ..library.query import Query, parse_query
 from ..library.search import candidate_labels, search
+from .logmath import as_array, log_softmax, top_k
 
 if TYPE_CHECKING:
     from .identifier import Identification
@@ -110,8 +110,8 @@ class TypedFusion:
 
     typed: TypedFacts
     query: Query
-    photo_log_probs: Tensor  # (C,) calibrated, before the typed facts
-    log_likelihood: Tensor  # (C,) log L(typed | label)
+    photo_log_probs: np.ndarray  # (C,) calibrated, before the typed facts
+    log_likelihood: np.ndarray  # (C,) log L(typed | label)
     evidence: dict[str, LabelEvidence]  # the labels scored exactly
 
 
@@ -127,10 +127,10 @@ class Answers:
         self._index = {label: i for i, label in enumerate(labels)}
         self._lock = threading.Lock()
         self._blocks: dict[str, dict[str, Any]] = {}
-        self._in_library: Tensor | None = None
+        self._in_library: np.ndarray | None = None
         if library is not None:
             known = set(library.labels())
-            self._in_library = torch.tensor([label in known for label in labels])
+            self._in_library = np.array([label in known for label in labels], dtype=bool)
 
     @property
     def source(self) -> str:
@@ -176,7 +176,7 @@ class Answers:
         return cls(labels, lib, notes, lookalikes)
 
     # --- photo + typed facts -------------------------------------------------------------
-    def fuse(self, log_probs: Tensor, typed: TypedFacts) -> tuple[Tensor, TypedFusion]:
+    def fuse(self, log_probs: Any, typed: TypedFacts) -> tuple[np.ndarray, TypedFusion]:
         """Calibrated log-probabilities (C,) and typed facts -> fused log-probabilities (C,).
 
         Raises:
@@ -185,21 +185,22 @@ class Answers:
         lib = self._require_library()
         assert self._in_library is not None
         query = typed.query()
-        lp = log_probs.double()
-        shortlist = lp.topk(min(SHORTLIST, len(lp))).indices.tolist()
+        log_probs = as_array(log_probs)
+        lp = log_probs.astype(np.float64)
+        shortlist = top_k(lp, SHORTLIST)[1].tolist()
         # The pills the imprint index finds for the typed facts, however unlikely the photo
         # makes them (the search's candidate step, ~100 references).
         found = [self._index[lab] for lab in candidate_labels(lib, query) if lab in self._index]
         scored = list(dict.fromkeys(shortlist + found))
         evidence = label_evidence(lib, query, [self.labels[i] for i in scored])
-        log_l = torch.where(self._in_library, math.log(floor_likelihood(query)),
-                            math.log(neutral_likelihood(query))).double()
+        log_l = np.where(self._in_library, math.log(floor_likelihood(query)),
+                         math.log(neutral_likelihood(query)))
         exact = [(i, evidence[self.labels[i]].likelihood) for i in scored
                  if self.labels[i] in evidence]
         if exact:
             at, values = zip(*exact, strict=True)
-            log_l[list(at)] = torch.tensor(values, dtype=torch.float64).log()
-        fused = torch.log_softmax(lp + log_l, dim=-1).to(log_probs.dtype)
+            log_l[list(at)] = np.log(np.asarray(values, dtype=np.float64))
+        fused = log_softmax(lp + log_l).astype(log_probs.dtype)
         return fused, TypedFusion(typed, query, log_probs, log_l, evidence)
 
     def _require_library(self) -> Library:

@@ -3,6 +3,9 @@
 Both backends read labels, preprocessing and calibration from the card, so switching
 backend never changes what the pixels look like.
 
+The ONNX backend takes and returns NumPy arrays (torch tensors as well) and never imports
+torch; the torch backend imports it when it loads.
+
 Example:
     >>> model = load_backend("exports/x", backend="onnx")
     >>> x = torch.stack([EvalTransform(model.preprocessing)(img)])
@@ -13,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..artifact import Artifact, ArtifactError, load_artifact, read_card
-from .onnx_backend import OnnxModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from .onnx_backend import OnnxModel
 
 BACKENDS = ("torch", "onnx")
 
@@ -73,19 +78,25 @@ class TorchBackend(_CardFields):
         self.bf16 = bf16
 
     def _autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
         if self.bf16:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch (B, 3, H, W) -> float32 logits (B, classes)."""
+        import torch
+
         with torch.inference_mode(), self._autocast():
-            return self.model(batch.float()).float()
+            return self.model(torch.as_tensor(batch).float()).float()
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch (B, 3, H, W) -> float32 pre-logit embeddings (B, D)."""
+        import torch
+
         with torch.inference_mode(), self._autocast():
-            maps = self.model.forward_features(batch.float())
+            maps = self.model.forward_features(torch.as_tensor(batch).float())
             return self.model.forward_head(maps, pre_logits=True).float()
 
     def logits_and_embeddings(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +105,10 @@ class TorchBackend(_CardFields):
         The logits are the classifier applied to the returned embeddings, i.e. exactly
         ``model(batch)``; open-set scores that need both then cost one forward pass.
         """
+        import torch
+
         with torch.inference_mode(), self._autocast():
-            maps = self.model.forward_features(batch.float())
+            maps = self.model.forward_features(torch.as_tensor(batch).float())
             emb = self.model.forward_head(maps, pre_logits=True)  # (B, D)
             logits = self.model.get_classifier()(emb)  # (B, classes)
             return logits.float(), emb.float()
@@ -117,8 +130,8 @@ class OnnxBackend(_CardFields):
     def int8(self) -> bool:
         return bool(self.card["export"].get("int8"))
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch (B, 3, H, W) -> float32 logits (B, classes)."""
+    def __call__(self, batch: Any) -> Any:
+        """Preprocessed batch (B, 3, H, W) -> float32 logits (B, classes), NumPy for NumPy."""
         return self.model(batch)
 
 
@@ -143,6 +156,8 @@ def load_backend(
     if backend == "onnx":
         if bf16:
             raise ArtifactError("bf16 applies to the torch backend only")
+        from .onnx_backend import OnnxModel
+
         return OnnxBackend(OnnxModel.from_directory(path, threads=threads))
     if "export" in read_card(path):
         raise ArtifactError(f"{path} is an ONNX export; load it with backend='onnx' "

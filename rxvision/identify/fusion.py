@@ -18,25 +18,27 @@ blur) should not by itself make a known pill unknown, nor one generic view (a bl
 back) make an unknown pill known.
 
 Example:
-    >>> fused = fuse_log_probs(torch.log_softmax(logits_front / T, -1),
-    ...                        torch.log_softmax(logits_back / T, -1))
+    >>> fused = fuse_log_probs(log_softmax(logits_front / T), log_softmax(logits_back / T))
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
+
+import numpy as np
+
+from .logmath import as_array, log_softmax
 
 
-def fuse_log_probs(*log_probs: Tensor) -> Tensor:
+def fuse_log_probs(*log_probs: Any) -> np.ndarray:
     """Normalised sum of per-view log-probabilities, each (..., C); returns (..., C)."""
     if len(log_probs) < 1:
         raise ValueError("need at least one view to fuse")
-    shapes = {tuple(lp.shape) for lp in log_probs}
+    views = [as_array(lp) for lp in log_probs]
+    shapes = {v.shape for v in views}
     if len(shapes) != 1:
         raise ValueError(f"views disagree on shape: {sorted(shapes)}")
-    total = torch.stack([lp.float() for lp in log_probs], 0).sum(0)  # (..., C)
-    return total - torch.logsumexp(total, dim=-1, keepdim=True)
+    return log_softmax(np.sum(views, axis=0))  # (..., C)
 
 
 def fuse_ood_scores(*scores: float) -> float:

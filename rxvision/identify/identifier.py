@@ -5,8 +5,10 @@ from its card: labels and drug metadata, preprocessing, temperature, abstention 
 open-set thresholds. The CLI, the HTTP service and the evaluation use it.
 
 Stages are separate so a caller can batch (the service micro-batches requests):
-:meth:`Identifier.preprocess` (one image -> tensor), :meth:`Identifier.forward` (one batch
--> logits and embeddings), :meth:`Identifier.postprocess` (logits -> typed results).
+:meth:`Identifier.preprocess` (one image -> array), :meth:`Identifier.forward` (one batch
+-> logits and embeddings), :meth:`Identifier.postprocess` (logits -> typed results). Every
+stage after the forward pass is NumPy (:mod:`.logmath`), whichever the backend, so serving
+an ONNX export never imports torch.
 
 Decisions, per image:
 
@@ -32,9 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from PIL import Image
-from torch import Tensor
 
 from ..artifact import Artifact, ArtifactError
 from ..data import ImageDecodeError, ImageSet, load_image
@@ -43,6 +44,7 @@ from ..locate import EvalTransform, ZoomResult
 from .answers import Answers, TypedFacts
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
+from .logmath import as_array, log_softmax, top_k
 from .openset import (
     OOD_METHODS,
     class_centres_from_card,
@@ -53,6 +55,8 @@ from .openset import (
 from .tta import RotationTTA, apply_tta
 
 if TYPE_CHECKING:  # annotations only: the ONNX backend never builds the network (timm)
+    import torch
+
     from ..models import RxVisionModel
 
 ImageInput = str | Path | bytes | Image.Image
@@ -134,15 +138,20 @@ class TorchRunner:
     has_embeddings = True
 
     def __init__(self, model: RxVisionModel, device: str | torch.device = "cpu"):
+        import torch
+
         self.model = model.eval()
         self.device = torch.device(device)
 
-    @torch.inference_mode()
-    def __call__(self, batch: Tensor) -> tuple[Tensor, Tensor]:
-        maps = self.model.forward_features(batch.to(self.device))
-        emb = self.model.forward_head(maps, pre_logits=True)  # (B, D)
-        logits = self.model.get_classifier()(emb)  # (B, C), same as model(batch)
-        return logits.float().cpu(), emb.float().cpu()
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A NumPy or torch batch -> float32 CPU tensors."""
+        import torch
+
+        with torch.inference_mode():
+            maps = self.model.forward_features(torch.as_tensor(batch).to(self.device))
+            emb = self.model.forward_head(maps, pre_logits=True)  # (B, D)
+            logits = self.model.get_classifier()(emb)  # (B, C), same as model(batch)
+            return logits.float().cpu(), emb.float().cpu()
 
 
 def _load_runner(path: Path, backend: str, device: str, threads: int | None
@@ -217,13 +226,13 @@ class Identifier:
             # A card threshold only applies to the score it was fitted for.
             ood_threshold = settings.get("ood_threshold")
         self.ood_threshold = None if ood_threshold is None else float(ood_threshold)
-        self.prototypes: Tensor | None = None
+        self.prototypes: np.ndarray | None = None
         if self.ood_method == "cosine":
             if model is None or not getattr(runner, "has_embeddings", False):
                 raise IdentifierError("the cosine OOD score needs embeddings: use the torch "
                                       "backend or another OOD method")
-            self.prototypes = class_prototypes(model.get_classifier().weight).cpu()
-        self.class_centres: Tensor | None = None
+            self.prototypes = class_prototypes(model.get_classifier().weight)
+        self.class_centres: np.ndarray | None = None
         if self.ood_method == "centred_max_logit":
             try:
                 self.class_centres = class_centres_from_card(card, len(self.labels))
@@ -287,12 +296,12 @@ class Identifier:
                                   f"{type(image).__name__}")
         return load_image(image, max_pixels=self.max_pixels, name=name)
 
-    def preprocess(self, image: ImageInput, name: str | None = None) -> Tensor:
-        """One image -> normalised tensor (3, H, W) exactly as the card prescribes."""
+    def preprocess(self, image: ImageInput, name: str | None = None) -> np.ndarray:
+        """One image -> normalised float32 array (3, H, W) exactly as the card prescribes."""
         return self.prepare(image, name)[0]
 
     def prepare(self, image: ImageInput, name: str | None = None
-                ) -> tuple[Tensor, ZoomResult]:
+                ) -> tuple[np.ndarray, ZoomResult]:
         """:meth:`preprocess`, and the zoom step's crop (photo pixels, or None) and reason."""
         if isinstance(image, str | Path | bytes):  # a JPEG is decoded no larger than needed
             boxed, zoom, _ = self.transform.load_and_zoom(image, self.max_pixels, name,
@@ -302,34 +311,35 @@ class Identifier:
                                                            check=True)
         return self.transform.normalize(boxed), zoom
 
-    def forward(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One forward pass: batch (B, 3, H, W) -> logits (B, C), embeddings (B, D) or None."""
+    def forward(self, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """One forward pass: batch (B, 3, H, W), a NumPy array (or torch tensor) -> float32
+        arrays: logits (B, C), embeddings (B, D) or None."""
         out = self.runner(batch)
         logits, emb = out if isinstance(out, tuple) else (out, None)
-        logits = torch.as_tensor(logits).float()  # exported backends may return NumPy
+        logits = as_array(logits)
         if logits.shape[-1] != self.num_classes:
             raise ArtifactError(f"model returned {logits.shape[-1]} logits for "
                                 f"{self.num_classes} labels")
-        return logits, emb
+        return logits, None if emb is None else as_array(emb)
 
-    def log_probs(self, logits: Tensor) -> Tensor:
+    def log_probs(self, logits: Any) -> np.ndarray:
         """Calibrated log-probabilities ``log_softmax(logits / T)`` (B, C)."""
-        return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+        return log_softmax(as_array(logits) / np.float32(self.temperature))
 
-    def ood(self, logits: Tensor, embeddings: Tensor | None = None) -> Tensor:
+    def ood(self, logits: Any, embeddings: Any | None = None) -> np.ndarray:
         """Open-set scores (B,), higher = more likely unknown."""
         return ood_scores(logits, embeddings, self.prototypes, self.ood_method,
                           self.class_centres)
 
     def postprocess(
-        self, logits: Tensor, embeddings: Tensor | None = None, topk: int = 5,
+        self, logits: Any, embeddings: Any | None = None, topk: int = 5,
         typed: TypedFacts | None = None,
     ) -> list[Identification]:
         """Logits (B, C) (+ embeddings) -> one :class:`Identification` per row."""
         lp, scores = self.log_probs(logits), self.ood(logits, embeddings)
         return [self.decide(lp[i], float(scores[i]), topk, typed) for i in range(len(lp))]
 
-    def decide(self, log_probs: Tensor, ood_score: float, topk: int = 5,
+    def decide(self, log_probs: Any, ood_score: float, topk: int = 5,
                typed: TypedFacts | None = None) -> Identification:
         """Calibrated log-probabilities (C,) and an open-set score -> an Identification.
 
@@ -340,10 +350,10 @@ class Identifier:
         if topk < 1:
             raise IdentifierError(f"topk must be >= 1, got {topk}")
         fusion = None
+        log_probs = as_array(log_probs)
         if typed is not None:
             log_probs, fusion = self.answers.fuse(log_probs, typed)
-        probs = log_probs.exp()
-        values, indices = probs.topk(min(topk, self.num_classes))
+        values, indices = top_k(np.exp(log_probs), topk)
         candidates = [
             Candidate(self.labels[i], float(p), dict(self.label_metadata[i]), rank)
             for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True),
@@ -390,7 +400,7 @@ class Identifier:
             zooms.append(zoom)
             prep_ms.append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
-        logits, emb = self.forward(torch.stack(tensors))
+        logits, emb = self.forward(np.stack(tensors))
         forward_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         results = self.postprocess(logits, emb, topk, typed)
@@ -406,7 +416,7 @@ class Identifier:
         """Fuse two photos of one pill (front and back) into one ranking; see :mod:`.fusion`."""
         t0 = time.perf_counter()
         (x_front, zoom_front), (x_back, zoom_back) = self.prepare(front), self.prepare(back)
-        batch = torch.stack([x_front, x_back])
+        batch = np.stack([x_front, x_back])
         prep = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         logits, emb = self.forward(batch)
@@ -425,15 +435,16 @@ class Identifier:
     ) -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
         """Identify many images in batches; a bad image yields its error and the rest go on."""
         size = batch_size or self.batch_size
-        # (source, tensor or its decode error, preprocessing ms, zoom step)
-        pending: list[tuple[ImageInput, Tensor | ImageDecodeError, float, ZoomResult | None]] = []
+        # (source, array or its decode error, preprocessing ms, zoom step)
+        pending: list[tuple[ImageInput, np.ndarray | ImageDecodeError, float,
+                            ZoomResult | None]] = []
 
         def flush() -> Iterator[tuple[ImageInput, Identification | ImageDecodeError]]:
-            good = [i for i, (_, x, _, _) in enumerate(pending) if isinstance(x, Tensor)]
+            good = [i for i, (_, x, _, _) in enumerate(pending) if isinstance(x, np.ndarray)]
             results: dict[int, Identification] = {}
             if good:
                 t0 = time.perf_counter()
-                logits, emb = self.forward(torch.stack([pending[i][1] for i in good]))
+                logits, emb = self.forward(np.stack([pending[i][1] for i in good]))
                 fwd = (time.perf_counter() - t0) * 1e3 / len(good)
                 for i, res in zip(good, self.postprocess(logits, emb, topk), strict=True):
                     res.source, res.timings_ms = source_name(pending[i][0]), _timings(
@@ -448,7 +459,7 @@ class Identifier:
             t0 = time.perf_counter()
             zoom = None
             try:
-                x: Tensor | ImageDecodeError
+                x: np.ndarray | ImageDecodeError
                 x, zoom = self.prepare(source)
             except ImageDecodeError as exc:
                 x = exc
@@ -467,12 +478,12 @@ class Identifier:
         logits, embs = [], []
         paths = [s.path for s in images.samples]
         for start in range(0, len(paths), self.batch_size):
-            batch = torch.stack([self.preprocess(p) for p in paths[start:start + self.batch_size]])
+            batch = np.stack([self.preprocess(p) for p in paths[start:start + self.batch_size]])
             lg, emb = self.forward(batch)
             logits.append(lg)
             embs.append(emb)
-        emb_all = None if any(e is None for e in embs) else torch.cat(embs)
-        fit = fit_thresholds(torch.cat(logits), torch.tensor(images.targets(self.labels)),
+        emb_all = None if any(e is None for e in embs) else np.concatenate(embs)
+        fit = fit_thresholds(np.concatenate(logits), np.asarray(images.targets(self.labels)),
                              self.temperature, self.ood_method, emb_all, self.prototypes,
                              tpr, target_accuracy, class_centres=self.class_centres)
         return {**fit, "fitted_on": str(images.source)}
@@ -484,10 +495,11 @@ class Identifier:
                                   "cannot provide it (use --backend torch)")
         return self.model
 
-    def embed(self, images: Sequence[ImageInput]) -> Tensor:
+    def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Pre-logit embeddings (N, D) of ``images`` (torch backend)."""
         self._torch_model("embed()")
-        _, emb = self.forward(torch.stack([self.preprocess(im) for im in images]))
+        _, emb = self.forward(np.stack([self.preprocess(im) for im in images]))
+        assert emb is not None  # the torch runner returns embeddings
         return emb
 
     def explain(self, image: ImageInput) -> dict[str, Image.Image]:

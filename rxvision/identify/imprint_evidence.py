@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
 
 from ..imprint import (
     DEFAULT_READER,
@@ -35,6 +33,7 @@ from ..imprint import (
 )
 from .answers import Answers
 from .identifier import IdentifierError
+from .logmath import as_array
 
 DETAIL_SIDE = (224, 640)  # the reader's crop: the pill's own pixels, within these bounds
 
@@ -81,14 +80,15 @@ class ImprintEvidence:
         out[~self.known] = 0.0
         return out
 
-    def apply(self, log_probs: Tensor, reads: Sequence[ImprintRead]
-              ) -> tuple[Tensor, dict[str, Any]]:
+    def apply(self, log_probs: Any, reads: Sequence[ImprintRead]
+              ) -> tuple[np.ndarray, dict[str, Any]]:
         """Calibrated photo log-probabilities (C,) + the pill's reads -> fused ones and
         what to tell the user: ``read`` (text, "" for nothing), ``decided_by``
         ("imprint" | "appearance"), ``changed`` (the imprint moved the top answer),
         ``reader`` and ``read_ms``."""
         llr = self.llr(reads)
-        photo = log_probs.double().numpy()
+        log_probs = as_array(log_probs)
+        photo = log_probs.astype(np.float64)
         info: dict[str, Any] = {
             "read": " / ".join(t for t in (r.text() for r in reads) if t),
             "reader": reads[0].reader if reads else self.reader,
@@ -98,5 +98,5 @@ class ImprintEvidence:
             return log_probs, info
         decision = fusion_decider(photo, llr, self.weight)
         info.update(decided_by=decision.decided_by, changed=decision.changed)
-        fused = torch.from_numpy(fuse(photo, llr, self.weight)).to(log_probs.dtype)
+        fused = fuse(photo, llr, self.weight).astype(log_probs.dtype)
         return fused, info

@@ -1,8 +1,11 @@
 """Run an exported ONNX model with onnxruntime, called like a PyTorch forward.
 
+NumPy in, NumPy out; a torch tensor in, a torch tensor out. This module never imports
+torch itself, so serving an export does not load it.
+
 Example:
     >>> model = OnnxModel.from_directory("exports/x")  # model.onnx + card.json
-    >>> logits = model(torch.randn(4, 3, 224, 224))    # (4, classes) torch.Tensor
+    >>> logits = model(np.zeros((4, 3, 224, 224), np.float32))  # (4, classes) array
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from ..artifact import ArtifactError, read_card, sha256_file
 
@@ -86,8 +88,12 @@ class OnnxModel:
         self._check(x)
         return self.session.run(None, {self.input_name: x})[0]
 
-    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Batch (B, 3, H, W) -> float32 logits tensor (B, classes), like a torch forward."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.run_numpy(x))
+    def __call__(self, x: Any) -> Any:
+        """Batch (B, 3, H, W) -> float32 logits (B, classes), like a torch forward: a NumPy
+        array for a NumPy batch, a torch tensor for a torch batch."""
+        if isinstance(x, np.ndarray):
+            return self.run_numpy(x)
+        import torch  # a torch batch: torch is loaded already
+
+        out = self.run_numpy(x.detach().to("cpu", torch.float32).contiguous().numpy())
+        return torch.from_numpy(out)

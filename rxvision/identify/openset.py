@@ -33,25 +33,30 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+from .logmath import as_array, log_softmax, logsumexp
 
 OOD_METHODS = ("energy", "max_logit", "centred_max_logit", "cosine")
 
 
-def class_prototypes(classifier_weight: Tensor) -> Tensor:
+def unit_rows(x: Any) -> np.ndarray:
+    """Rows of ``x`` (N, D) scaled to unit length (a zero row stays zero)."""
+    x = as_array(x)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def class_prototypes(classifier_weight: Any) -> np.ndarray:
     """L2-normalised rows (C, D) of a final Linear layer's weight (C, D)."""
-    return F.normalize(classifier_weight.detach().float(), dim=1)
+    return unit_rows(classifier_weight)
 
 
 def ood_scores(
-    logits: Tensor,
-    embeddings: Tensor | None = None,
-    prototypes: Tensor | None = None,
+    logits: Any,
+    embeddings: Any | None = None,
+    prototypes: Any | None = None,
     method: str = "energy",
-    class_centres: Tensor | None = None,
-) -> Tensor:
+    class_centres: Any | None = None,
+) -> np.ndarray:
     """Unknown-ness score per row, higher = more likely not a known pill.
 
     Args:
@@ -63,34 +68,33 @@ def ood_scores(
             ``centred_max_logit`` (:func:`fit_class_centres`).
 
     Returns:
-        Float tensor (B,).
+        float32 array (B,). Inputs may be NumPy arrays or CPU torch tensors.
     """
-    logits = logits.float()
+    logits = as_array(logits)
     if method == "energy":
-        return -torch.logsumexp(logits, dim=1)
+        return -logsumexp(logits, axis=1)
     if method == "max_logit":
-        return -logits.max(dim=1).values
+        return -logits.max(axis=1)
     if method == "centred_max_logit":
         if class_centres is None:
             raise ValueError("the centred_max_logit score needs per-class logit centres: run "
                              "`rxvision calibrate` (it stores calibration.own_logit_means)")
-        centres = torch.as_tensor(class_centres).float()
+        centres = as_array(class_centres)
         if centres.shape != (logits.shape[1],):
-            raise ValueError(f"{centres.numel()} class centres for {logits.shape[1]} classes; "
+            raise ValueError(f"{centres.size} class centres for {logits.shape[1]} classes; "
                              "rerun `rxvision calibrate` on this model")
-        top, index = logits.max(dim=1)
-        return -(top - centres[index])
+        index = logits.argmax(axis=1)
+        return -(logits[np.arange(len(logits)), index] - centres[index])
     if method == "cosine":
         if embeddings is None or prototypes is None:
             raise ValueError("the cosine OOD score needs embeddings and class prototypes "
                              "(torch backend)")
-        cos = F.normalize(embeddings.float(), dim=1) @ prototypes.float().T  # (B, C)
-        return 1.0 - cos.max(dim=1).values
+        cos = unit_rows(embeddings) @ as_array(prototypes).T  # (B, C)
+        return 1.0 - cos.max(axis=1)
     raise ValueError(f"unknown OOD method {method!r}; choose one of {OOD_METHODS}")
 
 
-def fit_class_centres(logits: np.ndarray | Tensor, targets: np.ndarray | Tensor
-                      ) -> tuple[np.ndarray, dict[str, float | int]]:
+def fit_class_centres(logits: Any, targets: Any) -> tuple[np.ndarray, dict[str, float | int]]:
     """Each class's mean logit on photos of its own pill, shrunk towards the overall mean.
 
     With ``n_c`` photos of class ``c`` whose own logits sum to ``S_c``, the centre is
@@ -112,8 +116,8 @@ def fit_class_centres(logits: np.ndarray | Tensor, targets: np.ndarray | Tensor
     Raises:
         ValueError: no class has two or more views (the within-class spread is unknown).
     """
-    logits = np.asarray(torch.as_tensor(logits).float(), dtype=np.float64)
-    targets = np.asarray(torch.as_tensor(targets), dtype=np.int64)
+    logits = as_array(logits, np.float64)
+    targets = as_array(targets, np.int64)
     keep = targets >= 0
     logits, targets = logits[keep], targets[keep]
     num_classes = logits.shape[1]
@@ -139,8 +143,8 @@ def fit_class_centres(logits: np.ndarray | Tensor, targets: np.ndarray | Tensor
                      "between_var": between}
 
 
-def class_centres_from_card(card: dict[str, Any], num_classes: int) -> Tensor:
-    """``calibration.own_logit_means`` as a (C,) tensor, checked against the label count.
+def class_centres_from_card(card: dict[str, Any], num_classes: int) -> np.ndarray:
+    """``calibration.own_logit_means`` as a (C,) array, checked against the label count.
 
     Raises:
         ValueError: the card has none, or as many as a different number of classes.
@@ -149,20 +153,20 @@ def class_centres_from_card(card: dict[str, Any], num_classes: int) -> Tensor:
     if values is None:
         raise ValueError("the centred_max_logit score needs calibration.own_logit_means: run "
                          "`rxvision calibrate` on views of the model's own pills")
-    centres = torch.tensor(values, dtype=torch.float32)
+    centres = np.asarray(values, dtype=np.float32)
     if centres.shape != (num_classes,):
-        raise ValueError(f"card calibration.own_logit_means has {centres.numel()} values for "
+        raise ValueError(f"card calibration.own_logit_means has {centres.size} values for "
                          f"{num_classes} classes; rerun `rxvision calibrate`")
     return centres
 
 
-def fit_ood_threshold(known_scores: np.ndarray | Tensor, tpr: float = 0.95) -> float:
+def fit_ood_threshold(known_scores: Any, tpr: float = 0.95) -> float:
     """Threshold that keeps a fraction ``tpr`` of *known* images at or below it.
 
     Images scoring above the threshold are flagged unknown; so about ``1 - tpr`` of known
     images are wrongly flagged, and the rest of the separation is up to the score.
     """
-    scores = np.sort(np.asarray(known_scores, dtype=np.float64).ravel())
+    scores = np.sort(as_array(known_scores, np.float64).ravel())
     if scores.size == 0:
         raise ValueError("cannot fit an OOD threshold on zero known images")
     if not 0.0 < tpr <= 1.0:
@@ -213,8 +217,8 @@ def binary_auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[known, unknown]))
 
 
-def open_set_metrics(known_scores: np.ndarray | Tensor, unknown_scores: np.ndarray | Tensor,
-                     tpr: float = 0.95) -> dict[str, float | int]:
+def open_set_metrics(known_scores: Any, unknown_scores: Any, tpr: float = 0.95
+                     ) -> dict[str, float | int]:
     """Known-vs-unknown separation: AUROC, and the unknown pills let through at ``tpr``.
 
     Returns:
@@ -222,8 +226,8 @@ def open_set_metrics(known_scores: np.ndarray | Tensor, unknown_scores: np.ndarr
         ``fpr_at_tpr`` is the fraction of unknown images scoring at or below the threshold
         that keeps ``tpr`` of known images (lower is better).
     """
-    known = np.asarray(known_scores, dtype=np.float64).ravel()
-    unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
+    known = as_array(known_scores, np.float64).ravel()
+    unknown = as_array(unknown_scores, np.float64).ravel()
     threshold = fit_ood_threshold(known, tpr)
     return {
         "auroc": binary_auroc(known, unknown),
@@ -236,16 +240,16 @@ def open_set_metrics(known_scores: np.ndarray | Tensor, unknown_scores: np.ndarr
 
 
 def fit_thresholds(
-    logits: np.ndarray | Tensor,
-    targets: np.ndarray | Tensor,
+    logits: Any,
+    targets: Any,
     temperature: float = 1.0,
     method: str = "energy",
-    embeddings: np.ndarray | Tensor | None = None,
-    prototypes: Tensor | None = None,
+    embeddings: Any | None = None,
+    prototypes: Any | None = None,
     tpr: float = 0.95,
     target_accuracy: float = 0.95,
     abstain_threshold: float | None = None,
-    class_centres: Tensor | None = None,
+    class_centres: Any | None = None,
 ) -> dict[str, float | int | str | None]:
     """Card-ready ``identification`` thresholds from validation views of *known* pills.
 
@@ -271,26 +275,26 @@ def fit_thresholds(
         >>> fit = fit_thresholds(pred.logits, pred.targets, temperature=art.temperature)
         >>> update_card("runs/x", identification=fit)
     """
-    logits = torch.as_tensor(logits).float()
-    targets = torch.as_tensor(targets).long()
+    logits = as_array(logits)
+    targets = as_array(targets, np.int64)
     known = targets >= 0
     if not bool(known.any()):
         raise ValueError("no validation views of known labels to fit thresholds on")
     logits, targets = logits[known], targets[known]
-    emb = None if embeddings is None else torch.as_tensor(embeddings).float()[known]
-    probs = torch.softmax(logits / temperature, dim=1)
-    confidence, predicted = probs.max(dim=1)
-    scores = ood_scores(logits, emb, prototypes, method, class_centres).numpy()
-    correct = (predicted == targets).numpy()
+    emb = None if embeddings is None else as_array(embeddings)[known]
+    probs = np.exp(log_softmax(logits / temperature, axis=1))
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    scores = ood_scores(logits, emb, prototypes, method, class_centres)
+    correct = predicted == targets
     if abstain_threshold is None:
-        abstain = fit_abstain_threshold(confidence.numpy(), correct, target_accuracy)
+        abstain = fit_abstain_threshold(confidence, correct, target_accuracy)
     elif 0.0 <= abstain_threshold <= 1.0:
         abstain = float(abstain_threshold)
     else:
         raise ValueError(f"abstain threshold must be in [0, 1], got {abstain_threshold}")
     ood_threshold = fit_ood_threshold(scores, tpr)
     # The Identifier's rule: answer only if confident enough and not flagged unknown.
-    answered = (confidence.numpy() >= abstain) & (scores <= ood_threshold)
+    answered = (confidence >= abstain) & (scores <= ood_threshold)
     return {
         "abstain_threshold": abstain,
         "abstain_rule": "target_accuracy" if abstain_threshold is None else "fixed",

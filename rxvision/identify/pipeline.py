@@ -8,7 +8,9 @@ crops in one batch.
 
 A model artifact carries its pill finder in a ``segmenter/`` folder beside ``card.json``;
 another one can be named explicitly. A crop model without a finder is an error, never a
-silent fall back to whole photos.
+silent fall back to whole photos. The finder runs on the classifier's backend: PyTorch
+with ``--backend torch``, its checked ``model.onnx`` with ``--backend onnx`` (an export
+carries both), so serving an export never imports torch.
 
 Example:
     >>> pipeline = PillPipeline.load("runs/crop-model")
@@ -23,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from PIL import Image
-from torch import Tensor
 
 from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
@@ -140,7 +141,8 @@ class CropTransform:
         best = max(regions, key=lambda r: r.score * r.mask.sum() ** 0.5)
         return normalised_crop(img, best, self.size), best
 
-    def __call__(self, img: Image.Image) -> Tensor:
+    def __call__(self, img: Image.Image) -> Any:
+        """The crop as a normalised torch tensor (3, H, W), for evaluation's data loader."""
         return self.inner(self.crop(img)[0])
 
 
@@ -180,8 +182,9 @@ class PillPipeline:
                                                                      DEFAULT_WEIGHT)
         evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers,
                                                 weight=float(weight)) if imprint else None)
-        return cls(identifier, Segmenter.load(find_segmenter(identifier.path, segmenter)),
-                   max_pills, imprint=evidence)
+        finder = Segmenter.load(find_segmenter(identifier.path, segmenter),
+                                backend=segmenter_backend(identifier.backend))
+        return cls(identifier, finder, max_pills, imprint=evidence)
 
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:
         """The photo, a large JPEG decoded at a reduced scale (the finder works at 320 px
@@ -225,7 +228,12 @@ class PillPipeline:
             return [None] * len(pills)
         return [self.imprint.read(p.detail or p.crop) for p in pills]
 
-    def decide(self, log_probs: Tensor, ood_score: float, reads: list[ImprintRead | None],
+    def inputs(self, pills: list[FoundPill]) -> np.ndarray:
+        """The classifier's normalised input (n, 3, H, W) for the pills' crops."""
+        return self.transform.normalize(np.stack([self.transform.array(p.crop)
+                                                  for p in pills]))
+
+    def decide(self, log_probs: Any, ood_score: float, reads: list[ImprintRead | None],
                topk: int, typed: TypedFacts | None = None) -> Identification:
         """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
         pill's imprint reads (one, or front and back)."""
@@ -267,8 +275,7 @@ class PillPipeline:
                 f"the typed facts describe one pill, but the photo shows {len(found.pills)}: "
                 "photograph that pill alone")
         t0 = time.perf_counter()
-        batch = torch.stack([self.transform(p.crop) for p in found.pills])
-        logits, emb = self.identifier.forward(batch)
+        logits, emb = self.identifier.forward(self.inputs(found.pills))
         lp, scores = self.identifier.log_probs(logits), self.identifier.ood(logits, emb)
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
@@ -299,8 +306,7 @@ class PillPipeline:
                 source = f"{source_name(front)} + {source_name(back)}"
                 return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
             picked.append(found.pills[0])
-        batch = torch.stack([self.transform(p.crop) for p in picked])
-        logits, emb = self.identifier.forward(batch)
+        logits, emb = self.identifier.forward(self.inputs(picked))
         ident = self.identifier
         lp, scores = ident.log_probs(logits), ident.ood(logits, emb)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
@@ -309,6 +315,11 @@ class PillPipeline:
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
+
+
+def segmenter_backend(backend: str) -> str:
+    """The finder's backend for a classifier backend: ONNX beside ONNX, else PyTorch."""
+    return "onnx" if backend == "onnx" else "torch"
 
 
 def ms(seconds: float) -> float:

@@ -4,7 +4,8 @@ A pill has no "up": a photo turned by 90 degrees shows the same pill. :class:`Ro
 runs a model on 1, 2 (0 and 180 degrees) or 4 (0, 90, 180, 270 degrees) rotated copies of
 each preprocessed image in one batch and averages the logits (and embeddings, for open-set
 scores). With 4 rotations the result is exactly invariant to right-angle turns of the input;
-it costs that many forward passes.
+it costs that many forward passes. NumPy batches stay NumPy (the ONNX serving path never
+imports torch); torch batches stay torch.
 
 Averaged logits are a little less extreme than single-pass ones, so the temperature and
 thresholds should be fitted with the same setting: ``rxvision calibrate --tta N`` does, and
@@ -20,8 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from ..artifact import ArtifactError
 
@@ -104,22 +104,28 @@ class RotationTTA:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def _expand(self, batch: Tensor) -> Tensor:
+    def _expand(self, batch: Any) -> Any:
         """(B, 3, H, W) -> (k·B, 3, H, W): the k rotated copies, rotation-major."""
         if batch.shape[-1] != batch.shape[-2]:
             raise ValueError(f"rotation TTA needs square inputs, got {tuple(batch.shape[-2:])}")
-        return torch.cat([torch.rot90(batch, k, dims=(-2, -1)) for k in ROTATIONS[self.rotations]])
+        turns = ROTATIONS[self.rotations]
+        if isinstance(batch, np.ndarray):
+            return np.concatenate([np.rot90(batch, k, axes=(-2, -1)) for k in turns])
+        import torch  # a torch batch: torch is loaded already
 
-    def _mean(self, out: Any, n: int) -> Tensor:
-        out = torch.as_tensor(out).float()  # exported backends may return NumPy
+        return torch.cat([torch.rot90(batch, k, dims=(-2, -1)) for k in turns])
+
+    def _mean(self, out: Any, n: int) -> Any:
+        """(k·B, ...) -> (B, ...) float32, averaged over the rotations (NumPy or torch)."""
+        out = out.astype(np.float32, copy=False) if isinstance(out, np.ndarray) else out.float()
         return out.reshape(self.rotations, n, *out.shape[1:]).mean(0)
 
-    def __call__(self, batch: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    def __call__(self, batch: Any) -> Any:
         out = self.inner(self._expand(batch))
         if isinstance(out, tuple):
             return tuple(self._mean(o, len(batch)) for o in out)  # type: ignore[return-value]
         return self._mean(out, len(batch))
 
-    def logits_and_embeddings(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+    def logits_and_embeddings(self, batch: Any) -> tuple[Any, Any]:
         logits, emb = self.inner.logits_and_embeddings(self._expand(batch))
         return self._mean(logits, len(batch)), self._mean(emb, len(batch))

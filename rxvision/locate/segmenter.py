@@ -10,7 +10,8 @@ grid.
 A segmenter is a model artifact like the classifier: a directory with ``model.safetensors``
 and ``card.json`` (network config, preprocessing, thresholds, metrics, training record,
 software versions and the weights' SHA-256). Loading refuses pickles, corrupt or replaced
-weights and weights that do not fit the card.
+weights and weights that do not fit the card. ``Segmenter.load(path, backend="onnx")``
+runs the directory's checked ``model.onnx`` and never imports torch or the network.
 
 Example:
     >>> seg = Segmenter.load("models/rxvision-segmenter")
@@ -24,12 +25,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from ..artifact import (
     ArtifactError,
@@ -40,7 +39,11 @@ from ..artifact import (
 )
 from ..io_utils import atomic_write, atomic_write_json
 from .instances import InstanceThresholds, split_instances
-from .segnet import OUTPUTS, PillSegNet, SegNetConfig
+
+if TYPE_CHECKING:  # the network (torch, timm) loads only for the torch backend and training
+    from .segnet import PillSegNet
+
+Runner = Callable[[np.ndarray], np.ndarray]  # normalised (1, 3, h, w) -> logits (1, 2, h, w)
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
@@ -84,24 +87,51 @@ def working_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 class Segmenter:
-    """A trained pill segmenter and its card; see the module docstring."""
+    """A trained pill segmenter and its card; see the module docstring.
+
+    Args:
+        net: the PyTorch network; None for a segmenter loaded to run ONNX only (then
+            ``runner`` and ``data`` are required).
+        runner: runs the network on the normalised input (NumPy in and out); default: ``net``.
+        data: the input's ``mean`` and ``std``; default: the network's.
+    """
 
     def __init__(
         self,
-        net: PillSegNet,
+        net: PillSegNet | None,
         input_longest: int = DEFAULT_INPUT_LONGEST,
         thresholds: InstanceThresholds | None = None,
         card: dict[str, Any] | None = None,
+        *,
+        runner: Runner | None = None,
+        data: dict[str, Any] | None = None,
     ):
-        self.net = net.eval()
+        if net is None and (runner is None or data is None):
+            raise ValueError("a segmenter without its network needs a runner and mean/std")
+        self.net = net.eval() if net is not None else None
         self.input_longest = int(input_longest)
         self.thresholds = thresholds or InstanceThresholds()
-        data = net.data_config()
-        self.mean = torch.tensor(data["mean"]).view(1, 3, 1, 1)
-        self.std = torch.tensor(data["std"]).view(1, 3, 1, 1)
+        data = data or net.data_config()
+        self.mean = np.asarray(data["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(data["std"], dtype=np.float32).reshape(1, 3, 1, 1)
         self.card = card or {}
-        # Runs the network on the normalised input: PyTorch, or an ONNX session (use_onnx).
-        self.runner: Callable[[torch.Tensor], torch.Tensor] = self.net
+        self.runner: Runner = runner or self._torch_forward
+
+    @property
+    def backend(self) -> str:
+        return "torch" if self.runner == self._torch_forward else "onnx"
+
+    def _torch_forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.net(torch.from_numpy(x)).numpy()
+
+    def _require_net(self, what: str) -> PillSegNet:
+        if self.net is None:
+            raise ArtifactError(f"{what} needs the segmenter's PyTorch network; this one was "
+                                "loaded to run ONNX only (load it with backend='torch')")
+        return self.net
 
     # -- artifact ---------------------------------------------------------------------------
 
@@ -109,21 +139,24 @@ class Segmenter:
         self, metrics: dict[str, Any] | None = None, training: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """The card's content except the weights record."""
+        from .segnet import OUTPUTS
+
+        net = self._require_net("writing a card")
         return {
             "format": CARD_FORMAT,
             "kind": "pill-segmenter",
-            "config": self.net.config.to_dict(),
+            "config": net.config.to_dict(),
             "outputs": list(OUTPUTS),
             "preprocessing": {
                 "input_longest": self.input_longest,
                 "multiple": MULTIPLE,
                 "interpolation": "bilinear",
-                **self.net.data_config(),
+                **net.data_config(),
             },
             "thresholds": self.thresholds.to_dict(),
             "metrics": metrics if metrics is not None else self.card.get("metrics", {}),
             "training": training if training is not None else self.card.get("training", {}),
-            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "parameters": sum(p.numel() for p in net.parameters()),
             "versions": software_versions(),
         }
 
@@ -134,9 +167,12 @@ class Segmenter:
         training: dict[str, Any] | None = None,
     ) -> Path:
         """Write ``model.safetensors`` and ``card.json`` atomically into ``directory``."""
+        from safetensors.torch import save_file
+
+        net = self._require_net("saving")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         weights = directory / WEIGHTS_NAME
         atomic_write(weights, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
         card = self.card_dict(metrics, training)
@@ -153,7 +189,8 @@ class Segmenter:
             directory: holds ``card.json`` and ``model.safetensors``.
             backend: ``torch``, or ``onnx`` to run the network through onnxruntime from the
                 directory's ``model.onnx`` (written by ``rxvision segmenter export``; about
-                3x faster on a CPU, same output within 1e-5).
+                3x faster on a CPU, same output within 1e-5). ``onnx`` reads neither the
+                weights nor torch: the segmenter can run but not be saved or trained.
 
         Raises:
             ArtifactError: missing or invalid card, corrupt, replaced or pickled weights,
@@ -164,9 +201,22 @@ class Segmenter:
         directory = Path(directory)
         card = read_segmenter_card(directory)
         try:
-            config = SegNetConfig.from_dict({**card["config"], "pretrained": "none"})
             thresholds = InstanceThresholds.from_dict(card["thresholds"])
             longest = int(card["preprocessing"]["input_longest"])
+            data = {k: [float(v) for v in card["preprocessing"][k]] for k in ("mean", "std")}
+            if any(len(v) != 3 for v in data.values()):
+                raise ValueError("mean and std need 3 values each")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: segmenter card is invalid: {exc!r}") from exc
+        if backend == "onnx":
+            from .segmenter_onnx import onnx_runner
+
+            return cls(None, longest, thresholds, card, runner=onnx_runner(directory, card),
+                       data=data)
+        from .segnet import PillSegNet, SegNetConfig
+
+        try:
+            config = SegNetConfig.from_dict({**card["config"], "pretrained": "none"})
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: segmenter card is invalid: {exc!r}") from exc
         weights = card.get("weights", {})
@@ -183,16 +233,11 @@ class Segmenter:
             )
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
         net.config.pretrained = card["config"].get("pretrained", "none")
-        seg = cls(net, longest, thresholds, card)
-        if backend == "onnx":
-            from .segmenter_onnx import onnx_runner
-
-            seg.runner = onnx_runner(directory, card)
-        return seg
+        return cls(net, longest, thresholds, card)
 
     # -- inference --------------------------------------------------------------------------
 
-    def prepare(self, image: Image.Image) -> torch.Tensor:
+    def prepare(self, image: Image.Image) -> np.ndarray:
         """The photo as the network's input (1, 3, h, w), normalised."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"find() takes a PIL image, got {type(image).__name__}")
@@ -203,16 +248,23 @@ class Segmenter:
             if factor >= 2:  # box-reduce a large photo first: much faster, no aliasing
                 image = image.reduce(factor)
             image = image.resize(size, Image.Resampling.BILINEAR)
-        return self.normalize(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None])
+        return self.normalize(np.asarray(image).transpose(2, 0, 1)[None])
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, 3, h, w) -> the network's normalised float input."""
-        return (images.float() / 255 - self.mean) / self.std
+    def normalize(self, images: Any) -> Any:
+        """uint8 images (B, 3, h, w) -> the network's normalised float32 input: a NumPy
+        array for an array, a torch tensor for a tensor (training)."""
+        if isinstance(images, np.ndarray):
+            return np.ascontiguousarray(
+                (images.astype(np.float32) / np.float32(255) - self.mean) / self.std)
+        import torch  # a torch batch: torch is loaded already
 
-    @torch.no_grad()
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
+        return (images.float() / 255 - mean.to(images.device)) / std.to(images.device)
+
     def probabilities(self, image: Image.Image) -> np.ndarray:
         """Foreground and core probabilities (2, h, w) at the working size."""
-        return torch.sigmoid(self.runner(self.prepare(image)))[0].numpy()
+        logits = np.asarray(self.runner(self.prepare(image)), dtype=np.float32)[0]
+        return 1.0 / (1.0 + np.exp(-logits))
 
     def find(self, image: Image.Image) -> list[PillRegion]:
         """Every pill in ``image``, best score first; an empty list when there is none."""

@@ -17,16 +17,19 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..artifact import ArtifactError, sha256_file
 from ..io_utils import atomic_write, atomic_write_json
 from .segmenter import CARD_NAME, ONNX_NAME, Segmenter, read_segmenter_card
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_TOLERANCE = 1e-3  # largest |logit| difference accepted between ONNX and PyTorch
@@ -57,6 +60,7 @@ def export_onnx(
             :data:`PARITY_TOLERANCE` on a random input of ``check_size`` (H, W).
     """
     import onnx
+    import torch
 
     path = Path(path)
     if record_in is not None and path.resolve().parent != Path(record_in).resolve():
@@ -107,26 +111,32 @@ def export_onnx(
     return report
 
 
-def _session(path: Path):
+def _session(path: Path, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # As many threads as torch uses: on a shared CPU more threads wait on each other.
-    options.intra_op_num_threads = torch.get_num_threads()
+    if threads is None:  # as many threads as torch uses (when it is loaded): on a shared
+        torch = sys.modules.get("torch")  # CPU more threads wait on each other
+        threads = torch.get_num_threads() if torch is not None else 0
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def parity(seg: Segmenter, path: str | Path, x: torch.Tensor) -> float:
     """Largest |logit| difference between the ONNX file and ``seg.net`` on input ``x``."""
+    import torch
+
     (onnx_out,) = _session(Path(path)).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
     with torch.no_grad():
         torch_out = seg.net.eval()(x).numpy()
     return float(np.abs(onnx_out - torch_out).max())
 
 
-def onnx_runner(directory: Path, card: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The network as an onnxruntime session on the card's recorded, hash-checked export.
+def onnx_runner(directory: Path, card: dict[str, Any], threads: int | None = None
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """The network as an onnxruntime session on the card's recorded, hash-checked export:
+    normalised input (1, 3, h, w) -> logits (1, 2, h, w), NumPy in and out.
 
     Raises:
         ArtifactError: the card records no export, or the file is missing or was replaced.
@@ -145,10 +155,10 @@ def onnx_runner(directory: Path, card: dict[str, Any]) -> Callable[[torch.Tensor
             f"{path}: SHA-256 does not match the card; the file is corrupt "
             "or was replaced; run `rxvision segmenter export` again"
         )
-    session = _session(path)
+    session = _session(path, threads)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
-        return torch.from_numpy(logits)
+    def run(x: np.ndarray) -> np.ndarray:
+        (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})
+        return logits
 
     return run

@@ -5,6 +5,11 @@ normalised with the card's mean/std, so training views, evaluation, export and t
 service all see pixels the same way. With ``zoom: auto`` in the card (or passed here) a
 photo whose pill is small in the frame is first cropped around it at full resolution
 (:mod:`rxvision.locate.locator`); ``off`` or a card without the key leaves photos whole.
+
+The work is PIL and NumPy: :meth:`EvalTransform.array`, :meth:`~EvalTransform.load_and_zoom`
+and :meth:`~EvalTransform.normalize` of an array never import torch (ONNX serving);
+:meth:`~EvalTransform.to_uint8` and calling the transform give torch tensors, for training,
+evaluation and enrollment.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ import io
 import math
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..data.decode import DEFAULT_MAX_PIXELS, load_image
 from ..data.transforms import ZOOM_MODES, card_zoom, fill_colour, letterbox
 from .locator import WORK_SIDE, WorkCopy, locate_pills, zoom_square
 from .presence import check_photo
+
+if TYPE_CHECKING:
+    import torch
 
 DRAFT_SIDE = 2 * WORK_SIDE  # a reduced JPEG decode keeps its longer side at least this
 
@@ -68,7 +75,10 @@ def load_reduced(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
 
 
 class EvalTransform:
-    """PIL RGB image -> normalised float tensor (3, H, W), from a preprocessing card."""
+    """PIL RGB image -> normalised float tensor (3, H, W), from a preprocessing card.
+
+    :meth:`array` and :meth:`normalize` give the same pixels as NumPy arrays.
+    """
 
     def __init__(self, preprocessing: dict[str, Any], zoom: str | None = None):
         """``zoom`` overrides the card's ``preprocessing.zoom`` ("auto" or "off")."""
@@ -76,18 +86,24 @@ class EvalTransform:
         if self.zoom not in ZOOM_MODES:
             raise ValueError(f"zoom must be one of {ZOOM_MODES}, got {self.zoom!r}")
         self.size = tuple(int(s) for s in preprocessing["input_size"])
-        self.mean = torch.tensor(preprocessing["mean"]).view(3, 1, 1)
-        self.std = torch.tensor(preprocessing["std"]).view(3, 1, 1)
+        self.mean = np.asarray(preprocessing["mean"], dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(preprocessing["std"], dtype=np.float32).reshape(3, 1, 1)
         self.interpolation = preprocessing.get("interpolation", "bicubic")
         self.fill = fill_colour(preprocessing["mean"])
 
-    def to_uint8(self, img: Image.Image) -> torch.Tensor:
-        """Letterboxed uint8 tensor (3, H, W), before normalisation (zoomed first if set)."""
+    def array(self, img: Image.Image) -> np.ndarray:
+        """Letterboxed uint8 array (3, H, W), before normalisation (zoomed first if set)."""
         return self.to_uint8_and_zoom(img)[0]
 
+    def to_uint8(self, img: Image.Image) -> torch.Tensor:
+        """:meth:`array` as a torch tensor (3, H, W) uint8."""
+        import torch
+
+        return torch.from_numpy(self.array(img))
+
     def to_uint8_and_zoom(self, img: Image.Image, check: bool = False
-                          ) -> tuple[torch.Tensor, ZoomResult]:
-        """:meth:`to_uint8`, and where it zoomed (the crop, or None) and why.
+                          ) -> tuple[np.ndarray, ZoomResult]:
+        """:meth:`array`, and where it zoomed (the crop, or None) and why.
 
         ``check``: also run the photo check (is there a pill, is the photo usable), as
         identification does; training, evaluation and enrollment views skip it.
@@ -105,7 +121,7 @@ class EvalTransform:
 
     def load_and_zoom(self, source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                       name: str | None = None, check: bool = False
-                      ) -> tuple[torch.Tensor, ZoomResult, Image.Image]:
+                      ) -> tuple[np.ndarray, ZoomResult, Image.Image]:
         """Decode a photo file or its bytes no larger than needed, then as
         :meth:`to_uint8_and_zoom`; also returns the decoded image.
 
@@ -121,8 +137,8 @@ class EvalTransform:
         small, full = load_reduced(source, max_pixels, name)
         factor = full[0] / small.width  # photo pixels per decoded pixel
         if factor <= 1.0:
-            tensor, zoom = self.to_uint8_and_zoom(small, check)
-            return tensor, zoom, small
+            boxed, zoom = self.to_uint8_and_zoom(small, check)
+            return boxed, zoom, small
         work = WorkCopy.of(small)
         retake = check_photo(small, factor, work).retake if check else None
         if self.zoom != "auto":
@@ -145,14 +161,20 @@ class EvalTransform:
         return (self._boxed(image.crop(box)), ZoomResult(photo_crop, location.reason, retake),
                 image)
 
-    def _boxed(self, img: Image.Image) -> torch.Tensor:
-        """Letterbox to the card's input size: uint8 tensor (3, H, W)."""
+    def _boxed(self, img: Image.Image) -> np.ndarray:
+        """Letterbox to the card's input size: uint8 array (3, H, W)."""
         boxed = letterbox(img, self.size, self.fill, self.interpolation)
-        return torch.from_numpy(np.asarray(boxed).copy()).permute(2, 0, 1)
+        return np.ascontiguousarray(np.asarray(boxed).transpose(2, 0, 1))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (…, 3, H, W) -> normalised float."""
-        return (x.float() / 255.0 - self.mean) / self.std
+    def normalize(self, x: Any) -> Any:
+        """uint8 (…, 3, H, W) -> normalised float32: a NumPy array for an array, a torch
+        tensor for a tensor."""
+        if isinstance(x, np.ndarray):
+            return (x.astype(np.float32) / np.float32(255.0) - self.mean) / self.std
+        import torch  # a torch batch: torch is loaded already
+
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
+        return (x.float() / 255.0 - mean.to(x.device)) / std.to(x.device)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.normalize(self.to_uint8(img))

@@ -36,14 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from .metrics import ServeMetrics
 
 T = TypeVar("T")
-Outputs = tuple[Tensor | None, ...]  # per-row tensors (B, ...); None: not available
-ForwardFn = Callable[[Tensor], Outputs]
+Outputs = tuple[np.ndarray | None, ...]  # per-row arrays (B, ...); None: not available
+ForwardFn = Callable[[np.ndarray], Outputs]
 
 
 class QueueFullError(RuntimeError):
@@ -67,7 +66,7 @@ class BatchResult:
 
 @dataclass
 class _Job:
-    x: Tensor  # (n, 3, H, W)
+    x: np.ndarray  # (n, 3, H, W)
     future: asyncio.Future[BatchResult]
     submitted: float  # time.perf_counter()
 
@@ -134,7 +133,7 @@ class MicroBatcher:
         return (self._queue.qsize() if self._queue else 0) + (self._carry is not None)
 
     # --- use --------------------------------------------------------------------------------
-    async def submit(self, x: Tensor) -> BatchResult:
+    async def submit(self, x: np.ndarray) -> BatchResult:
         """Queue preprocessed images (n, 3, H, W); wait for their rows of a batched pass.
 
         Raises:
@@ -202,9 +201,9 @@ class MicroBatcher:
             rows += len(job.x)
         return jobs
 
-    def _run(self, xs: list[Tensor]) -> Outputs:
+    def _run(self, xs: list[np.ndarray]) -> Outputs:
         """On the model thread: concatenate the jobs (a copy: keep it off the loop), forward."""
-        return self.forward(xs[0] if len(xs) == 1 else torch.cat(xs))
+        return self.forward(xs[0] if len(xs) == 1 else np.concatenate(xs))
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,6 +3,8 @@
 :class:`Service` owns the :class:`~rxvision.identify.identifier.Identifier`, a small thread
 pool for decoding and letterboxing uploads, and the :class:`~.batcher.MicroBatcher` that
 runs every forward pass. The HTTP layer (:mod:`.app`) only parses requests and calls it.
+Everything outside the torch backend's forward pass is NumPy: serving an ONNX export never
+imports torch.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import asyncio
 import base64
 import importlib.metadata
 import io
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 from PIL import Image
-from torch import Tensor
 
 from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
@@ -49,7 +51,7 @@ class Decoded:
     image: Image.Image  # decoded RGB, kept for explanations
     # (n, 3, H, W) uint8, letterboxed as the card prescribes (not normalised): the whole
     # photo (n = 1), or for a crop model each pill found (n = 0 when none was)
-    tensor: Tensor
+    tensor: np.ndarray
     ms: float
     zoomed_to: list[int] | None = None  # the crop the model saw, when it zoomed to the pill
     zoom_note: str | None = None  # why it zoomed or not (None with zoom off)
@@ -75,9 +77,11 @@ class Service:
     async def start(self) -> None:
         """Load the model (once), start the batcher, warm up; then report ready."""
         s = self.settings
-        if s.torch_threads is not None:
-            # With the onnx backend, torch's OpenMP threads (spinning after each small op)
-            # would compete with onnxruntime's own pool for the same cores.
+        if s.torch_threads is not None and (s.backend == "torch" or "torch" in sys.modules):
+            # torch's OpenMP threads (spinning after each small op) would compete with
+            # onnxruntime's own pool for the same cores. The ONNX path never loads torch.
+            import torch
+
             torch.set_num_threads(s.torch_threads)
         if self.identifier is None:
             self.identifier = await asyncio.to_thread(
@@ -103,8 +107,7 @@ class Service:
         if s.warmup:  # first passes allocate (ORT arenas, torch caches): not a user's latency
             h, w = ident.transform.size
             # On the model thread directly: no wait for a batch to fill, no batch metrics.
-            await self.batcher.run_exclusive(self._forward,
-                                             torch.zeros(1, 3, h, w, dtype=torch.uint8))
+            await self.batcher.run_exclusive(self._forward, np.zeros((1, 3, h, w), np.uint8))
         self.ready = True
 
     async def stop(self) -> None:
@@ -115,9 +118,10 @@ class Service:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     # --- stages ---------------------------------------------------------------------------
-    def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _forward(self, batch: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """On the model thread: uint8 batch (B, 3, H, W) -> calibrated log-probabilities
-        (B, C), open-set scores (B,) and embeddings (B, D) or None.
+        (B, C), open-set scores (B,) and embeddings (B, D) or None (NumPy arrays).
 
         Normalising here, not in the decode pool, keeps every multi-threaded torch op on one
         thread: torch ops in several threads at once would each start their own OpenMP
@@ -133,8 +137,8 @@ class Service:
         if self.pipeline is not None:  # a crop model: find the pills, crop each
             found = self.pipeline.find(upload.data, upload.label, max_pills)
             h, w = self.identifier.transform.size
-            rows = [self.pipeline.transform.to_uint8(p.crop) for p in found.pills]
-            tensor = (torch.stack(rows) if rows else torch.zeros(0, 3, h, w, dtype=torch.uint8))
+            rows = [self.pipeline.transform.array(p.crop) for p in found.pills]
+            tensor = np.stack(rows) if rows else np.zeros((0, 3, h, w), np.uint8)
             reads = self.pipeline.read_imprints(found.pills)  # OCR: here, off the model thread
             return Decoded(upload, found.image, tensor, (time.perf_counter() - t0) * 1e3,
                            retake=found.retake, pills=found.pills, reads=reads)
@@ -163,7 +167,7 @@ class Service:
         max_batch images, submitted together (none when no upload has a row)."""
         step = self.settings.max_batch
         rows = (decoded[0].tensor if len(decoded) == 1  # one photo: no copy
-                else torch.cat([d.tensor for d in decoded]))
+                else np.concatenate([d.tensor for d in decoded]))
         parts = [rows[i:i + step] for i in range(0, len(rows), step)]
         return list(await asyncio.gather(*(self.batcher.submit(p) for p in parts)))
 
@@ -180,12 +184,12 @@ class Service:
         """
         if not results:
             return []
-        lp = torch.cat([r.outputs[0] for r in results])  # (n, C)
-        scores = torch.cat([r.outputs[1] for r in results]).tolist()  # (n,)
+        lp = np.concatenate([r.outputs[0] for r in results])  # (n, C)
+        scores = np.concatenate([r.outputs[1] for r in results]).tolist()  # (n,)
         reads = [r for d in decoded or [] for r in d.reads or []]  # one per row (crop model)
         pipeline = self.pipeline
 
-        def decide(log_probs: Tensor, score: float, row_reads: list) -> Identification:
+        def decide(log_probs: np.ndarray, score: float, row_reads: list) -> Identification:
             if pipeline is None:
                 return self.identifier.decide(log_probs, score, topk, typed)
             return pipeline.decide(log_probs, score, row_reads, topk, typed)
