@@ -336,22 +336,58 @@ def test_cosine_classifier_exports_and_quantises(
     assert agreement >= INT8_MIN_AGREEMENT
 
 
+# Serve an export in a fresh interpreter and list the heavy modules it loaded.
+_ONNX_SERVE_PROBE = """
+import sys
+from fastapi.testclient import TestClient
+from rxvision.serve import create_app
+from rxvision.serve.settings import ServeSettings
+
+settings = ServeSettings(model=sys.argv[1], backend="onnx", tta=1, warmup=True)
+with TestClient(create_app(settings)) as client:
+    with open(sys.argv[2], "rb") as fh:
+        r = client.post("/v1/identify", files={"image": ("pill.jpg", fh, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["pills"], body
+print(sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules))
+"""
+
+
 def test_a_crop_model_exports_with_its_pill_finder(artifact_factory, config_factory,
                                                   manifest: Path, tmp_path: Path) -> None:
-    """The export of a crop model carries segmenter/, so it predicts and serves as the
-    artifact does (the ONNX backend finds the pills with the same finder)."""
+    """The export of a crop model carries segmenter/ with its ONNX graph (made when the
+    finder had none), so it predicts and serves as the artifact does, and serving it
+    imports neither torch nor timm (issue 19: the ONNX path's memory)."""
+    import subprocess
+    import sys
+
     from conftest import REPO_ROOT
 
     from rxvision.identify.pipeline import SEGMENTER_DIR, PillPipeline
+    from rxvision.locate.segmenter import read_segmenter_card
 
     labels = [s.label for s in load_dataset(manifest).samples]
     cfg = config_factory(num_classes=len(labels), overrides=["augment.framing=crop"])
     model = artifact_factory("crop", labels=labels, config=cfg)
-    shutil.copytree(REPO_ROOT / "models" / "rxvision-segmenter", model / SEGMENTER_DIR)
+    finder = model / SEGMENTER_DIR
+    shutil.copytree(REPO_ROOT / "models" / "rxvision-segmenter", finder)
+    card = json.loads((finder / "card.json").read_text())
+    del card["onnx"]  # a finder trained here and never exported: the export makes its graph
+    (finder / "card.json").write_text(json.dumps(card))
+    (finder / "model.onnx").unlink()
     out = tmp_path / "export"
     export_artifact(model, out, parity_data=manifest, num_parity=4)
-    assert (out / SEGMENTER_DIR / "card.json").is_file()
+    onnx_entry = read_segmenter_card(out / SEGMENTER_DIR)["onnx"]
+    assert (out / SEGMENTER_DIR / onnx_entry["file"]).is_file()
+    assert onnx_entry["parity_max_abs"] < 1e-3
+    assert not (finder / "model.onnx").exists()  # the source artifact is left as it was
     pipeline = PillPipeline.load(out, backend="onnx", tta=1)
-    photo = load_image(load_dataset(manifest).samples[0].path)
-    answer = pipeline.identify(photo, topk=2)
+    assert pipeline.segmenter.net is None  # the finder runs its ONNX graph, not PyTorch
+    sample = load_dataset(manifest).samples[0].path
+    answer = pipeline.identify(load_image(sample), topk=2)
     assert answer.retake is None and len(answer.pills[0].identification.candidates) == 2
+    probe = subprocess.run([sys.executable, "-c", _ONNX_SERVE_PROBE, str(out), str(sample)],
+                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.strip().splitlines()[-1] == "[]", probe.stdout

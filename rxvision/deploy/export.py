@@ -53,6 +53,9 @@ from ..identify.pipeline import SEGMENTER_DIR
 from ..io_utils import atomic_directory, atomic_write
 from ..library.database import LIBRARY_NAME, copy_library
 from ..locate import EvalTransform
+from ..locate.segmenter import ONNX_NAME as SEGMENTER_ONNX
+from ..locate.segmenter import Segmenter, read_segmenter_card
+from ..locate.segmenter_onnx import export_onnx as export_segmenter
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 18
@@ -330,6 +333,7 @@ def export_artifact(
                 copy_library(model_dir / LIBRARY_NAME, staging / LIBRARY_NAME)
             if (model_dir / SEGMENTER_DIR).is_dir():  # a crop model's pill finder too
                 shutil.copytree(model_dir / SEGMENTER_DIR, staging / SEGMENTER_DIR)
+                ensure_segmenter_onnx(staging / SEGMENTER_DIR)
             report.size_mb = report.path.stat().st_size / 1e6
             card = exported_card(read_card(model_dir), model_dir, report, quant, calibration,
                                  parity_data or calibration)
@@ -338,6 +342,14 @@ def export_artifact(
         raise ExportError(f"--out: {exc}") from exc
     report.path = out_dir / ONNX_NAME
     return report
+
+
+def ensure_segmenter_onnx(directory: Path) -> None:
+    """Give a copied pill finder its checked ``model.onnx`` when its card records none, so
+    that the export runs with ``--backend onnx`` without torch (its own finder included)."""
+    if read_segmenter_card(directory).get("onnx"):
+        return
+    export_segmenter(Segmenter.load(directory), directory / SEGMENTER_ONNX, record_in=directory)
 
 
 def exported_card(
