@@ -174,16 +174,20 @@ class PillPipeline:
 
     @classmethod
     def around(cls, identifier: Identifier, segmenter: str | Path | None = None,
-               max_pills: int = DEFAULT_MAX_PILLS, imprint: bool = False) -> PillPipeline:
+               max_pills: int = DEFAULT_MAX_PILLS, imprint: bool = False,
+               finder_threads: int | None = None) -> PillPipeline:
         """A pipeline around a loaded Identifier, with its artifact's or the given finder;
-        ``imprint``: read each pill's imprint and fuse it (needs the model's drug library).
+        ``imprint``: read each pill's imprint and fuse it (needs the model's drug library);
+        ``finder_threads``: the ONNX finder's intra-op threads (the service runs one per
+        decoding thread).
         """
         weight = (identifier.card.get("identification") or {}).get("imprint_weight",
                                                                      DEFAULT_WEIGHT)
         evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers,
                                                 weight=float(weight)) if imprint else None)
         finder = Segmenter.load(find_segmenter(identifier.path, segmenter),
-                                backend=segmenter_backend(identifier.backend))
+                                backend=segmenter_backend(identifier.backend),
+                                threads=finder_threads)
         return cls(identifier, finder, max_pills, imprint=evidence)
 
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:

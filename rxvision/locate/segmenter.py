@@ -182,7 +182,8 @@ class Segmenter:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, backend: str = "torch") -> Segmenter:
+    def load(cls, directory: str | Path, backend: str = "torch", threads: int | None = None
+             ) -> Segmenter:
         """Rebuild a segmenter from its directory (CPU, eval mode).
 
         Args:
@@ -191,6 +192,8 @@ class Segmenter:
                 directory's ``model.onnx`` (written by ``rxvision segmenter export``; about
                 3x faster on a CPU, same output within 1e-5). ``onnx`` reads neither the
                 weights nor torch: the segmenter can run but not be saved or trained.
+            threads: onnx: intra-op threads of the session (None: as many as torch uses
+                when it is loaded, else onnxruntime's default).
 
         Raises:
             ArtifactError: missing or invalid card, corrupt, replaced or pickled weights,
@@ -211,8 +214,8 @@ class Segmenter:
         if backend == "onnx":
             from .segmenter_onnx import onnx_runner
 
-            return cls(None, longest, thresholds, card, runner=onnx_runner(directory, card),
-                       data=data)
+            return cls(None, longest, thresholds, card,
+                       runner=onnx_runner(directory, card, threads), data=data)
         from .segnet import PillSegNet, SegNetConfig
 
         try:

@@ -120,6 +120,9 @@ def _session(path: Path, threads: int | None = None):
         threads = torch.get_num_threads() if torch is not None else 0
     options.intra_op_num_threads = threads  # 0: onnxruntime's default
     options.inter_op_num_threads = 1
+    # One pass per photo: threads that busy-wait for a next pass would only take the CPU
+    # from the decoding, reading and classifying around it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

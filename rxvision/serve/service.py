@@ -89,9 +89,10 @@ class Service:
                 tta=s.tta, max_pixels=s.max_pixels)
         ident = self.identifier
         if model_framing(ident.card) == "crop":
+            # One finder thread per decoding thread: several photos are decoded at once.
             self.pipeline = await asyncio.to_thread(
                 PillPipeline.around, ident, s.segmenter, s.max_pills,
-                s.imprint and ident.answers.library is not None)
+                s.imprint and ident.answers.library is not None, 1)
         elif s.segmenter is not None:
             raise IdentifierError("a segmenter is for models trained on pill crops "
                                   "(augment.framing: crop); this one sees whole photos")
