@@ -117,10 +117,6 @@ class Segmenter:
         self.card = card or {}
         self.runner: Runner = runner or self._torch_forward
 
-    @property
-    def backend(self) -> str:
-        return "torch" if self.runner == self._torch_forward else "onnx"
-
     def _torch_forward(self, x: np.ndarray) -> np.ndarray:
         import torch
 
