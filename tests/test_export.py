@@ -336,12 +336,15 @@ def test_cosine_classifier_exports_and_quantises(
     assert agreement >= INT8_MIN_AGREEMENT
 
 
-# Serve an export in a fresh interpreter and list the heavy modules it loaded.
+# Predict with and serve an export in a fresh interpreter; list the heavy modules it loaded.
 _ONNX_SERVE_PROBE = """
 import sys
 from fastapi.testclient import TestClient
+from rxvision.cli import main
 from rxvision.serve import create_app
 from rxvision.serve.settings import ServeSettings
+
+assert main(["predict", "--model", sys.argv[1], "--backend", "onnx", "--json", sys.argv[2]]) == 0
 
 settings = ServeSettings(model=sys.argv[1], backend="onnx", tta=1, warmup=True)
 with TestClient(create_app(settings)) as client:
@@ -357,8 +360,8 @@ print(sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules))
 def test_a_crop_model_exports_with_its_pill_finder(artifact_factory, config_factory,
                                                   manifest: Path, tmp_path: Path) -> None:
     """The export of a crop model carries segmenter/ with its ONNX graph (made when the
-    finder had none), so it predicts and serves as the artifact does, and serving it
-    imports neither torch nor timm (issue 19: the ONNX path's memory)."""
+    finder had none), so it predicts and serves as the artifact does, and predicting with
+    or serving it imports neither torch nor timm (issue 19: the ONNX path's memory)."""
     import subprocess
     import sys
 

@@ -83,7 +83,6 @@ def predict(args: argparse.Namespace) -> int:
 
     from ..data import DatasetError, ImageDecodeError
     from ..identify.answers import TypedFacts
-    from ..identify.explain import write_overlays
     from ..identify.identifier import Identifier, IdentifierError
     from ..identify.pipeline import PillPipeline, model_framing
     from ..identify.predict_io import (
@@ -178,6 +177,8 @@ def predict(args: argparse.Namespace) -> int:
 
     failed = [r for r in rows if "error" in r]
     if args.explain:
+        from ..identify.explain import write_overlays  # torch: only when explaining
+
         good = {str(it.path): it.path for it in items}
         bad = {p for r in failed for p in r["image"].split(" + ")}
         used: set[str] = set()
