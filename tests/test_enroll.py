@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact
+from rxvision.artifact import ArtifactError, load_artifact, read_card, save_artifact, update_card
 from rxvision.cli import main
 from rxvision.data import DatasetError, load_dataset, load_image
 from rxvision.identify.identifier import Identifier
@@ -425,3 +425,46 @@ def test_a_crop_model_enrolls_from_crop_views(artifact_factory, config_factory, 
     with pytest.raises(Stop):
         enroll(art, load_dataset(sample_dir / "manifest.csv"))
     assert seen == {"framing": "crop", "one_side": 1.0, "zoom": "off"}
+
+
+def test_enrolling_a_crop_model_keeps_its_pill_finder(split: dict[str, Path],
+                                                      copy_artifact, tmp_path: Path) -> None:
+    """A crop model enrolled or re-headed is still a crop model: its segmenter/ comes along,
+    so the new model finds pills (without it every photo would be refused)."""
+    from conftest import REPO_ROOT
+
+    from rxvision.identify.pipeline import PillPipeline, find_segmenter
+    from rxvision.library.prototype_head import prototype_head_artifact
+    from rxvision.locate.segmenter import SEGMENTER_DIR, attach_segmenter
+
+    def crop_model(name: str) -> Path:
+        path = copy_artifact(split[name])
+        config = read_card(path)["config"]
+        update_card(path, config={**config, "augment": {**config["augment"], "framing": "crop"}})
+        attach_segmenter(path, REPO_ROOT / "models" / "rxvision-segmenter")
+        return path
+
+    base = crop_model("base")
+    out = Path(enroll_artifact(base, split["new"], tmp_path / "grown", views=0).output)
+    assert (out / SEGMENTER_DIR / "card.json").read_bytes() == (
+        base / SEGMENTER_DIR / "card.json").read_bytes()
+    assert find_segmenter(out) == out / SEGMENTER_DIR
+    photo = load_image(load_dataset(split["new"]).samples[0].path)
+    answer = PillPipeline.load(out).identify(photo)
+    assert answer.retake is None and answer.pills
+    base_cos = crop_model("base_cos")
+    own = set(read_card(base_cos)["labels"])
+    with open(split["sample"], newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] in own]
+    refs = tmp_path / "own.csv"
+    with open(refs, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "image": str(split["sample"].parent / r["image"])} for r in rows)
+    reheaded = tmp_path / "reheaded"
+    prototype_head_artifact(base_cos, refs, reheaded, views=0)
+    assert (reheaded / SEGMENTER_DIR / "model.safetensors").is_file()
+    # A photo-framing model has no finder to carry, and gets none.
+    plain = Path(enroll_artifact(split["base"], split["new"], tmp_path / "plain",
+                                 views=0).output)
+    assert not (plain / SEGMENTER_DIR).exists()

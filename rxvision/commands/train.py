@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"best val top-1 {result.best_top1:.4f} after {result.epochs_run} epoch(s); "
           f"model artifact: {result.run_dir}")
     if args.segmenter:
-        from ..engine.independent_check import attach_segmenter
+        from ..locate.segmenter import attach_segmenter
 
         print(f"pill finder: {attach_segmenter(result.run_dir, args.segmenter)}")
     if args.independent_val:

@@ -14,28 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ..artifact import update_card
 from ..data import load_dataset
 from ..identify.backends import load_backend
-from ..identify.pipeline import SEGMENTER_DIR, crop_transform_for, model_framing
-from ..io_utils import atomic_directory
+from ..identify.pipeline import crop_transform_for, model_framing
 from .evaluate import predict, subset, summarize
-
-
-def attach_segmenter(run: str | Path, segmenter: str | Path) -> Path:
-    """Copy a pill finder into a crop model's run as its own ``segmenter/`` (atomically;
-    replacing one already there made of the same files), so the run predicts, serves and
-    evaluates as a whole."""
-    source, target = Path(segmenter), Path(run) / SEGMENTER_DIR
-    if not (source / "card.json").is_file():
-        raise FileNotFoundError(f"--segmenter {source}: no pill finder there (no card.json)")
-    with atomic_directory(target, replaceable={p.name for p in source.iterdir()}) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-    return target
 
 
 def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any] | None:

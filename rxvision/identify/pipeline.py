@@ -32,6 +32,7 @@ from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
 from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
+from ..locate.segmenter import SEGMENTER_DIR
 from ..locate.transform import load_reduced
 from .answers import TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -45,7 +46,6 @@ from .identifier import (
 )
 from .imprint_evidence import DETAIL_SIDE, ImprintEvidence
 
-SEGMENTER_DIR = "segmenter"  # a model artifact's own pill finder
 DEFAULT_MAX_PILLS = 8
 # A pill spanning fewer photo pixels than this holds too little detail to name: a crop
 # enlarges it ~5x (a 36 px pill to the crop's 180 px). Ask to move closer instead.

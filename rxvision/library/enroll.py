@@ -78,6 +78,7 @@ from ..data import DatasetError, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
 from ..locate import EvalTransform
+from ..locate.segmenter import carry_segmenter
 from ..models.layers import CosineClassifier
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_embeddings, load_references
 from .enroll_facts import enrollment_facts, write_enrolled_library
@@ -212,7 +213,8 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     sections, and appends an ``enrollment`` record; the base metrics move into that record
     because they were measured without the new labels. When the base model has a drug
     library, the new model gets one too, with the new pills' facts from the manifest's
-    columns (:mod:`.enroll_facts`).
+    columns (:mod:`.enroll_facts`); a crop model's pill finder (``segmenter/``) is copied
+    along.
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
@@ -245,6 +247,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
                   calibration=calibration, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",
                   zoom=card_zoom(card["preprocessing"]))
+    carry_segmenter(model_path, out)  # a crop model keeps its pill finder
     result.output = str(out)
     if facts is not None:
         result.library = write_enrolled_library(model_path, out, art, labels, facts,

@@ -43,6 +43,7 @@ from ..data import DatasetError, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
 from ..locate import EvalTransform
+from ..locate.segmenter import carry_segmenter
 from ..models.layers import CosineClassifier
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_prototypes, load_references
 from .imprinting import PROTOTYPE_CARD_KEY, PROTOTYPE_SOURCE
@@ -110,4 +111,5 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
                   calibration=None, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",
                   zoom=card_zoom(card["preprocessing"]))
+    carry_segmenter(model_path, out)  # a crop model keeps its pill finder
     return record

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..artifact import (
     sha256_file,
     software_versions,
 )
-from ..io_utils import atomic_write, atomic_write_json
+from ..io_utils import atomic_directory, atomic_write, atomic_write_json
 from .instances import InstanceThresholds, split_instances
 
 if TYPE_CHECKING:  # the network (torch, timm) loads only for the torch backend and training
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the network (torch, timm) loads only for the torch backend 
 
 Runner = Callable[[np.ndarray], np.ndarray]  # normalised (1, 3, h, w) -> logits (1, 2, h, w)
 
+SEGMENTER_DIR = "segmenter"  # a crop model artifact's own pill finder, beside its card.json
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "card.json"
 CARD_FORMAT = "rxvision-segmenter-card/1"
@@ -306,6 +308,25 @@ def regions_from_maps(
         box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
         regions.append(PillRegion(box, mask, score))
     return sorted(regions, key=lambda r: r.score, reverse=True)
+
+
+def attach_segmenter(model_dir: str | Path, segmenter: str | Path) -> Path:
+    """Copy a pill finder into a crop model's folder as its own ``segmenter/`` (atomically;
+    replacing one already there made of the same files), so the model predicts, serves,
+    evaluates and exports as a whole."""
+    source, target = Path(segmenter), Path(model_dir) / SEGMENTER_DIR
+    if not (source / CARD_NAME).is_file():
+        raise FileNotFoundError(f"{source}: no pill finder there (no {CARD_NAME})")
+    with atomic_directory(target, replaceable={p.name for p in source.iterdir()}) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+    return target
+
+
+def carry_segmenter(source_model: str | Path, target_model: str | Path) -> Path | None:
+    """Give a model derived from ``source_model`` (enrolled, re-headed) the source's pill
+    finder, when it has one; returns where it was copied, or None."""
+    own = Path(source_model) / SEGMENTER_DIR
+    return attach_segmenter(target_model, own) if own.is_dir() else None
 
 
 def read_segmenter_card(directory: str | Path) -> dict[str, Any]:
