@@ -249,6 +249,8 @@ def test_enroll_cli(split: dict[str, Path], tmp_path: Path, capsys) -> None:
     assert len(record["enrolled"]) == 3 and record["output"] == str(out)
     assert record["scale"] == record["scale_fit"]["chosen"]
     assert "old-class top-1 on 12 images" in captured.err
+    # The base card's temperature and thresholds predate the new pills: the user is told.
+    assert f"rxvision calibrate --model {out}" in captured.err
     assert main(["predict", "--model", str(out), "--json", "--topk", "1",
                  str(next(folder.rglob("*.jpg")))]) == 0
     capsys.readouterr()

@@ -134,4 +134,19 @@ def enroll(args: argparse.Namespace) -> int:
               + (f"; {len(missing)} enrolled label(s) without facts (no manifest row): "
                  f"their answers show the card's metadata" if missing else ""),
               file=sys.stderr if args.json else sys.stdout)
+    if result.enrolled and fitted_before(args.model):
+        print(f"note: the temperature and the not-sure/unknown thresholds were fitted before "
+              f"these pills were added; the new pills' confidences are not calibrated (from "
+              f"one studio photo each they can be confidently wrong). Refit them on photos "
+              f"that include the new pills: rxvision calibrate --model {result.output} "
+              f"--data VIEWS/manifest.csv --thresholds", file=sys.stderr)
     return 0
+
+
+def fitted_before(model: str | None) -> bool:
+    """Whether the base model's card holds a fitted temperature or thresholds."""
+    from ..artifact import read_card
+    from ..identify.bundled import resolve_model_path
+
+    card = read_card(resolve_model_path(model))
+    return "temperature" in (card.get("calibration") or {}) or bool(card.get("identification"))
