@@ -138,8 +138,9 @@ def enroll(args: argparse.Namespace) -> int:
         print(f"note: the temperature and the not-sure/unknown thresholds were fitted before "
               f"these pills were added; the new pills' confidences are not calibrated (from "
               f"one studio photo each they can be confidently wrong). Refit them on photos "
-              f"that include the new pills: rxvision calibrate --model {result.output} "
-              f"--data VIEWS/manifest.csv --thresholds", file=sys.stderr)
+              f"that include the new pills (rxvision calibrate --model {result.output} "
+              f"--data VIEWS/manifest.csv --thresholds) and measure the answers with "
+              f"rxvision evaluate before relying on them", file=sys.stderr)
     return 0
 
 
