@@ -15,14 +15,12 @@ how many carried a read. With ``--write`` the chosen ``w`` goes into the card's
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-from imprint_fused import best_pill, sample_rows  # this folder: run as a script
+from imprint_fused import best_pill, open_study  # this folder: run as a script
 from PIL import Image
 
 from rxvision.artifact import read_card, update_card
-from rxvision.identify.pipeline import PillPipeline
 from rxvision.imprint import fuse
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -36,11 +34,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="store w in the card")
     args = ap.parse_args()
-    root = Path(args.data).parent
-    rows = sample_rows(args.data, args.limit, args.seed)
-    pipe = PillPipeline.load(args.model, imprint=True, tta=1)
+    root, rows, pipe = open_study(args.model, args.data, args.limit, args.seed)
     ident, evidence = pipe.identifier, pipe.imprint
-    assert evidence is not None
     index = {lab: i for i, lab in enumerate(ident.labels)}
     photo_lp, llrs, targets = [], [], []
     for n, row in enumerate(rows, 1):
@@ -48,7 +43,7 @@ def main() -> None:
         pill = best_pill(pipe.find(img).pills, row)
         if pill is None or row["label"] not in index:
             continue
-        logits, _ = ident.forward(pipe.transform(pill.crop)[None])
+        logits, _ = ident.forward(pipe.inputs([pill]))
         photo_lp.append(ident.log_probs(logits)[0].astype(np.float64))
         llrs.append(evidence.llr([evidence.read(pill.detail or pill.crop)]))
         targets.append(index[row["label"]])

@@ -45,6 +45,15 @@ def sample_rows(manifest: str, limit: int, seed: int) -> list[dict[str, str]]:
     return rows[:limit]
 
 
+def open_study(model: str, data: str, limit: int, seed: int
+               ) -> tuple[Path, list[dict[str, str]], PillPipeline]:
+    """The manifest's folder, its fixed random ``limit`` rows, and the model's pipeline
+    reading imprints (1 rotation)."""
+    pipe = PillPipeline.load(model, imprint=True, tta=1)
+    assert pipe.imprint is not None
+    return Path(data).parent, sample_rows(data, limit, seed), pipe
+
+
 def best_pill(pills: list[FoundPill], row: dict[str, str]) -> FoundPill | None:
     """The found pill that best overlaps one of the row's true boxes (None: none found)."""
     truth = [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
@@ -59,11 +68,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    root = Path(args.data).parent
-    rows = sample_rows(args.data, args.limit, args.seed)
-    pipe = PillPipeline.load(args.model, imprint=True, tta=1)
+    root, rows, pipe = open_study(args.model, args.data, args.limit, args.seed)
     ident, evidence = pipe.identifier, pipe.imprint
-    assert evidence is not None
     refs = ident.answers.library.references_for(ident.labels)
     kind = {lab: (refs[lab][0].facts.imprint_type or "NONE") if refs.get(lab) else "?"
             for lab in ident.labels}
@@ -80,8 +86,7 @@ def main() -> None:
             for key in ("photo", "fused", "read", "answered"):
                 s[key].append(0.0)
             continue
-        x = pipe.transform(pill.crop)[None]
-        logits, emb = ident.forward(x)
+        logits, emb = ident.forward(pipe.inputs([pill]))
         lp, score = ident.log_probs(logits)[0], float(ident.ood(logits, emb)[0])
         read = evidence.read(pill.detail or pill.crop)
         fused, _ = evidence.apply(lp, [read])
