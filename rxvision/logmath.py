@@ -2,7 +2,8 @@
 
 Identification decides on small arrays (a batch of photos by the library's labels) after
 the forward pass, so the decisions run in NumPy for both backends: the ONNX serving path
-then never imports torch (about 700 MB resident). Inputs may be anything ``np.asarray``
+then never imports torch (about 700 MB resident). The imprint's fusion normalises with the
+same functions. Inputs may be anything ``np.asarray``
 takes, a CPU torch tensor included; outputs are NumPy arrays.
 
 Example:

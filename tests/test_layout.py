@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rxvision"
 
 # Room -> level on the photo's path. Top-level modules are rooms of their own.
 LEVELS: dict[str, int] = {
-    "config": 0, "io_utils": 0,
+    "config": 0, "io_utils": 0, "logmath": 0,
     "data": 1, "models": 1,
     "artifact": 2,
     "validation": 2,

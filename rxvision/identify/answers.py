@@ -56,7 +56,7 @@ from ..library.evidence import (
 from ..library.lookalike import lookalike_note, same_pill_note
 from ..library.query import Query, parse_query
 from ..library.search import candidate_labels, search
-from .logmath import as_array, log_softmax, top_k
+from ..logmath import as_array, log_softmax, top_k
 
 if TYPE_CHECKING:
     from .identifier import Identification

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .logmath import as_array, log_softmax
+from ..logmath import as_array, log_softmax
 
 
 def fuse_log_probs(*log_probs: Any) -> np.ndarray:

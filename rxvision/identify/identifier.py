@@ -7,7 +7,7 @@ open-set thresholds. The CLI, the HTTP service and the evaluation use it.
 Stages are separate so a caller can batch (the service micro-batches requests):
 :meth:`Identifier.preprocess` (one image -> array), :meth:`Identifier.forward` (one batch
 -> logits and embeddings), :meth:`Identifier.postprocess` (logits -> typed results). Every
-stage after the forward pass is NumPy (:mod:`.logmath`), whichever the backend, so serving
+stage after the forward pass is NumPy (:mod:`rxvision.logmath`), whichever the backend, so serving
 an ONNX export never imports torch.
 
 Decisions, per image:
@@ -41,10 +41,10 @@ from ..artifact import Artifact, ArtifactError
 from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..locate import EvalTransform, ZoomResult
+from ..logmath import as_array, log_softmax, top_k
 from .answers import Answers, TypedFacts
 from .bundled import resolve_model_path
 from .fusion import fuse_log_probs, fuse_ood_scores
-from .logmath import as_array, log_softmax, top_k
 from .openset import (
     OOD_METHODS,
     class_centres_from_card,

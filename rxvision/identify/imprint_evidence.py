@@ -31,9 +31,9 @@ from ..imprint import (
     fusion_decider,
     read_imprint,
 )
+from ..logmath import as_array
 from .answers import Answers
 from .identifier import IdentifierError
-from .logmath import as_array
 
 DETAIL_SIDE = (224, 640)  # the reader's crop: the pill's own pixels, within these bounds
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .logmath import as_array, log_softmax, logsumexp
+from ..logmath import as_array, log_softmax, logsumexp
 
 OOD_METHODS = ("energy", "max_logit", "centred_max_logit", "cosine")
 

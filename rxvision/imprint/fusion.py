@@ -21,12 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..logmath import log_softmax
+
 DEFAULT_WEIGHT = 1.0  # untempered; fit on held-out views before relying on it
-
-
-def _log_normalise(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1, keepdims=True)
-    return x - (top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True)))
 
 
 def fuse(
@@ -54,7 +51,7 @@ def fuse(
         )
     if np.isnan(photo).any() or np.isnan(llr).any():
         raise ValueError("NaN in the photo log-probabilities or the imprint vector")
-    return _log_normalise(photo + weight * llr)
+    return log_softmax(photo + weight * llr)
 
 
 @dataclass(frozen=True)
