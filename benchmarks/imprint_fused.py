@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rxvision.identify.pipeline import FoundPill, PillPipeline
+from rxvision.identify.pipeline import FoundPill, PillPipeline, pill_sizes
 from rxvision.imprint import normalize_imprint, normalize_token
 from rxvision.locate.scoring import box_iou
 
@@ -87,7 +87,8 @@ def main() -> None:
                 s[key].append(0.0)
             continue
         logits, emb = ident.forward(pipe.inputs([pill]))
-        lp, score = ident.log_probs(logits)[0], float(ident.ood(logits, emb)[0])
+        lp = ident.log_probs(logits, pill_sizes([pill]))[0]
+        score = float(ident.ood(logits, emb)[0])
         read = evidence.read(pill.detail or pill.crop)
         fused, _ = evidence.apply(lp, [read])
         result = ident.decide(fused, score, 1)

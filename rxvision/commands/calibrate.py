@@ -61,6 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fit on logits averaged over N right-angle rotations and make N the "
                         "model's default (calibration.tta; default: the card's current "
                         "value, else 1)")
+    p.add_argument("--size-temperature", action=argparse.BooleanOptionalAction, default=None,
+                   help="also fit a temperature that depends on the pill's size in the photo "
+                        "(calibration.size_temperature; models trained on pill crops). "
+                        "Default: fit it when the photos' pill sizes vary enough (mix "
+                        "resolutions, e.g. 512 and 1024 px renders), else say so and drop "
+                        "any stored one; --no-size-temperature drops it")
     p.add_argument("--dry-run", action="store_true", help="print the fit; leave the card as is")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t = p.add_argument_group(
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from ..identify.identifier import IdentifierError
     from ..identify.openset import fit_class_centres
     from ..identify.pipeline import crop_transform_for
+    from ..identify.temperature import SizeTemperature, row_temperatures
     from ..identify.tta import apply_tta
     from ..library.enroll_fit import own_class_cosine
     from ..models.layers import CosineClassifier
@@ -142,16 +149,25 @@ def run(args: argparse.Namespace) -> int:
         cf = record["own_logit_means_fit"]
         print(f"class centres for {cf['classes_with_views']} classes: mean own logit "
               f"{cf['grand_mean']:.4f}, prior weight {cf['prior_views']:.3f} views")
+    by_size = fit_by_size(backend.card, pred, fit["temperature"], args)
+    if by_size is not None:
+        record["size_temperature"] = by_size
     identification = None
     if args.thresholds:
-        identification = fit_identification(backend, pred, fit["temperature"], method, args,
+        temps = row_temperatures(fit["temperature"], None if by_size is None else
+                                 SizeTemperature.from_card({"calibration": record}),
+                                 pred.pill_px)
+        identification = fit_identification(backend, pred, temps, method, args,
                                             record.get("own_logit_means"))
+        identification.update(temperature=fit["temperature"], by_size=by_size is not None)
     else:
-        _warn_stale_thresholds(backend.card, fit["temperature"])
+        _warn_stale_thresholds(backend.card, fit["temperature"], by_size is not None)
     if not args.dry_run:
         # Keep other calibration entries (e.g. abstention thresholds) other tools stored.
         fields: dict[str, Any] = {"calibration": {**backend.card.get("calibration", {}),
                                                   **record}}
+        if by_size is None:  # a stored one was fitted with another T: never keep it stale
+            fields["calibration"].pop("size_temperature", None)
         if identification is not None:
             fields["identification"] = {**backend.card.get("identification", {}),
                                         **identification}
@@ -160,11 +176,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
+def fit_by_size(card: dict[str, Any], pred: Any, single: float, args: argparse.Namespace
+                ) -> dict[str, Any] | None:
+    """The card's ``calibration.size_temperature`` fitted on ``pred`` (a crop model's
+    photos, with their pill sizes), or None: not asked for, or (by default) the sizes vary
+    too little, which is said. ``--size-temperature`` makes both an error."""
+    from ..data import DatasetError
+    from ..engine.calibration import SizeSpreadError, calibrate_by_size
+    from ..identify.identifier import IdentifierError
+    from ..identify.pipeline import size_temperature_range
+    from ..identify.temperature import SizeTemperature
+
+    if args.size_temperature is False:
+        return None
+    if pred.pill_px is None:
+        if args.size_temperature:
+            raise IdentifierError("--size-temperature needs a model trained on pill crops: "
+                                  "its pill finder measures each pill's size")
+        return None
+    known = pred.known
+    px_min, px_max = size_temperature_range(card["preprocessing"])
+    try:
+        fit = calibrate_by_size(pred.logits[known], pred.targets[known], pred.pill_px[known],
+                                px_min, px_max, single)
+    except SizeSpreadError as exc:
+        if args.size_temperature:
+            raise DatasetError(f"{args.data}: {exc}") from exc
+        print(f"note: no size temperature ({exc}); one T = {single:.4g} for every pill size")
+        return None
+    model = SizeTemperature.from_card({"calibration": {"size_temperature": fit}})
+    print(f"size temperature: {model.describe()} on {fit['n_sized']} photos (pills "
+          f"{fit['px_p10']:.0f}-{fit['px_p90']:.0f} px, 10th-90th percentile): NLL "
+          f"{fit['nll_single']:.4f} -> {fit['nll_by_size']:.4f}, ECE {fit['ece_single']:.4f} "
+          f"-> {fit['ece_by_size']:.4f} against the single T")
+    return fit
+
+
+def fit_identification(backend: Any, pred: Any, temperature: Any, method: str,
                        args: argparse.Namespace, class_centres: list[float] | None = None
                        ) -> dict[str, Any]:
     """Fit the card's ``identification`` thresholds with the freshly fitted temperature
-    (and, for ``centred_max_logit``, the freshly fitted class centres)."""
+    (one, or one per photo by pill size) (and, for ``centred_max_logit``, the freshly
+    fitted class centres)."""
     import torch
 
     from ..data import DatasetError
@@ -181,7 +234,7 @@ def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
     except ValueError as exc:  # the only data-dependent failure: precision out of reach
         raise DatasetError(f"{args.data}: {exc}; lower --abstain-precision or set "
                            "--abstain-threshold P") from exc
-    fit.update(temperature=temperature, fitted_on=str(args.data))
+    fit.update(fitted_on=str(args.data))
     rule = (f"fixed {fit['abstain_threshold']:.4g}" if fit["abstain_rule"] == "fixed"
             else f"{fit['abstain_threshold']:.4g} (accepted answers >= {precision:.2%} right)")
     print(f"abstain_threshold {rule}; {method} ood_threshold {fit['ood_threshold']:.4g} "
@@ -192,12 +245,14 @@ def fit_identification(backend: Any, pred: Any, temperature: float, method: str,
     return fit
 
 
-def _warn_stale_thresholds(card: dict[str, Any], temperature: float) -> None:
-    """Abstain thresholds are on calibrated confidence: a new T changes what they mean."""
+def _warn_stale_thresholds(card: dict[str, Any], temperature: float, by_size: bool) -> None:
+    """Abstain thresholds are on calibrated confidence: a new T (or a size temperature
+    added or dropped) changes what they mean."""
     ident = card.get("identification") or {}
     fitted_t = ident.get("temperature")
     if "abstain_threshold" in ident and (fitted_t is None or abs(fitted_t - temperature)
-                                         > 1e-6 * max(1.0, temperature)):
+                                         > 1e-6 * max(1.0, temperature)
+                                         or bool(ident.get("by_size")) != by_size):
         print("note: the card's identification.abstain_threshold was fitted "
               + ("at an unrecorded temperature" if fitted_t is None else f"at T = {fitted_t:.4g}")
               + "; rerun with --thresholds to refit it for the new T")

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..data.transforms import card_zoom
     from ..engine.corruptions import corruption_sweep
-    from ..engine.evaluate import predict, subset, summarize, write_json
+    from ..engine.evaluate import calibrated_temperature, predict, subset, summarize, write_json
     from ..engine.independent_check import own_renderer_gap
     from ..engine.openset_eval import card_rule_on_known, evaluate_open_set, resolve_method
     from ..identify.backends import load_backend
@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
     pred = predict(backend, images, embeddings=method == "cosine", **opts)
     seconds = time.perf_counter() - start
     require_known_labels(pred, args.data)
+    temperature = calibrated_temperature(backend.card, pred)
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": tta,
         "zoom": args.zoom or card_zoom(backend.preprocessing),
         "framing": framing, "segmenter": segmenter,
-        **summarize(pred, backend.labels, backend.temperature, group_by=args.group_by),
+        **summarize(pred, backend.labels, temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
     }
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from ..engine.report import write_report
 
         refs = load_dataset(args.references) if args.references else images
-        write_report(args.report, result, pred, backend.labels, backend.temperature,
+        write_report(args.report, result, pred, backend.labels, temperature,
                      run_dir=model_dir, thumbnails=refs, open_set=open_set)
     print_summary(result)
     return 0
@@ -176,7 +177,7 @@ def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: A
                          group_by: str | None, opts: dict[str, Any]) -> dict[str, Any]:
     """Evaluate an int8 export's fp32 source on the same images; the accuracy delta."""
     from ..deploy.int8_reference import compare, fp32_source
-    from ..engine.evaluate import predict, summarize
+    from ..engine.evaluate import calibrated_temperature, predict, summarize
     from ..identify.backends import load_backend
     from ..identify.tta import with_rotations
 
@@ -185,7 +186,8 @@ def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: A
         return {"available": False, "reason": reason}
     reference = with_rotations(load_backend(source, backend="torch"), tta)
     pred = predict(reference, images, **{**opts, "desc": "fp32 reference"})
-    fp32 = summarize(pred, reference.labels, reference.temperature, group_by=group_by)
+    fp32 = summarize(pred, reference.labels, calibrated_temperature(reference.card, pred),
+                     group_by=group_by)
     return compare(result, fp32, source)
 
 
@@ -196,7 +198,7 @@ def _f(v: Any) -> str:
 def print_summary(result: dict[str, Any]) -> None:
     """A few lines a person reads at a glance."""
     print(f"{result['n']} images in {result['seconds']} s ({result['images_per_second']} img/s),"
-          f" T = {result['temperature']:.4g}")
+          f" T = {result.get('temperature_rule') or format(result['temperature'], '.4g')}")
     print("  " + "  ".join(f"{k} {_f(result[k])}" for k in
                            ("top1", "top5", "f1_macro", "f1_weighted", "roc_auc_macro")))
     if "top1_same_pill" in result:

@@ -5,6 +5,10 @@ in 1/T, hence unimodal in log T, so a bounded 1-D search over log T finds the gl
 minimum without tuning (LBFGS on the same objective reaches the same point but needs a
 learning rate and can overshoot on near-separable logits).
 
+A crop model also gets a temperature by the pill's size in the photo
+(:func:`fit_size_temperature`, :mod:`rxvision.identify.temperature`): two parameters fitted
+the same way, by NLL, on photos whose pill sizes vary.
+
 Example:
     >>> T = fit_temperature(val_logits, val_targets)   # training loop, validation views
     >>> probs = softmax(test_logits, T)
@@ -17,11 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
+from ..identify.temperature import SizeTemperature
 from .metrics import ece, nll, softmax
 
 T_MIN, T_MAX = 0.05, 20.0  # search bounds; a fit at a bound means the data cannot pin T
+SLOPE_BOUND = 3.0  # |d ln T / d ln px|: a steeper fit means the sizes cannot pin the slope
+MIN_SIZE_SPREAD = 1.5  # the 90th over the 10th percentile of clipped sizes a fit needs
+MIN_SIZED_PHOTOS = 50
+
+
+class SizeSpreadError(ValueError):
+    """The calibration photos' pill sizes vary too little to fit a size temperature."""
 
 
 def _as_numpy(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor
@@ -44,8 +56,9 @@ def _as_numpy(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Ten
     return logits, targets
 
 
-def _nll_at(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    z = logits / temperature
+def _nll_at(logits: np.ndarray, targets: np.ndarray, temperature: float | np.ndarray
+            ) -> float:
+    z = logits / (temperature[:, None] if isinstance(temperature, np.ndarray) else temperature)
     z = z - z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=1))
     return float((log_norm - z[np.arange(len(targets)), targets]).mean())
@@ -90,3 +103,68 @@ def calibrate(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Ten
         "ece_after": ece(after, targets),
         "n": len(targets),
     }
+
+
+def fit_size_temperature(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
+                         pill_px: np.ndarray, px_min: float, px_max: float
+                         ) -> SizeTemperature:
+    """The size temperature (:class:`~rxvision.identify.temperature.SizeTemperature`)
+    minimising NLL over photos whose pill size is known (``pill_px`` > 0; others are left
+    out: they keep the single temperature).
+
+    Args:
+        logits, targets: as for :func:`fit_temperature`.
+        pill_px: (N,) each photo's pill size, longer side of its box in decoded pixels.
+        px_min, px_max: the clip range (the pipeline's smallest answerable pill; the
+            crop's own pill size, above which a crop holds no more detail).
+
+    Raises:
+        SizeSpreadError: fewer than 50 photos with a size, or their sizes (clipped) span
+            less than a factor 1.5 between the 10th and 90th percentile.
+    """
+    logits, targets = _as_numpy(logits, targets)
+    px = np.asarray(pill_px, dtype=np.float64).ravel()
+    if px.shape != targets.shape:
+        raise ValueError(f"{px.size} pill sizes for {targets.size} photos")
+    sized = np.isfinite(px) & (px > 0)
+    if sized.sum() < MIN_SIZED_PHOTOS:
+        raise SizeSpreadError(f"only {int(sized.sum())} photos with a found pill; a size "
+                              f"temperature needs at least {MIN_SIZED_PHOTOS}")
+    logits, targets, px = logits[sized], targets[sized], px[sized]
+    lo, hi = np.percentile(np.clip(px, px_min, px_max), [10, 90])
+    if hi / lo < MIN_SIZE_SPREAD:
+        raise SizeSpreadError(
+            f"the pills span {lo:.0f}-{hi:.0f} px (10th-90th percentile, clipped to "
+            f"{px_min:.0f}-{px_max:.0f}): too narrow to fit how T changes with size; "
+            "calibrate on photos of several resolutions (e.g. `rxvision data "
+            "render-independent --size 512` and `--size 1024` in one manifest)")
+
+    def objective(params: np.ndarray) -> float:
+        model = SizeTemperature(float(params[0]), float(params[1]), px_min, px_max)
+        return _nll_at(logits, targets, model(px))
+
+    start = math.log(fit_temperature(logits, targets))
+    result = minimize(objective, np.array([start, 0.0]), method="L-BFGS-B",
+                      bounds=[(math.log(T_MIN), math.log(T_MAX)),
+                              (-SLOPE_BOUND, SLOPE_BOUND)])
+    return SizeTemperature(float(result.x[0]), float(result.x[1]), px_min, px_max)
+
+
+def calibrate_by_size(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
+                      pill_px: np.ndarray, px_min: float, px_max: float,
+                      single: float) -> dict[str, Any]:
+    """Fit a size temperature and measure it against the ``single`` temperature on the
+    same photos: ``{**SizeTemperature.to_dict(), nll_single, nll_by_size, ece_single,
+    ece_by_size, n_sized, px_p10, px_p90}`` (judge it on separate data with evaluate)."""
+    from ..identify.temperature import row_temperatures
+
+    by_size = fit_size_temperature(logits, targets, pill_px, px_min, px_max)
+    logits, targets = _as_numpy(logits, targets)
+    px = np.asarray(pill_px, dtype=np.float64).ravel()
+    single_p = softmax(logits, single)
+    sized_p = softmax(logits, row_temperatures(single, by_size, px))
+    p10, p90 = np.percentile(px[px > 0], [10, 90])
+    return {**by_size.to_dict(), "nll_single": nll(single_p, targets),
+            "nll_by_size": nll(sized_p, targets), "ece_single": ece(single_p, targets),
+            "ece_by_size": ece(sized_p, targets), "n_sized": int((px > 0).sum()),
+            "px_p10": round(float(p10), 1), "px_p90": round(float(p90), 1)}

@@ -38,11 +38,13 @@ from ..io_utils import atomic_write_json, atomic_write_text
 from ..locate import EvalTransform
 from .metrics import (
     compute_metrics,
+    describe_temperature,
     ece,
     empty_metrics,
     most_confused,
     nll,
     per_class_table,
+    rows_of,
     softmax,
 )
 
@@ -63,6 +65,8 @@ class Predictions:
     # Per-sample manifest columns (mode, side, ...) and the label's metadata (ndc, ...).
     columns: dict[str, list[str]] = field(default_factory=dict)
     embeddings: np.ndarray | None = None  # (N, D) when predict(..., embeddings=True)
+    # (N,) each photo's pill size in decoded pixels (0: none found), from a crop transform
+    pill_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -121,7 +125,8 @@ def predict(
         progress: show a progress bar.
         zoom: ``"auto"`` or ``"off"`` overrides the card's ``preprocessing.zoom``.
         transform: photo -> model input; default: the card's :class:`EvalTransform` (a
-            crop model passes :class:`rxvision.identify.pipeline.CropTransform`).
+            crop model passes :class:`rxvision.identify.pipeline.CropTransform`, which
+            returns (input, pill size): the sizes land in ``Predictions.pill_px``).
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -136,9 +141,12 @@ def predict(
     transform = transform or EvalTransform(backend.preprocessing, zoom)
     dataset = EvalDataset(images, transform, backend.labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, embeds = [], []
+    logits, embeds, sizes = [], [], []
     with torch.inference_mode():
         for x, _ in batches(loader, progress, desc):
+            if isinstance(x, list | tuple):  # (input, pill size) from a crop transform
+                x, px = x
+                sizes.append(np.asarray(px, dtype=np.float64))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC
             if both is not None:
@@ -155,7 +163,18 @@ def predict(
         paths=[str(s.path) for s in images.samples],
         columns=sample_columns(images),
         embeddings=torch.cat(embeds).numpy() if embeds else None,
+        pill_px=np.concatenate(sizes) if sizes else None,
     )
+
+
+def calibrated_temperature(card: dict[str, Any], pred: Predictions) -> float | np.ndarray:
+    """The temperature each photo of ``pred`` is scored with: one per photo when the card
+    has a size temperature and the photos' pill sizes are known (a crop model), else the
+    card's single ``calibration.temperature``."""
+    from ..identify.temperature import SizeTemperature, row_temperatures
+
+    single = float((card.get("calibration") or {}).get("temperature", 1.0))
+    return row_temperatures(single, SizeTemperature.from_card(card), pred.pill_px)
 
 
 def sample_columns(images: ImageSet) -> dict[str, list[str]]:
@@ -178,22 +197,27 @@ def group_values(pred: Predictions, column: str) -> list[str]:
 def summarize(
     pred: Predictions,
     labels: list[str],
-    temperature: float = 1.0,
+    temperature: float | np.ndarray = 1.0,
     group_by: str | None = None,
     top_confused: int = 20,
 ) -> dict[str, Any]:
     """Metrics for ``pred``: headline keys at top level, plus groups and diagnostics.
 
+    ``temperature``: one number, or one per photo (:func:`calibrated_temperature`).
+
     Returns a dict with the :func:`~rxvision.engine.metrics.compute_metrics` keys, and
-    ``temperature``, ``uncalibrated`` (nll/ece at T = 1), ``unknown_labels`` ({count,
+    ``temperature`` (the median of per-photo ones, which ``temperature_rule`` then
+    describes), ``uncalibrated`` (nll/ece at T = 1), ``unknown_labels`` ({count,
     labels}), ``groups`` (value -> headline keys, only with ``group_by``), ``per_class``
     (rows) and ``most_confused`` (pairs).
     """
     known = pred.known
-    probs = softmax(pred.logits[known], temperature)  # (K, C)
+    probs = softmax(pred.logits[known], rows_of(temperature, known))  # (K, C)
     targets = pred.targets[known]
     result: dict[str, Any] = compute_metrics(probs, targets, labels)
-    result["temperature"] = float(temperature)
+    result["temperature"] = float(np.median(temperature) if np.size(temperature) else 1.0)
+    if isinstance(temperature, np.ndarray):
+        result["temperature_rule"] = describe_temperature(temperature)
     if len(targets):
         raw = softmax(pred.logits[known], 1.0)
         result["uncalibrated"] = {"nll": nll(raw, targets), "ece": ece(raw, targets)}

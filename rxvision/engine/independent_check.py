@@ -21,7 +21,7 @@ from ..artifact import update_card
 from ..data import load_dataset
 from ..identify.backends import load_backend
 from ..identify.pipeline import crop_transform_for, model_framing
-from .evaluate import predict, subset, summarize
+from .evaluate import calibrated_temperature, predict, subset, summarize
 
 
 def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any] | None:
@@ -47,7 +47,7 @@ def independent_check(run: str | Path, data: str | Path, limit: int | None = Non
     transform = crop_transform_for(backend.card, Path(run))
     pred = predict(backend, images, batch_size=batch_size, workers=0, progress=True,
                    transform=transform, desc="independent photos")
-    result = summarize(pred, backend.labels, backend.temperature)
+    result = summarize(pred, backend.labels, calibrated_temperature(backend.card, pred))
     card = backend.card
     gap = own_renderer_gap(card, result["top1"]) or {}
     check = {"data": str(data), "n": result["n"], "framing": model_framing(card),

@@ -35,14 +35,32 @@ HEADLINE_KEYS = ("n", "top1", "top5", "f1_macro", "f1_weighted", "roc_auc_macro"
                  "brier", "accuracy_at_coverage")
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` in float64 (numerically stable)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    z = np.asarray(logits, dtype=np.float64) / temperature
+def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float64 (numerically stable);
+    ``temperature`` is one number or one per row (N,)."""
+    t = np.asarray(temperature, dtype=np.float64)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(logits)) or not (t > 0).all():
+        raise ValueError(f"temperature must be positive, one number or one per row, got "
+                         f"{temperature}")
+    z = np.asarray(logits, dtype=np.float64) / (t[:, None] if t.ndim == 1 else t)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def rows_of(temperature: float | np.ndarray, mask: np.ndarray) -> float | np.ndarray:
+    """The temperatures of the rows ``mask`` selects (one number stays one number)."""
+    return temperature[mask] if isinstance(temperature, np.ndarray) else temperature
+
+
+def describe_temperature(temperature: float | np.ndarray) -> str:
+    """"1.09", or "0.875-1.36 by pill size (median 1.02)" for one per row."""
+    if not isinstance(temperature, np.ndarray):
+        return f"{temperature:.4g}"
+    if temperature.size == 0:
+        return "n/a"
+    return (f"{temperature.min():.3g}-{temperature.max():.3g} by pill size "
+            f"(median {np.median(temperature):.3g})")
 
 
 def _check(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -42,8 +42,8 @@ from ..identify.openset import (
     ood_scores,
     open_set_metrics,
 )
-from .evaluate import Predictions, predict
-from .metrics import softmax
+from .evaluate import Predictions, calibrated_temperature, predict
+from .metrics import rows_of, softmax
 
 if TYPE_CHECKING:  # the protocol lives with the backends; importing it loads onnxruntime
     from ..identify.backends import Backend
@@ -106,10 +106,11 @@ def _scores(pred: Predictions, mask: np.ndarray, method: str,
 def score_predictions(
     known: Predictions,
     unknown: Predictions,
-    temperature: float,
+    temperature: float | np.ndarray,
     method: str = DEFAULT_OOD_METHOD,
     prototypes: np.ndarray | None = None,
     class_centres: np.ndarray | None = None,
+    unknown_temperature: float | np.ndarray | None = None,
 ) -> OpenSetScores:
     """Open-set scores of the known set's known-label photos and the unknown set's others.
 
@@ -119,7 +120,10 @@ def score_predictions(
     Args:
         known, unknown: :func:`~rxvision.engine.evaluate.predict` outputs of the two sets
             (with ``embeddings=True`` for ``cosine``).
-        temperature: calibrated T, for the confidences the abstention rule reads.
+        temperature: calibrated T, for the confidences the abstention rule reads: one,
+            or one per photo of ``known`` (a size temperature).
+        unknown_temperature: the same for the photos of ``unknown`` (default: ``temperature``,
+            which must then be one number).
         method: an :data:`~rxvision.identify.openset.OOD_METHODS` name.
         prototypes: class prototypes (C, D) for ``cosine``.
         class_centres: per-class logit centres (C,) for ``centred_max_logit``.
@@ -134,8 +138,10 @@ def score_predictions(
     if not u_mask.any():
         raise DatasetError("every photo of --unknown has a label the model knows; --unknown "
                            "must show pills that are not in the model")
-    k_probs = softmax(known.logits[k_mask], temperature)  # (N, C)
-    u_probs = softmax(unknown.logits[u_mask], temperature)  # (M, C)
+    if unknown_temperature is None:
+        unknown_temperature = temperature
+    k_probs = softmax(known.logits[k_mask], rows_of(temperature, k_mask))  # (N, C)
+    u_probs = softmax(unknown.logits[u_mask], rows_of(unknown_temperature, u_mask))  # (M, C)
     return OpenSetScores(
         method=method,
         known=_scores(known, k_mask, method, prototypes, class_centres),
@@ -202,7 +208,8 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     if ood is not None:
         centres = class_centres(backend) if method == "centred_max_logit" else None
         scores = _scores(pred, known, method, None, centres)
-    probs = softmax(pred.logits[known], backend.temperature)
+    probs = softmax(pred.logits[known],
+                    rows_of(calibrated_temperature(backend.card, pred), known))
     correct = probs.argmax(axis=1) == pred.targets[known]
     ok = answered(probs.max(axis=1), scores if scores is not None else 0.0,
                   thresholds["abstain_threshold"], ood)
@@ -323,7 +330,9 @@ def evaluate_open_set(
         centres = class_centres(backend)
     pred = predict(backend, unknown_images, embeddings=method == "cosine", desc="unknown",
                    **predict_options)
-    scores = score_predictions(known, pred, backend.temperature, method, prototypes, centres)
+    scores = score_predictions(known, pred, calibrated_temperature(backend.card, known), method,
+                               prototypes, centres,
+                               unknown_temperature=calibrated_temperature(backend.card, pred))
     study = open_set_study(scores, thresholds)
     study["skipped_known_labels"] = int(pred.known.sum())
     return scores, study

@@ -45,15 +45,16 @@ def _save(fig: Figure, path: Path) -> str:
 
 
 # --- plots ------------------------------------------------------------------------------
-def plot_reliability(pred: Predictions, temperature: float, path: Path) -> str:
-    """Reliability diagram at T = 1 and, if the model is calibrated, at its T."""
+def plot_reliability(pred: Predictions, temperature: float | np.ndarray, path: Path) -> str:
+    """Reliability diagram at T = 1 and, if the model is calibrated, at its T (one, or one
+    per photo)."""
     known = pred.known
     targets = pred.targets[known]
-    temps = [1.0] if math.isclose(temperature, 1.0) else [1.0, temperature]
+    temps = [1.0] if _is_one(temperature) else [1.0, temperature]
     fig = Figure(figsize=(5 * len(temps), 4.6))
     for i, t in enumerate(temps):
         ax = fig.add_subplot(1, len(temps), i + 1)
-        probs = M.softmax(pred.logits[known], t)
+        probs = M.softmax(pred.logits[known], M.rows_of(t, known))
         bins = M.calibration_bins(probs, targets)
         centers = (bins["edges"][:-1] + bins["edges"][1:]) / 2
         width = bins["edges"][1] - bins["edges"][0]
@@ -64,7 +65,8 @@ def plot_reliability(pred: Predictions, temperature: float, path: Path) -> str:
                bottom=bins["accuracy"][filled], width=width * 0.95, color="#dd8452", alpha=0.5,
                label="gap to confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        title = "before calibration (T = 1)" if t == 1.0 else f"after calibration (T = {t:.3g})"
+        title = ("before calibration (T = 1)" if i == 0
+                 else f"after calibration (T = {M.describe_temperature(t)})")
         ax.set_title(f"{title}\nECE = {M.ece(probs, targets):.4f}", fontsize=10)
         ax.set_xlabel("confidence (top-1 probability)")
         ax.set_ylabel("accuracy")
@@ -79,10 +81,10 @@ def plot_reliability(pred: Predictions, temperature: float, path: Path) -> str:
     return _save(fig, path)
 
 
-def plot_coverage(pred: Predictions, temperature: float, path: Path) -> str:
+def plot_coverage(pred: Predictions, temperature: float | np.ndarray, path: Path) -> str:
     """Accuracy on the most confident fraction of photos, against that fraction."""
     known = pred.known
-    probs = M.softmax(pred.logits[known], temperature)
+    probs = M.softmax(pred.logits[known], M.rows_of(temperature, known))
     cov, acc = M.coverage_curve(probs, pred.targets[known])
     fig = Figure(figsize=(6, 4.2))
     ax = fig.add_subplot(1, 1, 1)
@@ -358,6 +360,11 @@ def _section(title: str, text: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2><p>{text}</p>{body}"
 
 
+def _is_one(temperature: float | np.ndarray) -> bool:
+    """Whether the model is uncalibrated (T = 1 for every photo)."""
+    return bool(np.allclose(temperature, 1.0))
+
+
 def _img(name: str | None) -> str:
     return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' if name else ""
 
@@ -367,7 +374,7 @@ def write_report(
     result: dict[str, Any],
     pred: Predictions,
     labels: list[str],
-    temperature: float,
+    temperature: float | np.ndarray,
     run_dir: str | Path | None = None,
     thumbnails: ImageSet | None = None,
     title: str = "RxVision evaluation",
@@ -379,7 +386,8 @@ def write_report(
         result: :func:`~rxvision.engine.evaluate.summarize` output (plus "corruptions" and
             "calibration" when available).
         pred: the predictions ``result`` was computed from.
-        labels, temperature: the model's labels and calibrated temperature.
+        labels, temperature: the model's labels and calibrated temperature (one, or one
+            per photo of ``pred``: a size temperature).
         run_dir: model directory; its ``log.jsonl`` gives the training curves.
         thumbnails: images whose first photo per label illustrates the confusion matrix.
         open_set: scores behind ``result["open_set"]`` (``evaluate --unknown``), plotted.
@@ -397,7 +405,8 @@ def write_report(
              for q, v in (result.get("accuracy_at_coverage") or {}).items()]
     parts.append(_section("Headline metrics",
                           f"Probabilities are softmax(logits / T) with the model's T = "
-                          f"{temperature:.4g}.", _table(["metric", "value", "meaning"], rows)))
+                          f"{M.describe_temperature(temperature)}.",
+                          _table(["metric", "value", "meaning"], rows)))
     unknown = result.get("unknown_labels") or {}
     if unknown.get("count"):
         shown = ", ".join(html.escape(x) for x in unknown["labels"][:50])
@@ -411,11 +420,11 @@ def write_report(
         cal = result.get("calibration") or {}
         cal_text = ("Bars show the accuracy of photos grouped by confidence; a calibrated model"
                     " follows the diagonal (a photo shown at 90% is right 90% of the time).")
-        if not math.isclose(temperature, 1.0):
+        if not _is_one(temperature):
             cal_text += (f" Left: raw softmax (T = 1); right: after temperature scaling "
-                         f"(T = {temperature:.4g}).")
+                         f"(T = {M.describe_temperature(temperature)}).")
         raw = result.get("uncalibrated") or {}
-        if raw and not math.isclose(temperature, 1.0):
+        if raw and not _is_one(temperature):
             cal_text += (f" On this data: ECE {_fmt(raw.get('ece'))} before, "
                          f"{_fmt(result.get('ece'))} after; NLL {_fmt(raw.get('nll'))} before, "
                          f"{_fmt(result.get('nll'))} after.")

@@ -52,6 +52,7 @@ from .openset import (
     fit_thresholds,
     ood_scores,
 )
+from .temperature import SizeTemperature, row_temperatures
 from .tta import RotationTTA, apply_tta
 
 if TYPE_CHECKING:  # annotations only: the ONNX backend never builds the network (timm)
@@ -209,6 +210,7 @@ class Identifier:
         self.temperature = float(card.get("calibration", {}).get("temperature", 1.0))
         if not self.temperature > 0:
             raise ArtifactError(f"card temperature must be positive, got {self.temperature}")
+        self.size_temperature = SizeTemperature.from_card(card)  # None: one T for every pill
         settings = card.get("identification", {})
         self.abstain_threshold = float(
             settings.get("abstain_threshold", DEFAULT_ABSTAIN_THRESHOLD)
@@ -322,9 +324,20 @@ class Identifier:
                                 f"{self.num_classes} labels")
         return logits, None if emb is None else as_array(emb)
 
-    def log_probs(self, logits: Any) -> np.ndarray:
-        """Calibrated log-probabilities ``log_softmax(logits / T)`` (B, C)."""
-        return log_softmax(as_array(logits) / np.float32(self.temperature))
+    def log_probs(self, logits: Any, pill_px: Any | None = None) -> np.ndarray:
+        """Calibrated log-probabilities ``log_softmax(logits / T)`` (B, C).
+
+        ``pill_px``: each row's pill size (longer side of its box in the decoded photo, > 0);
+        with a card that has a size temperature each row gets its own T (see
+        :mod:`.temperature`), else (or where a size is unknown) the card's single T.
+        """
+        logits = as_array(logits)
+        temps = row_temperatures(self.temperature, self.size_temperature, pill_px)
+        if isinstance(temps, np.ndarray):
+            if len(temps) != len(logits):
+                raise IdentifierError(f"{len(temps)} pill sizes for {len(logits)} rows")
+            return log_softmax(logits / temps.astype(np.float32)[:, None])
+        return log_softmax(logits / np.float32(temps))
 
     def ood(self, logits: Any, embeddings: Any | None = None) -> np.ndarray:
         """Open-set scores (B,), higher = more likely unknown."""

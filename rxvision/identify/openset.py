@@ -242,7 +242,7 @@ def open_set_metrics(known_scores: Any, unknown_scores: Any, tpr: float = 0.95
 def fit_thresholds(
     logits: Any,
     targets: Any,
-    temperature: float = 1.0,
+    temperature: float | np.ndarray = 1.0,
     method: str = "energy",
     embeddings: Any | None = None,
     prototypes: Any | None = None,
@@ -257,7 +257,7 @@ def fit_thresholds(
         logits: raw logits (N, C) of labelled validation views.
         targets: class index per view (N,); views with -1 (unknown labels) are ignored.
         temperature: the card's calibrated temperature (abstention uses calibrated
-            probabilities).
+            probabilities): one, or one per view (N,) (a size temperature).
         method, embeddings, prototypes, class_centres: the open-set score, see
             :func:`ood_scores`.
         tpr: fraction of known views that must stay below the OOD threshold.
@@ -282,6 +282,8 @@ def fit_thresholds(
         raise ValueError("no validation views of known labels to fit thresholds on")
     logits, targets = logits[known], targets[known]
     emb = None if embeddings is None else as_array(embeddings)[known]
+    if np.ndim(temperature):  # one per view
+        temperature = as_array(temperature, np.float64)[known][:, None]
     probs = np.exp(log_softmax(logits / temperature, axis=1))
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     scores = ood_scores(logits, emb, prototypes, method, class_centres)

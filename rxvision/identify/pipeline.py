@@ -109,6 +109,9 @@ class FoundPill:
     finder_score: float
     crop: Image.Image = field(repr=False)
     detail: Image.Image | None = field(default=None, repr=False)
+    # The longer side of the pill's box in the decoded photo: the detail the crop was made
+    # from, which the size temperature reads (a large JPEG is decoded reduced).
+    detail_px: float = 0.0
 
 
 @dataclass
@@ -141,9 +144,11 @@ class CropTransform:
         best = max(regions, key=lambda r: r.score * r.mask.sum() ** 0.5)
         return normalised_crop(img, best, self.size), best
 
-    def __call__(self, img: Image.Image) -> Any:
-        """The crop as a normalised torch tensor (3, H, W), for evaluation's data loader."""
-        return self.inner(self.crop(img)[0])
+    def __call__(self, img: Image.Image) -> tuple[Any, float]:
+        """The crop as a normalised torch tensor (3, H, W), for evaluation's data loader,
+        and the pill's size (:func:`region_px`; 0.0 when nothing was found)."""
+        crop, region = self.crop(img)
+        return self.inner(crop), 0.0 if region is None else region_px(region)
 
 
 class PillPipeline:
@@ -211,7 +216,7 @@ class PillPipeline:
         regions = self.segmenter.find(img)[: max_pills or self.max_pills]
         found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
                                  normalised_crop(img, r, self.crop_size),
-                                 self._detail(img, r)) for r in regions]
+                                 self._detail(img, r), region_px(r)) for r in regions]
         if not found.pills:
             found.retake = NO_PILL
         found.timings_ms["find"] = ms(time.perf_counter() - t1)
@@ -280,7 +285,8 @@ class PillPipeline:
                 "photograph that pill alone")
         t0 = time.perf_counter()
         logits, emb = self.identifier.forward(self.inputs(found.pills))
-        lp, scores = self.identifier.log_probs(logits), self.identifier.ood(logits, emb)
+        lp = self.identifier.log_probs(logits, pill_sizes(found.pills))
+        scores = self.identifier.ood(logits, emb)
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
         t2 = time.perf_counter()
@@ -312,13 +318,31 @@ class PillPipeline:
             picked.append(found.pills[0])
         logits, emb = self.identifier.forward(self.inputs(picked))
         ident = self.identifier
-        lp, scores = ident.log_probs(logits), ident.ood(logits, emb)
+        lp, scores = ident.log_probs(logits, pill_sizes(picked)), ident.ood(logits, emb)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
                              self.read_imprints(picked), topk, typed)
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
+
+
+def region_px(region: PillRegion) -> float:
+    """A found pill's size: the longer side of its box, in the pixels it was found in."""
+    x0, y0, x1, y1 = region.box
+    return float(max(x1 - x0, y1 - y0))
+
+
+def size_temperature_range(preprocessing: dict[str, Any]) -> tuple[float, float]:
+    """The pill sizes a size temperature varies over: from the smallest pill the pipeline
+    names (:data:`MIN_PILL_PX`) to the crop's own pill size (``fill`` x the input's side),
+    above which a crop holds no more detail."""
+    return float(MIN_PILL_PX), DEFAULT_FILL * min(int(s) for s in preprocessing["input_size"])
+
+
+def pill_sizes(pills: list[FoundPill]) -> np.ndarray:
+    """Each pill's :attr:`FoundPill.detail_px` (N,), for :meth:`Identifier.log_probs`."""
+    return np.asarray([p.detail_px for p in pills], dtype=np.float64)
 
 
 def segmenter_backend(backend: str) -> str:

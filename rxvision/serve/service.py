@@ -25,7 +25,7 @@ from PIL import Image
 from ..identify.answers import TypedFacts
 from ..identify.fusion import fuse_log_probs, fuse_ood_scores
 from ..identify.identifier import Identification, Identifier, IdentifierError
-from ..identify.pipeline import FoundPill, PillPipeline, model_framing
+from ..identify.pipeline import FoundPill, PillPipeline, model_framing, pill_sizes
 from ..imprint import ImprintRead
 from .batcher import BatchResult, MicroBatcher
 from .metrics import ServeMetrics
@@ -121,17 +121,17 @@ class Service:
     # --- stages ---------------------------------------------------------------------------
     def _forward(self, batch: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """On the model thread: uint8 batch (B, 3, H, W) -> calibrated log-probabilities
-        (B, C), open-set scores (B,) and embeddings (B, D) or None (NumPy arrays).
+        """On the model thread: uint8 batch (B, 3, H, W) -> logits (B, C), open-set scores
+        (B,) and embeddings (B, D) or None (NumPy arrays).
 
         Normalising here, not in the decode pool, keeps every multi-threaded torch op on one
         thread: torch ops in several threads at once would each start their own OpenMP
-        team and oversubscribe the cores. Log-probabilities and scores are computed for the
-        whole batch at once, which costs less than per request on the event loop.
+        team and oversubscribe the cores. Scores are computed for the whole batch at once;
+        the calibrated probabilities in :meth:`decide`, which knows each row's pill size.
         """
         ident = self.identifier
         logits, emb = ident.forward(ident.transform.normalize(batch))
-        return ident.log_probs(logits), ident.ood(logits, emb), emb
+        return logits, ident.ood(logits, emb), emb
 
     def _decode_one(self, upload: Upload, max_pills: int | None = None) -> Decoded:
         t0 = time.perf_counter()
@@ -185,10 +185,14 @@ class Service:
         """
         if not results:
             return []
-        lp = np.concatenate([r.outputs[0] for r in results])  # (n, C)
+        logits = np.concatenate([r.outputs[0] for r in results])  # (n, C)
         scores = np.concatenate([r.outputs[1] for r in results]).tolist()  # (n,)
         reads = [r for d in decoded or [] for r in d.reads or []]  # one per row (crop model)
         pipeline = self.pipeline
+        # A crop model's rows are its pills, each calibrated at its own size.
+        sizes = (pill_sizes([p for d in decoded or [] for p in d.pills or []])
+                 if pipeline is not None else None)
+        lp = self.identifier.log_probs(logits, sizes)
 
         def decide(log_probs: np.ndarray, score: float, row_reads: list) -> Identification:
             if pipeline is None:
