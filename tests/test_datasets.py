@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rxvision.data import DatasetError, load_dataset
+from rxvision.data import DatasetError, load_dataset, load_datasets
 
 
 def _png(path: Path, colour: tuple[int, int, int] = (120, 80, 40)) -> Path:
@@ -51,6 +51,24 @@ def test_labels_are_stable_whatever_the_row_order(tmp_path: Path) -> None:
     two = load_dataset(_manifest(tmp_path, "image,label\n" + "\n".join(rows[::-1]) + "\n",
                                  "2.csv"))
     assert one.labels == two.labels == ["a", "b", "c"]
+
+
+def test_several_manifests_load_as_one_set(tmp_path: Path) -> None:
+    one = _manifest(tmp_path, "image,label,ndc\nx/b.png,zeta,0002-1\n", "r512/manifest.csv")
+    two = _manifest(tmp_path, "image,label,ndc,name\nx/a.png,alpha,0001-1,Alphacin\n"
+                              "x/c.png,zeta,0002-1,Zetamab\n", "r1024/manifest.csv")
+    ds = load_datasets([one, two])
+    assert [s.path for s in ds.samples] == [tmp_path / "r512/x/b.png",  # each its own root
+                                            tmp_path / "r1024/x/a.png",
+                                            tmp_path / "r1024/x/c.png"]
+    assert ds.labels == ["alpha", "zeta"] and ds.targets() == [1, 0, 1]
+    assert ds.label_metadata[1] == {"ndc": "0002-1", "name": "Zetamab"}  # merged
+    assert ds.source == one
+    assert load_datasets([one]).samples == load_dataset(one).samples
+    with pytest.raises(DatasetError, match="no dataset"):
+        load_datasets([])
+    with pytest.raises(DatasetError, match="not found"):
+        load_datasets([one, tmp_path / "missing.csv"])
 
 
 def test_sample_manifest_keeps_source_id_per_sample(sample_dir: Path) -> None:

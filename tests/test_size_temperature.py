@@ -205,18 +205,21 @@ def _write_views(root: Path, labelled: list[tuple[str, np.ndarray]], sizes: list
 def test_calibrate_fits_it_on_mixed_sizes_and_drops_it_when_asked(
         crop_model: Path, labelled_sides: list[tuple[str, np.ndarray]], tmp_path: Path,
         capsys: pytest.CaptureFixture):
-    mixed = _write_views(tmp_path / "mixed", labelled_sides, [40, 70, 100])
+    # two manifests, fitted on as one set, as renders at two resolutions would be
+    small = _write_views(tmp_path / "small", labelled_sides, [40, 70])
+    large = _write_views(tmp_path / "large", labelled_sides, [100])
     assert len(labelled_sides) * 3 >= 50
     args = ["calibrate", "--model", str(crop_model), "--workers", "0", "--no-progress",
             "--thresholds", "--abstain-threshold", "0.5"]
-    assert main([*args, "--data", str(mixed)]) == 0
+    assert main([*args, "--data", str(small), str(large)]) == 0
     assert "size temperature: T" in capsys.readouterr().out
     card = json.loads((crop_model / "card.json").read_text())
+    assert card["calibration"]["fitted_on"] == f"{small} + {large}"
     stored = card["calibration"]["size_temperature"]
     assert SizeTemperature.from_card(card) is not None and stored["n_sized"] >= 50
     assert card["identification"]["by_size"] is True
     # evaluate scores each photo at its own size, and says so
-    assert main(["evaluate", "--model", str(crop_model), "--data", str(mixed), "--workers", "0",
+    assert main(["evaluate", "--model", str(crop_model), "--data", str(small), "--workers", "0",
                  "--no-progress", "--tta", "1"]) == 0
     assert "by pill size" in capsys.readouterr().out
 

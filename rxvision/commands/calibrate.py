@@ -15,6 +15,11 @@ from .options import TTA_CHOICES
 THRESHOLD_OPTIONS = ("target_tpr", "abstain_precision", "abstain_threshold", "ood_method")
 
 
+def _data_name(args: argparse.Namespace) -> str:
+    """The calibration data as the card records it: "a.csv" or "a.csv + b.csv"."""
+    return " + ".join(str(d) for d in args.data)
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -47,9 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "model")
     p.add_argument("--model", required=True, metavar="RUN",
                    help="model artifact directory (its card.json is updated)")
-    p.add_argument("--data", required=True, metavar="D",
+    p.add_argument("--data", required=True, metavar="D", nargs="+",
                    help="held-out labelled views (not training images), e.g. from "
-                        "`rxvision data synth`")
+                        "`rxvision data render-independent`; several manifests are fitted "
+                        "on as one set (e.g. renders at 512 and 1024 px, for the size "
+                        "temperature)")
     p.add_argument("--batch-size", type=int, default=32, metavar="B")
     p.add_argument("--workers", type=int, default=2, metavar="W")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..artifact import update_card
-    from ..data import DatasetError, load_dataset
+    from ..data import DatasetError, load_datasets
     from ..engine.calibration import calibrate
     from ..engine.evaluate import predict, subset
     from ..engine.openset_eval import resolve_method
@@ -112,17 +119,17 @@ def run(args: argparse.Namespace) -> int:
     backend, tta = apply_tta(backend, backend.card, args.tta)
     method = (resolve_method(backend, args.ood_method, centres_in_card=False)
               if args.thresholds else None)
-    images = subset(load_dataset(args.data), args.limit)
+    images = subset(load_datasets(args.data), args.limit)
     transform = crop_transform_for(backend.card, backend.path, args.segmenter)
     pred = predict(backend, images, batch_size=args.batch_size, workers=args.workers,
                    embeddings=method == "cosine", progress=not args.no_progress,
                    desc="calibrate", transform=transform)
     known = pred.known
     if not known.any():
-        raise DatasetError(f"{args.data}: none of its labels are in the model; "
+        raise DatasetError(f"{_data_name(args)}: none of its labels are in the model; "
                            "calibrate on views of the model's own classes")
     fit = calibrate(pred.logits[known], pred.targets[known])
-    record = {**fit, "fitted_on": str(args.data), "tta": tta}
+    record = {**fit, "fitted_on": _data_name(args), "tta": tta}
     head = backend.model.get_classifier()
     if isinstance(head, CosineClassifier):  # what `rxvision enroll --offset auto` matches
         record["own_class_cosine"] = own_class_cosine(
@@ -133,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
         record["own_logit_means_fit"] = centre_fit
     except ValueError as exc:
         if method == "centred_max_logit":
-            raise DatasetError(f"{args.data}: {exc}; the centred_max_logit score needs them "
-                               "(render more views per pill: rxvision data synth --views 2)"
+            raise DatasetError(f"{_data_name(args)}: {exc}; the centred_max_logit score needs "
+                               "them (render more views per pill: rxvision data synth "
+                               "--views 2)"
                                ) from exc
         print(f"note: no per-class logit centres ({exc})")
     if (~known).any():
@@ -201,7 +209,7 @@ def fit_by_size(card: dict[str, Any], pred: Any, single: float, args: argparse.N
                                 px_min, px_max, single)
     except SizeSpreadError as exc:
         if args.size_temperature:
-            raise DatasetError(f"{args.data}: {exc}") from exc
+            raise DatasetError(f"{_data_name(args)}: {exc}") from exc
         print(f"note: no size temperature ({exc}); one T = {single:.4g} for every pill size")
         return None
     model = SizeTemperature.from_card({"calibration": {"size_temperature": fit}})
@@ -232,9 +240,9 @@ def fit_identification(backend: Any, pred: Any, temperature: Any, method: str,
                              prototypes, tpr, precision, args.abstain_threshold,
                              None if class_centres is None else torch.tensor(class_centres))
     except ValueError as exc:  # the only data-dependent failure: precision out of reach
-        raise DatasetError(f"{args.data}: {exc}; lower --abstain-precision or set "
+        raise DatasetError(f"{_data_name(args)}: {exc}; lower --abstain-precision or set "
                            "--abstain-threshold P") from exc
-    fit.update(fitted_on=str(args.data))
+    fit.update(fitted_on=_data_name(args))
     rule = (f"fixed {fit['abstain_threshold']:.4g}" if fit["abstain_rule"] == "fixed"
             else f"{fit['abstain_threshold']:.4g} (accepted answers >= {precision:.2%} right)")
     print(f"abstain_threshold {rule}; {method} ood_threshold {fit['ood_threshold']:.4g} "

@@ -1,6 +1,6 @@
 """Datasets, safe decoding, preprocessing and phone-photo augmentation."""
 
-from .datasets import DatasetError, EvalDataset, ImageSet, Sample, load_dataset
+from .datasets import DatasetError, EvalDataset, ImageSet, Sample, load_dataset, load_datasets
 from .decode import ImageDecodeError, ImageTooLargeError, load_image
 from .transforms import letterbox
 
@@ -13,5 +13,6 @@ __all__ = [
     "Sample",
     "letterbox",
     "load_dataset",
+    "load_datasets",
     "load_image",
 ]

@@ -76,6 +76,28 @@ def load_dataset(path: str | Path) -> ImageSet:
     raise DatasetError(f"dataset not found: {path} (expected a manifest CSV or a folder)")
 
 
+def load_datasets(paths: list[str | Path]) -> ImageSet:
+    """Several manifests or folders as one set (e.g. renders at two resolutions for a
+    calibration): samples in the given order, the union of labels, each label's metadata
+    merged (a later set's values win). ``source`` is the first path.
+
+    Raises:
+        DatasetError: no path given, or one of them cannot be read.
+    """
+    if not paths:
+        raise DatasetError("no dataset given")
+    sets = [load_dataset(p) for p in paths]
+    if len(sets) == 1:
+        return sets[0]
+    meta: dict[str, dict[str, str]] = {}
+    for one in sets:
+        for label, label_meta in zip(one.labels, one.label_metadata, strict=True):
+            meta.setdefault(label, {}).update(label_meta)
+    labels = sorted(meta)
+    return ImageSet([s for one in sets for s in one.samples], labels,
+                    [meta[lab] for lab in labels], sets[0].source)
+
+
 def _from_manifest(path: Path) -> ImageSet:
     # utf-8-sig: spreadsheet exports start with a BOM that would rename the first column.
     try:
