@@ -5,7 +5,8 @@ time, and prints the bundled model's top-1 on each (both sides / one side), with
 rotation (tta 1) to keep it fast. A benchmark: it reports numbers, it does not pass/fail.
 
     python benchmarks/indep_ablation.py ../shared/data/c3pi-1k/manifest.csv --refs 100 \
-        --size 512 --variants default clean_sensor no_tilt laminate big clean_all clean
+        --size 512 --variants default clean_sensor no_colour no_blur no_noise flat_light \
+        no_tilt laminate big clean_all clean
 
 Photos go to --work (default /tmp/indep-ablation/<variant>-<size>), replaced each run.
 """
@@ -24,6 +25,7 @@ from rxvision.data import load_dataset
 from rxvision.engine.evaluate import predict
 from rxvision.identify.backends import load_backend
 from rxvision.identify.bundled import resolve_model_path
+from rxvision.identify.pipeline import crop_transform_for
 from rxvision.identify.tta import apply_tta
 from rxvision.validation import IndependentRenderer, RenderParams, write_views
 from rxvision.validation.geometry import CameraParams
@@ -58,6 +60,15 @@ VARIANTS: dict[str, RenderParams] = {
     "clean_sensor": dataclasses.replace(BASE, sensor=CLEAN_SENSOR),
     "no_tilt": dataclasses.replace(BASE, camera=FLAT),
     "laminate": dataclasses.replace(BASE, backgrounds=("laminate",)),
+    "no_colour": dataclasses.replace(BASE, sensor=dataclasses.replace(
+        SensorParams(), cast=0.0, tint=0.0, exposure=(1.0, 1.0), vignette=(0.0, 0.0))),
+    "no_blur": dataclasses.replace(BASE, sensor=dataclasses.replace(
+        SensorParams(), defocus_prob=0.0, motion_prob=0.0)),
+    "no_noise": dataclasses.replace(BASE, sensor=dataclasses.replace(
+        SensorParams(), photons=(1e6, 1e6), read_noise=(0.0, 0.0), jpeg_quality=(95, 95))),
+    "flat_light": dataclasses.replace(BASE, scene=dataclasses.replace(
+        SceneParams(), light_gradient=(0.0, 0.0), gloss_prob=0.0, glare_prob=0.0,
+        shadow_strength=(0.1, 0.1))),
     "big": dataclasses.replace(BASE, scene=dataclasses.replace(SceneParams(), **BIG)),
     "clean_all": dataclasses.replace(BASE, sensor=CLEAN_SENSOR, scene=CLEAN_SCENE, camera=FLAT),
     "clean": dataclasses.replace(
@@ -83,6 +94,8 @@ def main() -> None:
     images = dataclasses.replace(images, samples=images.samples[::step][: args.refs])
     backend = load_backend(resolve_model_path(None))
     backend, _ = apply_tta(backend, backend.card, 1)  # one rotation: 4x faster than the card
+    # a crop model sees each photo through its pill finder, as evaluate runs it
+    transform = crop_transform_for(backend.card, backend.path)
     results = {}
     for name in args.variants:
         start = time.perf_counter()
@@ -90,7 +103,8 @@ def main() -> None:
         manifest = write_views(
             images, args.work / f"{name}-{args.size}", 2, args.seed, renderer, overwrite=True
         )
-        pred = predict(backend, load_dataset(manifest), workers=0, progress=False)
+        pred = predict(backend, load_dataset(manifest), workers=0, progress=False,
+                       transform=transform)
         ok = pred.logits.argmax(1) == pred.targets
         modes = np.array(pred.columns["mode"])
         results[name] = {

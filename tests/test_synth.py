@@ -272,3 +272,37 @@ def test_crop_framing_validates_on_one_side_views(sample_dir: Path) -> None:
     synth = PhoneViewSynthesizer.from_images(refs, (64, 64), params)
     val = validation_views(synth, torch.arange(4), views_per_image=2, seed=5, batch=8)
     assert val.modes == ["one"] * 8
+
+
+@pytest.mark.parametrize("sensor_pixels", [False, True])
+def test_crop_views_enlarge_the_sensors_noise_with_the_pill(two_colour_synth, sensor_pixels):
+    """A crop of a pill that lay small in the photo enlarges the photo's noise with it:
+    neighbouring pixels of its noise agree. Added after the enlargement they do not."""
+    params = SynthParams(blur_prob=0.0, lowres_prob=1.0, lowres_scale=(0.3, 0.3),
+                         noise_prob=1.0, noise_std=0.05, letterbox_prob=0.0,
+                         sensor_pixels=sensor_pixels)
+    synth = PhoneViewSynthesizer(two_colour_synth.sides, two_colour_synth.num_sides,
+                                 (96, 96), params)
+    grey = torch.full((4, 3, 96, 96), 0.5)
+    out, compressed = synth._degrade(grey.clone(), torch.Generator().manual_seed(0))
+    noise = (out - 0.5)[..., 8:-8, 8:-8]
+    lag1 = float((noise[..., 1:] * noise[..., :-1]).mean() / (noise * noise).mean())
+    if sensor_pixels:
+        assert lag1 > 0.6  # one sensor pixel spans ~3 crop pixels
+    else:
+        assert abs(lag1) < 0.1
+    assert not compressed.any()  # no JPEG plan given: nothing compressed yet
+
+
+def test_crop_framing_compresses_small_views_once(two_colour_synth):
+    params = SynthParams(framing="crop", jpeg_prob=1.0).for_framing()
+    assert params.sensor_pixels and params.lowres_prob > 0
+    synth = PhoneViewSynthesizer(two_colour_synth.sides, two_colour_synth.num_sides,
+                                 (96, 96), params)
+    g = torch.Generator().manual_seed(1)
+    plan = synth._jpeg_plan(g, 16)
+    _, compressed = synth._degrade(torch.full((16, 3, 96, 96), 0.5), g, plan)
+    assert compressed.any() and not compressed.all()  # the low-resolution ones, at their size
+    views, _ = synth.render(torch.zeros(6, dtype=torch.long), torch.Generator().manual_seed(2))
+    again, _ = synth.render(torch.zeros(6, dtype=torch.long), torch.Generator().manual_seed(2))
+    assert views.dtype == torch.uint8 and torch.equal(views, again)

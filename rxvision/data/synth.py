@@ -71,6 +71,9 @@ class SynthParams:
     letterbox_prob: float = 0.15
     studio_background_prob: float = 0.1
     framing: str = "photo"  # "crop": the pill by its mask on the C3PI grey (see _to_crop)
+    # Noise and JPEG at the sensor's pixels: on a low-resolution view they are added before
+    # it is enlarged, as a crop enlarges a small pill's noise and JPEG blocks with it.
+    sensor_pixels: bool = False
 
     @classmethod
     def for_training(cls, augment: Any, strength: float | None = None) -> SynthParams:
@@ -88,11 +91,14 @@ class SynthParams:
         if self.framing != "crop":
             raise ValueError(f"framing must be 'photo' or 'crop', got {self.framing!r}")
         # A crop enlarges whatever the photo holds of the pill, so most crops of a pill
-        # that lay small in the photo are soft: heavier and more frequent low resolution.
-        # Glossy coats and gel caps catch the light: a glint on half the crops.
+        # that lay small in the photo are soft: heavier and more frequent low resolution,
+        # with the sensor's noise and JPEG blocks enlarged alike; a photo nearly always
+        # carries sensor noise. Glossy coats and gel caps catch the light: a glint on half
+        # the crops.
         return dataclasses.replace(self, one_side_prob=1.0, one_size=CROP_FILL,
                                    letterbox_prob=0.0, lowres_prob=0.7,
-                                   lowres_scale=CROP_LOWRES_SCALE, highlight_prob=0.5)
+                                   lowres_scale=CROP_LOWRES_SCALE, highlight_prob=0.5,
+                                   sensor_pixels=True, noise_prob=0.8)
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
@@ -188,9 +194,14 @@ class PhoneViewSynthesizer:
         if p.highlight_prob > 0:  # drawn only then: other framings keep their random stream
             img = self._highlight(img, alpha, g)
         img = self._photometric(img, g)
-        img = self._degrade(img, g)
+        if p.sensor_pixels:  # JPEG is decided first: a low-resolution view is compressed small
+            plan = self._jpeg_plan(g, B)
+            img, compressed = self._degrade(img, g, plan)
+        else:
+            img, compressed = self._degrade(img, g)
+            plan = self._jpeg_plan(g, B)
         out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        out = self._jpeg(out, g)
+        out = self._jpeg(out, plan[0] & ~compressed, plan[1])
         if p.framing == "crop":
             out = self._to_crop(out, alpha, g)
         return out, ["one" if o else "both" for o in one.tolist()]
@@ -390,7 +401,12 @@ class PhoneViewSynthesizer:
             img[curved] = img[curved].clamp(1e-4, 1) ** gamma[curved]
         return img
 
-    def _degrade(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _degrade(self, img: torch.Tensor, g: torch.Generator,
+                 jpeg: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blur, low resolution, sensor noise, letterbox bands; and which views were already
+        JPEG-compressed (with ``sensor_pixels``: low-resolution views, at their small size,
+        by the ``jpeg`` plan (on, quality))."""
         B, C, H, W = img.shape
         p = self.params
         st = min(p.strength, 1.5)
@@ -411,16 +427,23 @@ class PhoneViewSynthesizer:
             img[blurred] = flat.view(nb, C, H, W)
         # Low resolution: down- then up-sample a subset of the batch.
         low = self._p(g, B, p.lowres_prob)
-        if low.any():
-            f = float(self._u(g, 1, *p.lowres_scale))
-            small = F.interpolate(img[low], scale_factor=f, mode="bilinear", antialias=True)
-            img[low] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        f = float(self._u(g, 1, *p.lowres_scale)) if low.any() else 1.0
         noisy = self._p(g, B, p.noise_prob)
         std = self._u(g, B, 0.005, p.noise_std * st).view(B, 1, 1, 1)
         offsets = torch.randint(0, min(H, W), (B, 2), generator=g)
-        for i in torch.nonzero(noisy).flatten().tolist():
-            y, x = offsets[i].tolist()
-            img[i].add_(self._noise_bank[:, y : y + H, x : x + W], alpha=float(std[i]))
+        compressed = torch.zeros(B, dtype=torch.bool)
+        if low.any():
+            small = F.interpolate(img[low], scale_factor=f, mode="bilinear", antialias=True)
+            if p.sensor_pixels:  # noise and JPEG at the sensor's pixels, enlarged with them
+                rows = torch.nonzero(low).flatten()
+                self._add_noise(small, noisy[rows], std[rows], offsets[rows])
+                if jpeg is not None:
+                    on, quality = jpeg[0][rows], jpeg[1][rows]
+                    small = self._compress_float(small, on, quality)
+                    compressed[rows[on]] = True
+                noisy = noisy & ~low
+            img[low] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        self._add_noise(img, noisy, std, offsets)
         # Letterbox bands, as the evaluation transform adds for non-square photos.
         band = self._p(g, B, p.letterbox_prob)
         for i in torch.nonzero(band).flatten().tolist():
@@ -433,13 +456,36 @@ class PhoneViewSynthesizer:
                 n = int(W * frac)
                 img[i, :, :, :n] = self.fill[0]
                 img[i, :, :, W - n :] = self.fill[0]
-        return img
+        return img, compressed
 
-    def _jpeg(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _add_noise(self, img: torch.Tensor, noisy: torch.Tensor, std: torch.Tensor,
+                   offsets: torch.Tensor) -> None:
+        """Add a window of the noise bank to each ``noisy`` view of ``img`` (in place)."""
+        h, w = img.shape[-2:]
+        for i in torch.nonzero(noisy).flatten().tolist():
+            y, x = offsets[i].tolist()
+            img[i].add_(self._noise_bank[:, y : y + h, x : x + w], alpha=float(std[i]))
+
+    def _jpeg_plan(self, g: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which of ``n`` views are JPEG-compressed, and at what quality."""
         p = self.params
-        on = self._p(g, img.shape[0], p.jpeg_prob)
-        q = torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (img.shape[0],), generator=g)
+        on = self._p(g, n, p.jpeg_prob)
+        q = torch.randint(p.jpeg_quality[0], p.jpeg_quality[1] + 1, (n,), generator=g)
+        return on, q
+
+    def _compress_float(self, img: torch.Tensor, on: torch.Tensor, quality: torch.Tensor
+                        ) -> torch.Tensor:
+        """JPEG round trip of the ``on`` views of a float (n, 3, h, w) batch in [0, 1]."""
+        out = img.clone()
         for i in torch.nonzero(on).flatten().tolist():
-            img[i] = decode_jpeg(encode_jpeg(img[i], quality=int(q[i])))
+            u8 = (img[i].clamp(0, 1) * 255).round().to(torch.uint8)
+            out[i] = decode_jpeg(encode_jpeg(u8, quality=int(quality[i]))).float() / 255
+        return out
+
+    @staticmethod
+    def _jpeg(img: torch.Tensor, on: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """JPEG round trip of the ``on`` views of a uint8 batch, in place."""
+        for i in torch.nonzero(on).flatten().tolist():
+            img[i] = decode_jpeg(encode_jpeg(img[i], quality=int(quality[i])))
         return img
 
