@@ -180,6 +180,8 @@ def test_the_pipeline_and_the_api_calibrate_each_pill_at_its_size(
     with TestClient(app) as client:
         body = client.post("/v1/identify",
                            files={"image": ("p.png", buf.getvalue(), "image/png")}).json()
+        info = client.get("/v1/model").json()
+    assert info["size_temperature"]["slope"] == pytest.approx(STEEP.slope)
     assert [p["confidence"] for p in body["pills"]] == pytest.approx(expected.tolist(),
                                                                      rel=1e-4)
 

@@ -140,7 +140,12 @@ class ModelInfo(BaseModel):
     input_size: list[int]
     zoom: str = Field(description='"auto": crops around a pill small in the photo; "off"')
     tta: int = Field(description="right-angle rotations averaged per photo (1 = one pass)")
-    temperature: float
+    temperature: float = Field(description="calibration temperature of a photo whose pill "
+                                           "size is unknown")
+    size_temperature: dict[str, float] | None = Field(
+        None, description="T by the pill's size in the photo (log_t, slope, px_min, px_max, "
+                          "px_ref): T = exp(log_t + slope ln(clip(px, px_min, px_max) / "
+                          "px_ref)); null: one T for every pill")
     identification: dict[str, Any] = Field(description="abstain/open-set thresholds in use")
     metrics: dict[str, Any]
     capabilities: dict[str, bool]

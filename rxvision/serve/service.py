@@ -269,6 +269,8 @@ def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = F
         "zoom": ident.transform.zoom,
         "tta": ident.tta,
         "temperature": ident.temperature,
+        "size_temperature": (None if ident.size_temperature is None
+                             else ident.size_temperature.to_dict()),
         "identification": {"abstain_threshold": ident.abstain_threshold,
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},
         "metrics": card.get("metrics", {}),
