@@ -2,8 +2,8 @@
 
 A regression guard for `models/rxvision-c3pi-1k`: the 24 sample photos are C3PI pills the
 model was trained on, so views rendered by the training renderer, in the model's own
-framing (the sixth version sees pill crops, as its pill finder cuts them), with a seed no
-training run uses must be named right most of the time (it scored 0.886 top-1 on the
+framing (the seventh version sees pill crops, as its pill finder cuts them), with a seed
+no training run uses must be named right most of the time (it scored 0.828 top-1 on the
 training renderer's one-side crop views of all 1,000 pills, in one pass; such views are
 not evidence of quality on real photos, see docs/identification.md). A broken, swapped or
 badly re-bundled model fails here.
@@ -24,9 +24,10 @@ from rxvision.locate import EvalTransform
 
 VIEWS_PER_PILL = 4
 SEED = 2024  # the held-out seed of docs/training.md; training seeds are 42 to 45
-# These 96 views (seed 2024) score 0.792 with the sixth version (fp16 weights as shipped);
-# the views are fixed, so only a changed model or renderer moves it: under 0.70 is a break.
-MIN_TOP1 = 0.70
+# These 96 views (seed 2024) score 0.760 with the seventh version (fp16 weights as shipped;
+# the sixth scored 0.792 on the renderer before its noise moved to the sensor's pixels);
+# the views are fixed, so only a changed model or renderer moves it: under 0.65 is a break.
+MIN_TOP1 = 0.65
 
 
 @pytest.fixture(scope="module")
