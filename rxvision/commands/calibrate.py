@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         record["size_temperature"] = by_size
     identification = None
     if args.thresholds:
-        temps = row_temperatures(fit["temperature"], None if by_size is None else
+        temps = row_temperatures(fit["temperature"],
                                  SizeTemperature.from_card({"calibration": record}),
                                  pred.pill_px)
         identification = fit_identification(backend, pred, temps, method, args,

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     pred = predict(backend, images, embeddings=method == "cosine", **opts)
     seconds = time.perf_counter() - start
     require_known_labels(pred, args.data)
-    temperature = calibrated_temperature(backend.card, pred)
+    temperature = calibrated_temperature(backend, pred)
     result: dict[str, Any] = {
         "model": str(model_dir), "data": str(args.data), "backend": args.backend,
         "precision": args.precision, "tta_rotations": tta,
@@ -186,7 +186,7 @@ def int8_reference_study(card: dict[str, Any], result: dict[str, Any], images: A
         return {"available": False, "reason": reason}
     reference = with_rotations(load_backend(source, backend="torch"), tta)
     pred = predict(reference, images, **{**opts, "desc": "fp32 reference"})
-    fp32 = summarize(pred, reference.labels, calibrated_temperature(reference.card, pred),
+    fp32 = summarize(pred, reference.labels, calibrated_temperature(reference, pred),
                      group_by=group_by)
     return compare(result, fp32, source)
 

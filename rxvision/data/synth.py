@@ -477,9 +477,9 @@ class PhoneViewSynthesizer:
                         ) -> torch.Tensor:
         """JPEG round trip of the ``on`` views of a float (n, 3, h, w) batch in [0, 1]."""
         out = img.clone()
-        for i in torch.nonzero(on).flatten().tolist():
-            u8 = (img[i].clamp(0, 1) * 255).round().to(torch.uint8)
-            out[i] = decode_jpeg(encode_jpeg(u8, quality=int(quality[i]))).float() / 255
+        if on.any():
+            u8 = (img[on].clamp(0, 1) * 255).round().to(torch.uint8)
+            out[on] = self._jpeg(u8, torch.ones(len(u8), dtype=torch.bool), quality[on]) / 255
         return out
 
     @staticmethod

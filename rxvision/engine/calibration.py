@@ -137,7 +137,7 @@ def fit_size_temperature(logits: np.ndarray | torch.Tensor, targets: np.ndarray 
             f"the pills span {lo:.0f}-{hi:.0f} px (10th-90th percentile, clipped to "
             f"{px_min:.0f}-{px_max:.0f}): too narrow to fit how T changes with size; "
             "calibrate on photos of several resolutions (e.g. `rxvision data "
-            "render-independent --size 512` and `--size 1024` in one manifest)")
+            "render-independent --size 512` and `--size 1024`, both given to --data)")
 
     def objective(params: np.ndarray) -> float:
         model = SizeTemperature(float(params[0]), float(params[1]), px_min, px_max)

@@ -167,14 +167,14 @@ def predict(
     )
 
 
-def calibrated_temperature(card: dict[str, Any], pred: Predictions) -> float | np.ndarray:
-    """The temperature each photo of ``pred`` is scored with: one per photo when the card
-    has a size temperature and the photos' pill sizes are known (a crop model), else the
-    card's single ``calibration.temperature``."""
+def calibrated_temperature(backend: Backend, pred: Predictions) -> float | np.ndarray:
+    """The temperature each photo of ``pred`` is scored with: one per photo when the
+    backend's card has a size temperature and the photos' pill sizes are known (a crop
+    model), else its single temperature."""
     from ..identify.temperature import SizeTemperature, row_temperatures
 
-    single = float((card.get("calibration") or {}).get("temperature", 1.0))
-    return row_temperatures(single, SizeTemperature.from_card(card), pred.pill_px)
+    return row_temperatures(backend.temperature, SizeTemperature.from_card(backend.card),
+                            pred.pill_px)
 
 
 def sample_columns(images: ImageSet) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ def independent_check(run: str | Path, data: str | Path, limit: int | None = Non
     transform = crop_transform_for(backend.card, Path(run))
     pred = predict(backend, images, batch_size=batch_size, workers=0, progress=True,
                    transform=transform, desc="independent photos")
-    result = summarize(pred, backend.labels, calibrated_temperature(backend.card, pred))
+    result = summarize(pred, backend.labels, calibrated_temperature(backend, pred))
     card = backend.card
     gap = own_renderer_gap(card, result["top1"]) or {}
     check = {"data": str(data), "n": result["n"], "framing": model_framing(card),

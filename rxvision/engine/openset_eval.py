@@ -209,7 +209,7 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
         centres = class_centres(backend) if method == "centred_max_logit" else None
         scores = _scores(pred, known, method, None, centres)
     probs = softmax(pred.logits[known],
-                    rows_of(calibrated_temperature(backend.card, pred), known))
+                    rows_of(calibrated_temperature(backend, pred), known))
     correct = probs.argmax(axis=1) == pred.targets[known]
     ok = answered(probs.max(axis=1), scores if scores is not None else 0.0,
                   thresholds["abstain_threshold"], ood)
@@ -330,9 +330,9 @@ def evaluate_open_set(
         centres = class_centres(backend)
     pred = predict(backend, unknown_images, embeddings=method == "cosine", desc="unknown",
                    **predict_options)
-    scores = score_predictions(known, pred, calibrated_temperature(backend.card, known), method,
+    scores = score_predictions(known, pred, calibrated_temperature(backend, known), method,
                                prototypes, centres,
-                               unknown_temperature=calibrated_temperature(backend.card, pred))
+                               unknown_temperature=calibrated_temperature(backend, pred))
     study = open_set_study(scores, thresholds)
     study["skipped_known_labels"] = int(pred.known.sum())
     return scores, study
