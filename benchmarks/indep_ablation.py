@@ -5,8 +5,8 @@ time, and prints the bundled model's top-1 on each (both sides / one side), with
 rotation (tta 1) to keep it fast. A benchmark: it reports numbers, it does not pass/fail.
 
     python benchmarks/indep_ablation.py ../shared/data/c3pi-1k/manifest.csv --refs 100 \
-        --size 512 --variants default clean_sensor no_colour no_blur no_noise flat_light \
-        no_tilt laminate big clean_all clean
+        --size 512 --variants default clean_sensor no_colour no_blur no_noise no_grain \
+        jpeg_95 flat_light no_tilt laminate big clean_all clean
 
 Photos go to --work (default /tmp/indep-ablation/<variant>-<size>), replaced each run.
 """
@@ -66,6 +66,10 @@ VARIANTS: dict[str, RenderParams] = {
         SensorParams(), defocus_prob=0.0, motion_prob=0.0)),
     "no_noise": dataclasses.replace(BASE, sensor=dataclasses.replace(
         SensorParams(), photons=(1e6, 1e6), read_noise=(0.0, 0.0), jpeg_quality=(95, 95))),
+    "no_grain": dataclasses.replace(BASE, sensor=dataclasses.replace(
+        SensorParams(), photons=(1e6, 1e6), read_noise=(0.0, 0.0))),
+    "jpeg_95": dataclasses.replace(BASE, sensor=dataclasses.replace(
+        SensorParams(), jpeg_quality=(95, 95))),
     "flat_light": dataclasses.replace(BASE, scene=dataclasses.replace(
         SceneParams(), light_gradient=(0.0, 0.0), gloss_prob=0.0, glare_prob=0.0,
         shadow_strength=(0.1, 0.1))),

@@ -272,3 +272,51 @@ def test_onnx_export_matches_pytorch(tiny, tmp_path):
     assert report["parity_max_abs"] < 1e-4
     # one file serves other working sizes too
     assert parity(tiny, tmp_path / "seg.onnx", torch.randn(1, 3, 64, 32)) < 1e-4
+
+
+# -- continued training ---------------------------------------------------------------------
+
+
+def test_training_continues_from_an_artifact(tiny, tmp_path):
+    from rxvision.config import ConfigError
+    from rxvision.locate.train_segmenter import SegmenterTrainOptions, train_segmenter
+
+    start = tiny.save(tmp_path / "start")
+    opts = SegmenterTrainOptions(
+        refs=str(SAMPLE_MANIFEST), out=str(tmp_path / "next"), steps=2, batch=2, size=64,
+        input_longest=64, max_refs=3, val_count=2, eval_every=0, workers=0, init=str(start),
+        net=SegNetConfig(pretrained="none"),  # replaced by the artifact's (width 8)
+    )
+    out = train_segmenter(opts, log=lambda line: None)
+    card = json.loads((out / "card.json").read_text())
+    assert card["config"]["width"] == 8
+    assert card["training"]["options"]["init"] == str(start)
+    assert card["training"]["steps_done"] == 2
+    trained = Segmenter.load(out)
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            tiny.net.state_dict().values(), trained.net.state_dict().values(), strict=True
+        )
+        if a.is_floating_point()
+    ]
+    assert any(moved)  # the steps changed the artifact's weights, not fresh ones
+
+    other = dataclasses.replace(opts, out=str(tmp_path / "bad"), input_longest=320)
+    with pytest.raises(ConfigError, match="--input-longest 64"):
+        train_segmenter(other, log=lambda line: None)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_region_edge_on_a_rounding_boundary_is_found():
+    # 392 x 347 photo, 320 x 288 working maps: working column 120 maps to photo x 147.0,
+    # which float rounding puts a hair left of the crop (PIL refused the resize once).
+    from rxvision.locate.segmenter import regions_from_maps
+
+    maps = np.zeros((2, 288, 320), np.float32)
+    maps[:, 100:140, 121:170] = 1.0  # with the one-pixel margin the crop starts at 120
+    regions = regions_from_maps(maps, (392, 347), InstanceThresholds())
+    assert len(regions) == 1
+    x0, y0, x1, y1 = regions[0].box
+    assert abs(x0 - 121 * 392 / 320) < 2 and abs(x1 - 170 * 392 / 320) < 2
+    assert abs(y0 - 100 * 347 / 288) < 2 and abs(y1 - 140 * 347 / 288) < 2

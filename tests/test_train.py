@@ -123,6 +123,16 @@ def test_init_starts_from_another_runs_weights(tmp_path: Path) -> None:
         train(load_config(config, ["architecture.fpn.out_channels=16"]), data, tmp_path / "y",
               init=first)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # The same labels in another order (an enrolled model lists new pills last): each class
+    # keeps its own classifier row.
+    shuffled = list(reversed(init.labels))
+    model = build_model(cfg, NUM_CLASSES)
+    _load_init(model, first, shuffled)
+    head = "classifier.classifier.weight"
+    rows = model.state_dict()[head]
+    trained = init.model.state_dict()[head]
+    for i, label in enumerate(shuffled):
+        assert torch.equal(rows[i], trained[init.labels.index(label)])
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:

