@@ -340,3 +340,26 @@ def test_the_cards_imprint_weight_tempers_the_read(library_crop_model: Path,
     update_card(library_crop_model, identification={**settings, "imprint_weight": -1.0})
     with pytest.raises(IdentifierError, match="imprint weight"):
         PillPipeline.load(library_crop_model, imprint=True, tta=1)
+
+
+def test_one_pill_asked_for_is_the_one_evaluation_takes(crop_model: Path, segmenter: Segmenter,
+                                                         sides: list[np.ndarray]):
+    from rxvision.locate import PillRegion
+    from rxvision.locate.segmenter import most_pill_like
+
+    speck = PillRegion((0, 0, 4, 4), np.ones((4, 4), bool), 0.95)
+    pill = PillRegion((10, 10, 50, 40), np.ones((30, 40), bool), 0.90)
+    assert most_pill_like([speck, pill]) is pill  # score order alone would take the speck
+    with pytest.raises(ValueError, match="no region"):
+        most_pill_like([])
+    # A small pill and a large one: the pair path's single pill is CropTransform's.
+    photo = _photo(sides, [(20, 30)], longest=40)
+    big = Image.fromarray(sides[1], "RGBA")
+    big = big.resize((110, round(110 * big.size[1] / big.size[0])))
+    photo.paste(big, (170, 90), big)
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    one = pipeline.find(photo, max_pills=1).pills
+    _, region = CropTransform(segmenter, pipeline.identifier.preprocessing).crop(photo)
+    assert len(one) == 1 and region is not None
+    assert one[0].box == list(region.box)
+    assert one[0].box[0] > 120  # the large pill on the right

@@ -32,7 +32,7 @@ from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
 from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
-from ..locate.segmenter import SEGMENTER_DIR
+from ..locate.segmenter import SEGMENTER_DIR, most_pill_like
 from ..locate.transform import load_reduced
 from .answers import TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -141,7 +141,7 @@ class CropTransform:
         regions = self.segmenter.find(img)
         if not regions:
             return img, None
-        best = max(regions, key=lambda r: r.score * r.mask.sum() ** 0.5)
+        best = most_pill_like(regions)
         return normalised_crop(img, best, self.size), best
 
     def __call__(self, img: Image.Image) -> tuple[Any, float]:
@@ -213,7 +213,10 @@ class PillPipeline:
         found.timings_ms["decode"] = ms(t1 - t0)
         if found.retake is not None:
             return found
-        regions = self.segmenter.find(img)[: max_pills or self.max_pills]
+        regions = self.segmenter.find(img)
+        limit = max_pills or self.max_pills
+        # One pill asked for (a front/back pair): the one evaluation would take.
+        regions = [most_pill_like(regions)] if limit == 1 and regions else regions[:limit]
         found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
                                  normalised_crop(img, r, self.crop_size),
                                  self._detail(img, r), region_px(r)) for r in regions]

@@ -317,6 +317,19 @@ def regions_from_maps(
     return sorted(regions, key=lambda r: r.score, reverse=True)
 
 
+def most_pill_like(regions: list[PillRegion]) -> PillRegion:
+    """The region to take as "the pill" of a photo that shows one: the finder's score
+    weighted by the square root of the area, so that a whole pill wins over a small speck
+    the finder is a little surer of. Evaluation and front/back pairs both choose by it.
+
+    Raises:
+        ValueError: ``regions`` is empty.
+    """
+    if not regions:
+        raise ValueError("no region to choose from")
+    return max(regions, key=lambda r: r.score * float(r.mask.sum()) ** 0.5)
+
+
 def attach_segmenter(model_dir: str | Path, segmenter: str | Path) -> Path:
     """Copy a pill finder into a crop model's folder as its own ``segmenter/`` (atomically;
     replacing one already there made of the same files), so the model predicts, serves,
