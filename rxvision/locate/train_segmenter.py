@@ -159,7 +159,7 @@ def train_segmenter(opts: SegmenterTrainOptions, log: Callable[[str], None] = pr
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     out = Path(opts.out)
-    start = _initial_segmenter(opts)
+    seg = _initial_segmenter(opts)  # before anything is written: --init may be refused
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_options.json", asdict(opts))
     started = time.time()
@@ -171,7 +171,6 @@ def train_segmenter(opts: SegmenterTrainOptions, log: Callable[[str], None] = pr
         f"({time.time() - started:.0f} s)"
     )
 
-    seg = start
     net = seg.net
     val_images, _, val_labels = _batch(comp, np.random.default_rng(opts.val_seed), opts.val_count)
     val_x = seg.normalize(val_images)
