@@ -363,3 +363,19 @@ def test_one_pill_asked_for_is_the_one_evaluation_takes(crop_model: Path, segmen
     assert len(one) == 1 and region is not None
     assert one[0].box == list(region.box)
     assert one[0].box[0] > 120  # the large pill on the right
+
+
+
+def test_a_photo_without_a_pill_is_one_shape_of_row(crop_model: Path, sides: list[np.ndarray]):
+    from rxvision.identify.identifier import MESSAGE_RETAKE
+    from rxvision.identify.pipeline import PhotoAnswer
+    from rxvision.identify.predict_io import pill_rows
+
+    [row] = pill_rows("empty.jpg", PhotoAnswer([], NO_PILL, {"decode": 1.0}), "00002-3229-30")
+    assert row["retake"] == NO_PILL and row["message"] == MESSAGE_RETAKE
+    assert row["abstain"] is True and row["topk"] == [] and row["pills"] == 0
+    assert row["timings_ms"] == {"decode": 1.0} and row["true_label"] == "00002-3229-30"
+    # Every field an answered pill's row has, but the pill's own (number, box, score).
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    answered = pill_rows("a.jpg", pipeline.identify(_photo(sides, [(120, 80)])))[0]
+    assert set(answered) - set(row) == {"pill", "box", "finder_score"}

@@ -554,6 +554,14 @@ def ask_for_retake(result: Identification, checks: Sequence[tuple[str, str | Non
     return result
 
 
+
+def retake_request(cause: str | None = None) -> Identification:
+    """The answer for a photo with nothing to name (no pill found, an unusable photo): no
+    candidates, abstaining, "retake the photo", and ``cause`` as its ``retake``. The CLI's
+    row and the API's answer for such a photo are both made of it."""
+    return Identification([], True, False, 0.0, 0.0, MESSAGE_RETAKE, retake=cause)
+
+
 def source_name(image: ImageInput) -> str | None:
     """What an answer names as its source: the path of a file input, else None."""
     return str(image) if isinstance(image, str | Path) else None

@@ -35,7 +35,7 @@ from typing import Any
 from ..data import load_dataset
 from ..data.datasets import IMAGE_SUFFIXES
 from ..io_utils import atomic_write_text
-from .identifier import MESSAGE_RETAKE, Identification, IdentifierError
+from .identifier import Identification, IdentifierError, retake_request
 from .pipeline import PhotoAnswer, PillAnswer
 
 METADATA_COLUMNS = ("ndc", "name", "strength")  # per-candidate columns in CSV output
@@ -104,13 +104,9 @@ def pill_rows(image: str, answer: PhotoAnswer | PillAnswer | Exception,
     if isinstance(answer, PillAnswer):
         answer = PhotoAnswer([answer], None, answer.identification.timings_ms)
     if not answer.pills:
-        row: dict[str, Any] = {"image": image}
-        if true_label is not None:
-            row["true_label"] = true_label
-        row.update(abstain=True, unknown=False, message=MESSAGE_RETAKE, retake=answer.retake,
-                   confidence=0.0, ood_score=None, topk=[], pills=0,
-                   timings_ms=answer.timings_ms)
-        return [row]
+        nothing = retake_request(answer.retake)
+        nothing.timings_ms = answer.timings_ms
+        return [{**result_row(image, nothing, true_label), "pills": 0}]
     rows = []
     for number, pill in enumerate(answer.pills, start=1):
         row = result_row(image, pill.identification, true_label)

@@ -40,7 +40,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
-from ..identify.identifier import MESSAGE_RETAKE, Identification, Identifier, ask_for_retake
+from ..identify.identifier import Identification, Identifier, ask_for_retake, retake_request
 from ..identify.pipeline import FoundPill
 from ..locate.presence import TOO_SMALL
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
@@ -256,24 +256,19 @@ def _answers(service: Service, decoded: list[Decoded], idents: list[Identificati
         return [[_out(i, [d])] for i, d in zip(idents, decoded, strict=True)]
     if pair:
         if not idents:  # a side without a usable pill
-            return [[_out(_no_answer(), decoded)]]
+            return [[_out(retake_request(), decoded)]]
         pill = decoded[0].pills[0]
         return [[_out(idents[0], decoded, pill, service.pipeline.too_small(pill))]]
     out, row = [], 0
     for d in decoded:
         pills = d.pills or []
         if not pills:
-            out.append([_out(_no_answer(), [d])])
+            out.append([_out(retake_request(), [d])])
             continue
         out.append([_out(idents[row + k], [d], pill, service.pipeline.too_small(pill))
                     for k, pill in enumerate(pills)])
         row += len(pills)
     return out
-
-
-def _no_answer() -> Identification:
-    """The empty answer a retake request is made of (see ask_for_retake)."""
-    return Identification([], True, False, 0.0, 0.0, MESSAGE_RETAKE)
 
 
 def _json(body: BaseModel) -> Response:
