@@ -3,7 +3,7 @@ from the finder's crop and from the true-mask crop, overall and per background.
 
 The independent renderer writes each photo's exact pill masks (``masks/*.png``, one label
 per pill). For every photo this benchmark crops (a) the region evaluation would take (the
-most pill-like one, as ``rxvision evaluate`` picks it: score x sqrt(area)) and (b) the
+most pill-like one, ``most_pill_like``, as ``rxvision evaluate`` picks it) and (b) the
 largest true pill by its own mask, classifies both crops with one rotation and reports
 top-1 for each, the box IoU of the finder's pick with the best-matching true pill, and how
 often nothing was found. A benchmark: it reports numbers, it does not pass/fail. The
@@ -29,6 +29,7 @@ from scipy import ndimage
 from rxvision.identify.pipeline import PillPipeline
 from rxvision.locate import PillRegion, normalised_crop
 from rxvision.locate.scoring import box_iou
+from rxvision.locate.segmenter import most_pill_like
 
 
 def true_pills(mask: np.ndarray) -> list[PillRegion]:
@@ -73,7 +74,7 @@ def main() -> None:
         oracle = right(normalised_crop(image, truth[0], pipe.crop_size), row["label"])
         found = pipe.segmenter.find(image)
         if found:
-            pick = max(found, key=lambda r: r.score * r.mask.sum() ** 0.5)
+            pick = most_pill_like(found)
             iou = max(box_iou(pick.box, t.box) for t in truth)
             finder = right(normalised_crop(image, pick, pipe.crop_size), row["label"])
         else:

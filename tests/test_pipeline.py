@@ -365,7 +365,6 @@ def test_one_pill_asked_for_is_the_one_evaluation_takes(crop_model: Path, segmen
     assert one[0].box[0] > 120  # the large pill on the right
 
 
-
 def test_a_photo_without_a_pill_is_one_shape_of_row(crop_model: Path, sides: list[np.ndarray]):
     from rxvision.identify.identifier import MESSAGE_RETAKE
     from rxvision.identify.pipeline import PhotoAnswer

@@ -554,7 +554,6 @@ def ask_for_retake(result: Identification, checks: Sequence[tuple[str, str | Non
     return result
 
 
-
 def retake_request(cause: str | None = None) -> Identification:
     """The answer for a photo with nothing to name (no pill found, an unusable photo): no
     candidates, abstaining, "retake the photo", and ``cause`` as its ``retake``. The CLI's
