@@ -7,7 +7,7 @@
 #
 #   bash benchmarks/enroll_holdout.sh MODEL OUT
 set -euo pipefail
-MODEL=${1:-models/rxvision-c3pi-1k}
+MODEL=${1:-models/rxvision-c3pi-4k}
 OUT=${2:-runs/holdout}
 DATA=../shared/data/c3pi-1k/manifest.csv
 PY=${PYTHON:-.venv/bin/python}

@@ -10,7 +10,7 @@ often nothing was found. A benchmark: it reports numbers, it does not pass/fail.
 renders are measurement data, not photographs.
 
     python benchmarks/finder_cost.py /work/views/indep-1k --limit 400 \
-        [--model models/rxvision-c3pi-1k] [--segmenter DIR] [--json out.json]
+        [--model models/rxvision-c3pi-4k] [--segmenter DIR] [--json out.json]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the fused distribution. Photos where nothing was read do not depend on ``w``; th
 how many carried a read. With ``--write`` the chosen ``w`` goes into the card's
 ``identification.imprint_weight``, which :class:`ImprintEvidence` then uses.
 
-    python benchmarks/fit_imprint_weight.py --model models/rxvision-c3pi-1k \\
+    python benchmarks/fit_imprint_weight.py --model models/rxvision-c3pi-4k \\
         --data indep-500-1024-s9/manifest.csv --limit 600 [--write]
 """
 

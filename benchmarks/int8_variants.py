@@ -5,7 +5,7 @@ each variant it prints top-1 on the judged views, top-1 agreement and max |logit
 fp32 ONNX, file size and batch-1 latency (median of 30 calls, 2 threads). Use a calibration
 set, never the held-out set you report on. About 8 minutes for all variants on 2 cores.
 
-    python benchmarks/int8_variants.py --model models/rxvision-c3pi-1k \
+    python benchmarks/int8_variants.py --model models/rxvision-c3pi-4k \
         --data runs/calviews-v2/manifest.csv --work runs/int8-variants
 """
 

@@ -15,7 +15,7 @@ The client runs on the same machine as the server, so its CPU time is part of th
 figure. Numbers are reported, not judged; the exit code is 0 unless the server fails to start.
 
 Example:
-    python benchmarks/load.py --model models/rxvision-c3pi-1k --backend torch \\
+    python benchmarks/load.py --model models/rxvision-c3pi-4k --backend torch \\
         --requests 2000 --concurrency 16 --repeats 2 --json load.json
 """
 

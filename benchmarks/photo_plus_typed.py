@@ -18,7 +18,7 @@ the typed facts and the first offered hit is right. Photos of pills without an i
 get only ``photo``.
 
     python benchmarks/photo_plus_typed.py --data /work/views/indep-1k/manifest.csv \\
-        --limit 300 [--model models/rxvision-c3pi-1k] [--group-by mode] [--json out.json]
+        --limit 300 [--model models/rxvision-c3pi-4k] [--group-by mode] [--json out.json]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ a ``mode`` column, as `rxvision data synth` writes) and prints top-1 overall and
 for the plain pass, 2 rotations (0/180), 4 rotations (mean logits) and 4 rotations (mean
 probabilities). `rxvision predict/evaluate --tta N` use mean logits.
 
-    python benchmarks/tta_gain.py --model models/rxvision-c3pi-1k \
+    python benchmarks/tta_gain.py --model models/rxvision-c3pi-4k \
         --data runs/heldout-v2/manifest.csv --n 600
 """
 

@@ -1,6 +1,6 @@
 """Copy a trained run into models/ as the bundled default model (fp16 weights + its card).
 
-    python scripts/bundle_model.py runs/c3pi-1k models/rxvision-c3pi-1k \
+    python scripts/bundle_model.py runs/c3pi-4k-train-v2 models/rxvision-c3pi-4k \
         --facts ../shared/data/c3pi-4k/manifest.csv
 
 The card keeps everything the run's card holds (calibration, identification thresholds,
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="trained run directory (model artifact)")
-    parser.add_argument("out", type=Path, help="bundle directory, e.g. models/rxvision-c3pi-1k")
+    parser.add_argument("out", type=Path, help="bundle directory, e.g. models/rxvision-c3pi-4k")
     parser.add_argument("--facts", type=Path, metavar="MANIFEST",
                         help="manifest with the drug facts columns, e.g. "
                              "../shared/data/c3pi-4k/manifest.csv")

@@ -5,7 +5,7 @@ Runs the real pipeline, every step through the `rxvision` CLI:
   2. train briefly on it (configs/sample.yaml, a few minutes on 2 CPU cores);
   3. render held-out phone-style photos of the sample pills (a seed training never uses);
   4. evaluate the demo model on them, split by one side / both sides visible, with a report;
-  5. identify one phone-style photo with the bundled c3pi-1k model (the default model)
+  5. identify one phone-style photo with the bundled c3pi-4k model (the default model)
      and with the demo model, printing the top-5 with calibrated confidences.
 """
 
@@ -54,7 +54,7 @@ def main() -> None:
           "--group-by", "mode", "--json", str(out / "metrics.json"),
           "--report", str(out / "report")])
     photo = sorted((views / "images").glob("*_v1_one.jpg"))[0]
-    step("5a. identify a phone-style photo with the bundled c3pi-1k model",
+    step("5a. identify a phone-style photo with the bundled c3pi-4k model",
          ["predict", str(photo), "--topk", "5"])
     step("5b. the same photo with the demo model",
          ["predict", "--model", str(run), str(photo), "--topk", "5"])

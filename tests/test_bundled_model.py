@@ -1,12 +1,12 @@
 """The bundled model still recognises the sample pills in views it never saw.
 
-A regression guard for `models/rxvision-c3pi-1k`: the 24 sample photos are C3PI pills the
+A regression guard for `models/rxvision-c3pi-4k`: the 24 sample photos are C3PI pills the
 model was trained on, so views rendered by the training renderer, in the model's own
-framing (the seventh version sees pill crops, as its pill finder cuts them), with a seed
-no training run uses must be named right most of the time (it scored 0.828 top-1 on the
-training renderer's one-side crop views of all 1,000 pills, in one pass; such views are
-not evidence of quality on real photos, see docs/identification.md). A broken, swapped or
-badly re-bundled model fails here.
+framing (the eighth version sees pill crops, as its pill finder cuts them, and tells 3,936
+pills apart), with a seed no training run uses must be named right more often than not (it
+scored 0.728 top-1 on the training renderer's one-side crop views of all 3,936 pills, in
+one pass; such views are not evidence of quality on real photos, see docs/library.md). A
+broken, swapped or badly re-bundled model fails here (a random one scores about 0).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from rxvision.locate import EvalTransform
 
 VIEWS_PER_PILL = 4
 SEED = 2024  # the held-out seed of docs/training.md; training seeds are 42 to 45
-# These 96 views (seed 2024) score 0.760 with the seventh version (fp16 weights as shipped;
-# the sixth scored 0.792 on the renderer before its noise moved to the sensor's pixels);
-# the views are fixed, so only a changed model or renderer moves it: under 0.65 is a break.
-MIN_TOP1 = 0.65
+# These 96 views (seed 2024) score 0.583 with the eighth version (fp16 weights as shipped,
+# 3,936 classes; the 1,000-pill seventh scored 0.760); the views are fixed, so only a
+# changed model or renderer moves it: under 0.48 is a break.
+MIN_TOP1 = 0.48
 
 
 @pytest.fixture(scope="module")

@@ -214,7 +214,7 @@ def test_bundled_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert bundled.resolve_model_path("runs/x") == Path("runs/x")
     monkeypatch.setattr(bundled, "bundled_model_dir", lambda: sample_artifact)
     assert Identifier.load().labels == Identifier.load(sample_artifact).labels
-    real = Path(bundled.__file__).resolve().parents[2] / "models" / "rxvision-c3pi-1k"
+    real = Path(bundled.__file__).resolve().parents[2] / "models" / "rxvision-c3pi-4k"
     monkeypatch.undo()
     assert bundled.bundled_model_dir() == real
 

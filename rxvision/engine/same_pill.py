@@ -7,7 +7,7 @@ as right when it is the true label or a member of the true label's identical-pil
 the model's drug library. They are reported beside, never instead of, the strict figures.
 
 Example:
-    >>> twins = library_twins(Path("models/rxvision-c3pi-1k"))
+    >>> twins = library_twins(Path("models/rxvision-c3pi-4k"))
     >>> same_pill_metrics(pred, labels, twins, group_by="mode")["top1_same_pill"]
 """
 

@@ -30,7 +30,7 @@ matches none of the likely pills), the typed facts contradict the photo: the ans
 "not sure", and the library's best hits for the typed facts alone are offered.
 
 Example:
-    >>> answers = Answers.for_model(labels, card, Path("models/rxvision-c3pi-1k"))
+    >>> answers = Answers.for_model(labels, card, Path("models/rxvision-c3pi-4k"))
     >>> fused, typed = answers.fuse(log_probs, TypedFacts.parse(imprint="M 411"))
 """
 

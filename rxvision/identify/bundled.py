@@ -7,7 +7,7 @@ and its error message are written once.
 
 Example:
     >>> resolve_model_path(None)   # the bundled model, or ArtifactError naming the fix
-    PosixPath('.../models/rxvision-c3pi-1k')
+    PosixPath('.../models/rxvision-c3pi-4k')
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import rxvision
 
 from ..artifact import CARD_NAME, ArtifactError
 
-BUNDLED_MODEL_NAME = "rxvision-c3pi-1k"
+BUNDLED_MODEL_NAME = "rxvision-c3pi-4k"
 
 
 def bundled_model_dir() -> Path:
-    """Where the bundled model is expected: ``<repo>/models/rxvision-c3pi-1k``."""
+    """Where the bundled model is expected: ``<repo>/models/rxvision-c3pi-4k``."""
     return Path(rxvision.__file__).resolve().parents[1] / "models" / BUNDLED_MODEL_NAME
 
 

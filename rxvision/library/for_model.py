@@ -4,7 +4,7 @@ A model's library holds the facts of the model's own labels and, for these weigh
 label's look-alikes by the model's class rows (:mod:`.appearance`). It is built from a
 manifest with the facts columns (c3pi-4k's), keeping only the model's labels:
 
-    rxvision library build ../shared/data/c3pi-4k/manifest.csv --for-model models/rxvision-c3pi-1k
+    rxvision library build ../shared/data/c3pi-4k/manifest.csv --for-model models/rxvision-c3pi-4k
 
 Example:
     >>> build = build_model_library("../shared/data/c3pi-4k/manifest.csv", "runs/c3pi")
