@@ -1,8 +1,12 @@
 """Photo plus typed facts: how much a typed imprint (exact or one character wrong) helps.
 
 For each labelled photo (a random, seeded subset), the model's calibrated log-probabilities
-are computed once (the card's TTA and zoom), then decided with the typed facts a person
-might add, built from the true pill's library facts (its first reference):
+are computed once, then decided with the typed facts a person might add, built from the
+true pill's library facts (its first reference). A whole-photo model sees the photo (the
+card's TTA and zoom); a crop model sees the crop of the pill its finder takes for the
+photo's pill (the most pill-like region, as evaluation does; one pass, its size
+temperature; a photo with no pill found counts as missed in every variant). The photo's
+own imprint is not read here: the typed facts are the only text evidence.
 
 - ``photo``: the photo alone; ``photo_same_pill``: a hit on an identical pill counts;
 - ``exact``: the imprint as NLM writes it (tokens separated by spaces);
@@ -39,6 +43,7 @@ from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.answers import TypedFacts
 from rxvision.identify.identifier import Identifier
+from rxvision.identify.pipeline import PillPipeline, model_framing, pill_sizes
 from rxvision.library.facts import DrugFacts
 from rxvision.library.groups import twin_labels
 
@@ -74,16 +79,35 @@ def typed_variants(
     return out
 
 
-def log_probs(ident: Identifier, paths: list[Path], batch: int) -> np.ndarray:
-    """Calibrated log-probabilities (N, C) of the photos, in batches."""
+def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
+                    ) -> tuple[list[np.ndarray | None], list[float]]:
+    """Calibrated log-probabilities (C,) and the open-set score of each photo (None, 0.0:
+    a crop model's finder found no pill)."""
+    if model_framing(ident.card) == "crop":
+        pipe = PillPipeline.around(ident, imprint=False)
+        rows: list[np.ndarray | None] = []
+        scores: list[float] = []
+        for n, path in enumerate(paths, 1):
+            pills = pipe.find(path, max_pills=1).pills
+            if not pills:
+                rows.append(None)
+                scores.append(0.0)
+            else:
+                logits, emb = ident.forward(pipe.inputs(pills))
+                rows.append(ident.log_probs(logits, pill_sizes(pills))[0])
+                scores.append(float(ident.ood(logits, emb)[0]))
+            print(f"\r{n}/{len(paths)} photos", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return rows, scores
     out = []
     for start in range(0, len(paths), batch):
         x = np.stack([ident.preprocess(p) for p in paths[start : start + batch]])
-        logits, _ = ident.forward(x)
-        out.append(ident.log_probs(logits))
+        logits, emb = ident.forward(x)
+        out.append((ident.log_probs(logits), ident.ood(logits, emb)))
         print(f"\r{start + len(x)}/{len(paths)} photos", end="", file=sys.stderr)
     print(file=sys.stderr)
-    return np.concatenate(out)
+    return ([row for lp, _ in out for row in lp],
+            [float(v) for _, sc in out for v in sc])
 
 
 def main() -> None:
@@ -106,7 +130,7 @@ def main() -> None:
     images = subset(images, args.limit, seed=SEED)
     samples = [s for s in images.samples if s.label in index]
     t0 = time.perf_counter()
-    lp = log_probs(ident, [s.path for s in samples], args.batch_size)
+    lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size)
     forward_s = time.perf_counter() - t0
     facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
     others = list(facts.values())
@@ -115,13 +139,18 @@ def main() -> None:
     counts: dict[str, dict[str, dict[str, float]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(float)))
     decide_ms: list[float] = []
-    for s, row in zip(samples, lp, strict=True):
+    for s, row, score in zip(samples, lp, ood_scores, strict=True):
         groups = ["all"] + ([f"{args.group_by}={s.extra.get(args.group_by, '')}"]
                             if args.group_by else [])
         variants = typed_variants(facts[s.label], others, rng)
         for name, typed in variants.items():
+            if row is None:  # no pill found: missed whatever was typed
+                for g in groups:
+                    counts[g][name]["n"] += 1
+                    counts[g][name]["no_pill"] += 1
+                continue
             t1 = time.perf_counter()
-            result = ident.decide(row, 0.0, topk=5, typed=typed)
+            result = ident.decide(row, score, topk=5, typed=typed)
             decide_ms.append((time.perf_counter() - t1) * 1e3)
             top = result.candidates[0].label
             right = top == s.label
@@ -158,7 +187,8 @@ def main() -> None:
                        "not_sure_by_typed_facts": round(c["contradicted"] / n, 4),
                        "first_offered_hit_right": round(c["hit_right"] / c["contradicted"], 4)
                        if c["contradicted"] else None,
-                       "found": round(c["found"] / n, 4)}
+                       "found": round(c["found"] / n, 4),
+                       "no_pill_found": round(c["no_pill"] / n, 4)}
             report["results"][g][name] = row_out
             print(f"{g:12s} {name:24s} " + "  ".join(f"{k} {v}" for k, v in row_out.items()))
     if args.json:
