@@ -6,7 +6,8 @@ true pill's library facts (its first reference). A whole-photo model sees the ph
 card's TTA and zoom); a crop model sees the crop of the pill its finder takes for the
 photo's pill (the most pill-like region, as evaluation does; one pass, its size
 temperature; a photo with no pill found counts as missed in every variant). The photo's
-own imprint is not read here: the typed facts are the only text evidence.
+own imprint is not read here: the typed facts are the only text evidence. Decisions use
+the photo's open-set score (until session 13 they used 0, so no photo was "unknown").
 
 - ``photo``: the photo alone; ``photo_same_pill``: a hit on an identical pill counts;
 - ``exact``: the imprint as NLM writes it (tokens separated by spaces);
