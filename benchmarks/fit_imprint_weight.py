@@ -21,7 +21,6 @@ from imprint_fused import best_pill, open_study  # this folder: run as a script
 from PIL import Image
 
 from rxvision.artifact import read_card, update_card
-from rxvision.identify.pipeline import pill_sizes
 from rxvision.imprint import fuse
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -44,8 +43,7 @@ def main() -> None:
         pill = best_pill(pipe.find(img).pills, row)
         if pill is None or row["label"] not in index:
             continue
-        logits, _ = ident.forward(pipe.inputs([pill]))
-        photo_lp.append(ident.log_probs(logits, pill_sizes([pill]))[0].astype(np.float64))
+        photo_lp.append(pipe.classify([pill])[0][0].astype(np.float64))
         llrs.append(evidence.llr([evidence.read(pill.detail or pill.crop)]))
         targets.append(index[row["label"]])
         if n % 100 == 0:

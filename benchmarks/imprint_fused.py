@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rxvision.identify.pipeline import FoundPill, PillPipeline, pill_sizes
+from rxvision.identify.pipeline import FoundPill, PillPipeline
 from rxvision.imprint import normalize_imprint, normalize_token
 from rxvision.locate.scoring import box_iou
 
@@ -86,9 +86,8 @@ def main() -> None:
             for key in ("photo", "fused", "read", "answered"):
                 s[key].append(0.0)
             continue
-        logits, emb = ident.forward(pipe.inputs([pill]))
-        lp = ident.log_probs(logits, pill_sizes([pill]))[0]
-        score = float(ident.ood(logits, emb)[0])
+        lps, scores = pipe.classify([pill])
+        lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
         fused, _ = evidence.apply(lp, [read])
         result = ident.decide(fused, score, 1)

@@ -44,7 +44,7 @@ from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.answers import TypedFacts
 from rxvision.identify.identifier import Identifier
-from rxvision.identify.pipeline import PillPipeline, model_framing, pill_sizes
+from rxvision.identify.pipeline import PillPipeline, model_framing
 from rxvision.library.facts import DrugFacts
 from rxvision.library.groups import twin_labels
 
@@ -94,9 +94,9 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
                 rows.append(None)
                 scores.append(0.0)
             else:
-                logits, emb = ident.forward(pipe.inputs(pills))
-                rows.append(ident.log_probs(logits, pill_sizes(pills))[0])
-                scores.append(float(ident.ood(logits, emb)[0]))
+                lp, score = pipe.classify(pills)
+                rows.append(lp[0])
+                scores.append(float(score[0]))
             print(f"\r{n}/{len(paths)} photos", end="", file=sys.stderr)
         print(file=sys.stderr)
         return rows, scores

@@ -245,6 +245,13 @@ class PillPipeline:
         return self.transform.normalize(np.stack([self.transform.array(p.crop)
                                                   for p in pills]))
 
+    def classify(self, pills: list[FoundPill]) -> tuple[np.ndarray, np.ndarray]:
+        """The pills' calibrated log-probabilities (n, C), each at its own size, and their
+        open-set scores (n,): one forward pass over their crops."""
+        logits, emb = self.identifier.forward(self.inputs(pills))
+        return (self.identifier.log_probs(logits, pill_sizes(pills)),
+                self.identifier.ood(logits, emb))
+
     def decide(self, log_probs: Any, ood_score: float, reads: list[ImprintRead | None],
                topk: int, typed: TypedFacts | None = None) -> Identification:
         """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
@@ -287,9 +294,7 @@ class PillPipeline:
                 f"the typed facts describe one pill, but the photo shows {len(found.pills)}: "
                 "photograph that pill alone")
         t0 = time.perf_counter()
-        logits, emb = self.identifier.forward(self.inputs(found.pills))
-        lp = self.identifier.log_probs(logits, pill_sizes(found.pills))
-        scores = self.identifier.ood(logits, emb)
+        lp, scores = self.classify(found.pills)
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
         t2 = time.perf_counter()
@@ -319,9 +324,7 @@ class PillPipeline:
                 source = f"{source_name(front)} + {source_name(back)}"
                 return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
             picked.append(found.pills[0])
-        logits, emb = self.identifier.forward(self.inputs(picked))
-        ident = self.identifier
-        lp, scores = ident.log_probs(logits, pill_sizes(picked)), ident.ood(logits, emb)
+        lp, scores = self.classify(picked)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
                              self.read_imprints(picked), topk, typed)
