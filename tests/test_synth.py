@@ -306,3 +306,9 @@ def test_crop_framing_compresses_small_views_once(two_colour_synth):
     views, _ = synth.render(torch.zeros(6, dtype=torch.long), torch.Generator().manual_seed(2))
     again, _ = synth.render(torch.zeros(6, dtype=torch.long), torch.Generator().manual_seed(2))
     assert views.dtype == torch.uint8 and torch.equal(views, again)
+
+
+def test_crop_framing_compresses_nearly_every_view():
+    """Phones save JPEG: crop framing raises the JPEG share, never lowers a higher one."""
+    assert SynthParams(framing="crop").for_framing().jpeg_prob >= 0.9 > SynthParams().jpeg_prob
+    assert SynthParams(framing="crop", jpeg_prob=1.0).for_framing().jpeg_prob == 1.0
