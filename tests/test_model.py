@@ -321,3 +321,40 @@ def test_head_averages_pooled_maps() -> None:
     torch.testing.assert_close(head.pool([a, b]), expected)
     with pytest.raises(ValueError, match="global_pool"):
         ClassificationHead(6, 3, global_pool="median")
+
+
+def test_cosine_head_reuses_its_folded_rows_only_while_they_are_unchanged() -> None:
+    """Inference keeps s·ŵ between calls (renormalising 100k rows per photo is slow); any
+    change to the rows, scale or offsets is seen at once, and training never uses it."""
+    from rxvision.models.layers import CosineClassifier
+
+    torch.manual_seed(0)
+    head = CosineClassifier(8, 5).eval()
+    x = torch.randn(3, 8)
+
+    def reference() -> torch.Tensor:
+        s = head.log_scale.exp()
+        return s * (F.normalize(x, dim=1) @ F.normalize(head.weight, dim=1).T - head.offset)
+
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), reference())
+        head.weight[2] = torch.randn(8)  # enrollment writes rows in place
+        head.offset[1] = 0.3
+        torch.testing.assert_close(head(x), reference())
+        head.log_scale.fill_(1.0)
+        torch.testing.assert_close(head(x), reference())
+    with torch.inference_mode():
+        torch.testing.assert_close(head(x), reference())
+    out = head.train()(x)  # with gradients: computed afresh, and gradients reach the rows
+    out.sum().backward()
+    assert head.weight.grad is not None and head.log_scale.grad is not None
+
+
+def test_cosine_head_made_under_inference_mode_still_runs() -> None:
+    from rxvision.models.layers import CosineClassifier
+
+    with torch.inference_mode():  # its rows are inference tensors: nothing is cached
+        head = CosineClassifier(8, 5).eval()
+        first = head(torch.ones(1, 8))
+        head.weight.mul_(-1)
+        torch.testing.assert_close(head(torch.ones(1, 8)), -first)

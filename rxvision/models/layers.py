@@ -134,10 +134,26 @@ class CosineClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # s·(cos(x, w) - o) = x̂ · (s ŵ) - s·o: the weight and bias depend on parameters
-        # only, so an ONNX export folds each into one constant.
+        # only, so an ONNX export folds each into one constant, and inference reuses them.
+        weight, bias = self._folded()
+        return F.linear(_l2_normalize(x), weight, bias)
+
+    def _folded(self) -> tuple[Tensor, Tensor]:
+        """``s ŵ`` and ``-s·o``. Without gradients (inference) they are kept until the
+        parameters change: renormalising every row per call cost more than the product itself
+        (100,000 rows: benchmarks/reference_topk.py)."""
         scale = self.log_scale.exp()
-        return F.linear(_l2_normalize(x), _l2_normalize(self.weight) * scale,
-                        -self.offset * scale)
+        if (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+                or self.weight.is_inference()):  # inference tensors keep no version count
+            return _l2_normalize(self.weight) * scale, -self.offset * scale
+        key = (self.weight._version, self.log_scale._version, self.offset._version,
+               self.weight.data_ptr(), self.weight.dtype, self.weight.device,
+               self.offset.data_ptr())
+        cached = self.__dict__.get("_folded_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _l2_normalize(self.weight) * scale, -self.offset * scale)
+            self.__dict__["_folded_cache"] = cached  # not a buffer: never saved or exported
+        return cached[1], cached[2]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
