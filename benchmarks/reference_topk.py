@@ -56,10 +56,11 @@ def percentiles(fn: Callable[[], object], repeats: int) -> dict[str, float]:
             "p99_ms": round(float(np.percentile(times, 99)), 3)}
 
 
-def time_size(ident: Identifier, n: int, embedding: torch.Tensor, repeats: int, topk: int
-              ) -> dict[str, dict[str, float]]:
+def time_size(ident: Identifier, n: int, embedding: torch.Tensor, repeats: int, topk: int,
+              head_dtype: torch.dtype = torch.float32) -> dict[str, dict[str, float]]:
     """Each N-dependent step of one answer, and all of them together, for N entries."""
     head = CosineClassifier(embedding.shape[1], n).eval()
+    head.inference_dtype = head_dtype
     logits = head(embedding).numpy()
     log_probs = ident.log_probs(logits)
 
@@ -85,23 +86,28 @@ def main() -> None:
                         help="library entries N to time")
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--head-precision", choices=("fp32", "fp16"), default="fp32",
+                        help="the cosine head's kept rows (Identifier head_precision)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     if min(args.sizes) < args.topk or args.repeats < 1:
         parser.error("need every size >= topk and repeats >= 1")
 
-    ident = Identifier.load(args.model)
+    ident = Identifier.load(args.model, head_precision=args.head_precision)
+    head_dtype = torch.float16 if args.head_precision == "fp16" else torch.float32
     if ident.model is None:
         parser.error("time the torch backend: the model's final layer gives D")
     dim = int(ident.model.get_classifier().weight.shape[1])
     rng = np.random.default_rng(0)
     embedding = torch.from_numpy(rng.standard_normal((1, dim)).astype(np.float32))
     print(f"model {ident.num_classes} classes, embedding {dim}; torch threads "
-          f"{torch.get_num_threads()}; open-set score {ident.ood_method}")
+          f"{torch.get_num_threads()}; open-set score {ident.ood_method}; head rows "
+          f"{args.head_precision}")
     rows: list[dict[str, object]] = []
     with torch.no_grad():  # not inference_mode: the head's rows stay ordinary tensors
         for n in args.sizes:
-            for part, t in time_size(ident, n, embedding, args.repeats, args.topk).items():
+            for part, t in time_size(ident, n, embedding, args.repeats, args.topk,
+                                     head_dtype).items():
                 rows.append({"entries": n, "part": part, **t})
                 print(f"N {n:>7,d}  {part:18s} p50 {t['p50_ms']:7.3f} ms  "
                       f"p99 {t['p99_ms']:7.3f} ms")
@@ -114,6 +120,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "model": args.model or "bundled", "embedding_dim": dim, "topk": args.topk,
+            "head_precision": args.head_precision,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "rows": rows}, indent=2))
 

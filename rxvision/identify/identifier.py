@@ -155,6 +155,26 @@ class TorchRunner:
             return logits.float().cpu(), emb.float().cpu()
 
 
+HEAD_PRECISIONS = ("fp32", "fp16")
+
+
+def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
+    """Keep the model's cosine final layer rows at ``precision`` for inference."""
+    if precision not in HEAD_PRECISIONS:
+        raise IdentifierError(f"head precision must be one of {HEAD_PRECISIONS}, "
+                              f"got {precision!r}")
+    import torch
+
+    from ..models.layers import CosineClassifier
+
+    head = model.get_classifier() if model is not None else None
+    if isinstance(head, CosineClassifier):
+        head.inference_dtype = torch.float16 if precision == "fp16" else torch.float32
+    elif precision != "fp32":
+        raise IdentifierError(f"head precision {precision} needs the torch backend and a "
+                              "cosine final layer (classifier.type: cosine)")
+
+
 def _load_runner(path: Path, backend: str, device: str, threads: int | None
                  ) -> tuple[Any, Artifact | None]:
     if backend not in BACKENDS:
@@ -191,6 +211,7 @@ class Identifier:
         batch_size: int = 32,
         zoom: str | None = None,
         library: str | Path | bool | None = None,
+        head_precision: str = "fp32",
     ):
         self.runner = runner
         self.tta = runner.rotations if isinstance(runner, RotationTTA) else 1
@@ -240,6 +261,7 @@ class Identifier:
                 self.class_centres = class_centres_from_card(card, len(self.labels))
             except ValueError as exc:
                 raise IdentifierError(str(exc)) from exc
+        set_head_precision(model, head_precision)
         # Drug facts, look-alikes and typed-fact fusion from the artifact's library.sqlite
         # (library=None), another library file, or none (False).
         self.answers = Answers.for_model(self.labels, card, path, library)
@@ -262,6 +284,9 @@ class Identifier:
                 None: the number the card was calibrated with (``calibration.tta``, else 1).
             **options: ``abstain_threshold``, ``ood_threshold``, ``ood_method``,
                 ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings;
+                ``head_precision``: ``"fp16"`` keeps a cosine final layer's rows in half
+                precision (torch backend; for libraries of tens of thousands of pills,
+                where reading the rows bounds the time; default ``"fp32"``);
                 ``library``: the drug library (None: the artifact's ``library.sqlite``
                 when present; False: none; a path: that file).
         """
