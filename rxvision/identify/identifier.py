@@ -163,16 +163,21 @@ def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
     if precision not in HEAD_PRECISIONS:
         raise IdentifierError(f"head precision must be one of {HEAD_PRECISIONS}, "
                               f"got {precision!r}")
+    need = (f"head precision {precision} needs the torch backend and a cosine final layer "
+            "(classifier.type: cosine)")
+    if model is None:  # an exported backend: nothing to set, and torch stays unloaded
+        if precision != "fp32":
+            raise IdentifierError(need)
+        return
     import torch
 
     from ..models.layers import CosineClassifier
 
-    head = model.get_classifier() if model is not None else None
+    head = model.get_classifier()
     if isinstance(head, CosineClassifier):
         head.inference_dtype = torch.float16 if precision == "fp16" else torch.float32
     elif precision != "fp32":
-        raise IdentifierError(f"head precision {precision} needs the torch backend and a "
-                              "cosine final layer (classifier.type: cosine)")
+        raise IdentifierError(need)
 
 
 def _load_runner(path: Path, backend: str, device: str, threads: int | None
