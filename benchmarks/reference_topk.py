@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from rxvision.identify.identifier import Identifier  # noqa: E402
+from rxvision.identify.identifier import HEAD_PRECISIONS, Identifier  # noqa: E402
 from rxvision.logmath import top_k  # noqa: E402
 from rxvision.models.layers import CosineClassifier  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> None:
                         help="library entries N to time")
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--head-precision", choices=("fp32", "fp16"), default="fp32",
+    parser.add_argument("--head-precision", choices=tuple(HEAD_PRECISIONS), default="fp32",
                         help="the cosine head's kept rows (Identifier head_precision)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -94,9 +94,7 @@ def main() -> None:
         parser.error("need every size >= topk and repeats >= 1")
 
     ident = Identifier.load(args.model, head_precision=args.head_precision)
-    head_dtype = torch.float16 if args.head_precision == "fp16" else torch.float32
-    if ident.model is None:
-        parser.error("time the torch backend: the model's final layer gives D")
+    head_dtype = getattr(torch, HEAD_PRECISIONS[args.head_precision])
     dim = int(ident.model.get_classifier().weight.shape[1])
     rng = np.random.default_rng(0)
     embedding = torch.from_numpy(rng.standard_normal((1, dim)).astype(np.float32))

@@ -155,13 +155,13 @@ class TorchRunner:
             return logits.float().cpu(), emb.float().cpu()
 
 
-HEAD_PRECISIONS = ("fp32", "fp16")
+HEAD_PRECISIONS = {"fp32": "float32", "fp16": "float16"}  # name -> torch dtype of the rows
 
 
 def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
     """Keep the model's cosine final layer rows at ``precision`` for inference."""
     if precision not in HEAD_PRECISIONS:
-        raise IdentifierError(f"head precision must be one of {HEAD_PRECISIONS}, "
+        raise IdentifierError(f"head precision must be one of {tuple(HEAD_PRECISIONS)}, "
                               f"got {precision!r}")
     need = (f"head precision {precision} needs the torch backend and a cosine final layer "
             "(classifier.type: cosine)")
@@ -175,7 +175,7 @@ def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
 
     head = model.get_classifier()
     if isinstance(head, CosineClassifier):
-        head.inference_dtype = torch.float16 if precision == "fp16" else torch.float32
+        head.inference_dtype = getattr(torch, HEAD_PRECISIONS[precision])
     elif precision != "fp32":
         raise IdentifierError(need)
 
