@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from rxvision.data import load_dataset, load_image
-from rxvision.data.synth import PhoneViewSynthesizer, SynthParams, _side_tensor
+from rxvision.data.synth import PhoneViewSynthesizer, SynthParams, _side_tensor, motion_kernels
 from rxvision.data.transforms import fill_colour
 from rxvision.engine.train import validation_views
 
@@ -312,3 +314,46 @@ def test_crop_framing_compresses_nearly_every_view():
     """Phones save JPEG: crop framing raises the JPEG share, never lowers a higher one."""
     assert SynthParams(framing="crop").for_framing().jpeg_prob >= 0.9 > SynthParams().jpeg_prob
     assert SynthParams(framing="crop", jpeg_prob=1.0).for_framing().jpeg_prob == 1.0
+
+
+def test_motion_kernels_are_normalised_line_segments():
+    k = motion_kernels(torch.tensor([6.0, 6.0, 1.0]), torch.tensor([0.0, math.pi / 2, 0.3]))
+    assert k.shape[0] == 3 and k.shape[1] == k.shape[2] and k.shape[1] % 2 == 1
+    assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(3))
+    c = k.shape[1] // 2
+    horizontal, vertical = k[0], k[1]
+    assert torch.allclose(horizontal.sum(0)[c - 2 : c + 3], horizontal[c, c - 2 : c + 3])  # one row
+    assert float(horizontal[c].sum()) > 0.99 and float(horizontal[:, c].sum()) < 0.2
+    assert torch.allclose(vertical, horizontal.T, atol=1e-5)  # a quarter turn
+    with pytest.raises(ValueError, match="positive length"):
+        motion_kernels(torch.tensor([0.0]), torch.tensor([0.0]))
+
+
+def test_motion_blur_smears_along_its_line_only(two_colour_synth):
+    """A horizontal smear spreads a vertical edge and leaves a horizontal edge sharp."""
+    params = SynthParams(blur_prob=0.0, lowres_prob=0.0, noise_prob=0.0, letterbox_prob=0.0,
+                         motion_prob=1.0, motion_px=(9.0, 9.0))
+    synth = PhoneViewSynthesizer(two_colour_synth.sides, two_colour_synth.num_sides,
+                                 (64, 64), params)
+    img = torch.zeros(2, 3, 64, 64)
+    img[0, :, :, 32:] = 1  # a vertical edge
+    img[1, :, 32:, :] = 1  # a horizontal edge
+    angle = torch.zeros(2)
+    out = img.clone()
+    for i in range(2):  # the same horizontal smear on both, through the kernel the synth uses
+        k = motion_kernels(torch.tensor([9.0]), angle[i : i + 1])[0]
+        r = k.shape[0] // 2
+        padded = F.pad(img[i : i + 1], (r, r, r, r), mode="replicate")
+        out[i] = F.conv2d(padded, k.expand(3, 1, -1, -1), groups=3)[0]
+    assert 0.2 < float(out[0, 0, 10, 30]) < 0.5 and 0.5 < float(out[0, 0, 10, 33]) < 0.8
+    assert torch.equal(out[1], img[1])  # along the edge: nothing moves
+    # The synth smears every view when asked, and a seed renders the same smear.
+    a, _ = synth._degrade(img.clone(), torch.Generator().manual_seed(3))
+    b, _ = synth._degrade(img.clone(), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, img)
+
+
+def test_crop_framing_shakes_some_views():
+    crop = SynthParams(framing="crop").for_framing()
+    assert crop.motion_prob >= 0.3 and crop.motion_px[1] > crop.motion_px[0] > 0
+    assert SynthParams().motion_prob == 0.0  # photo framing keeps its random stream

@@ -8,7 +8,8 @@ of its reference (:mod:`rxvision.data.cutout`) once, then composes whole batches
   (mild perspective) and placed on a procedural background (flat, gradient, mottled,
   grain) with a soft drop shadow;
 - uneven lighting, brightness, contrast, gamma, colour cast and saturation;
-- Gaussian blur, low resolution, sensor noise, JPEG compression, letterbox bands.
+- Gaussian blur, motion blur (hand shake), low resolution, sensor noise, JPEG compression,
+  letterbox bands.
 
 Batches are built with ``grid_sample`` and convolutions, so synthesis costs a few percent
 of a training step and needs no DataLoader workers on a 2-core CPU. Every random draw
@@ -49,6 +50,10 @@ MASK_ERROR_PX = (-2, 5)
 CROP_LOWRES_SCALE = (0.2, 0.7)
 # Share of crop-framed views JPEG-compressed (at the sensor's pixels when low-resolution).
 CROP_JPEG_PROB = 0.9
+# Hand shake: a share of crop-framed views smeared along a line this many crop pixels long
+# (a 224 px crop of a pill 60-120 px long in the photo: 1-6 px of shake in the photo).
+CROP_MOTION_PROB = 0.3
+CROP_MOTION_PX = (2.0, 12.0)
 
 
 @dataclass
@@ -63,6 +68,8 @@ class SynthParams:
     shadow_prob: float = 0.6
     blur_prob: float = 0.5
     blur_sigma: float = 1.6
+    motion_prob: float = 0.0  # a straight-line smear at a random angle (see _motion_blur)
+    motion_px: tuple[float, float] = (2.0, 8.0)  # its length in pixels of the view
     noise_prob: float = 0.5
     noise_std: float = 0.035
     lowres_prob: float = 0.25
@@ -98,12 +105,32 @@ class SynthParams:
         # carries sensor noise, and a phone saves nearly every photo as JPEG (or HEIC), so
         # nine crops in ten carry its blocks (session 14: JPEG 95 instead of 35-90 was worth
         # 5 points to the eighth version on independent renders). Glossy coats and gel caps
-        # catch the light: a glint on half the crops.
+        # catch the light: a glint on half the crops. A hand-held phone shakes: a smear
+        # along a line on three crops in ten (the eighth version lost 4 points to blur on
+        # independent renders, which blur along lines as well; training blurred round only).
         return dataclasses.replace(self, one_side_prob=1.0, one_size=CROP_FILL,
+                                   motion_prob=max(self.motion_prob, CROP_MOTION_PROB),
+                                   motion_px=CROP_MOTION_PX,
                                    letterbox_prob=0.0, lowres_prob=0.7,
                                    lowres_scale=CROP_LOWRES_SCALE, highlight_prob=0.5,
                                    sensor_pixels=True, noise_prob=0.8,
                                    jpeg_prob=max(self.jpeg_prob, CROP_JPEG_PROB))
+
+
+def motion_kernels(length: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Normalised (n, K, K) kernels of anti-aliased line segments ``length`` pixels long at
+    ``angle`` radians, centred; K is odd and fits the longest."""
+    if length.shape != angle.shape or length.dim() != 1 or bool((length <= 0).any()):
+        raise ValueError("motion blur needs one positive length per angle")
+    r = math.ceil(float(length.max()) / 2) + 1
+    axis = torch.arange(-r, r + 1, dtype=torch.float32)
+    v, u = torch.meshgrid(axis, axis, indexing="ij")  # rows (y), columns (x)
+    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    along = u * cos + v * sin  # distance along the line from the centre
+    across = (v * cos - u * sin).abs()  # distance from the line
+    half = (length / 2).view(-1, 1, 1)
+    k = (1 - across).clamp(min=0) * (half + 0.5 - along.abs()).clamp(0, 1)
+    return k / k.sum(dim=(1, 2), keepdim=True)
 
 
 def _side_tensor(side: Image.Image, canvas: int = SIDE_CANVAS) -> torch.Tensor:
@@ -430,6 +457,8 @@ class PhoneViewSynthesizer:
             flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
                             k.view(nb * C, 1, -1, 1), groups=nb * C)
             img[blurred] = flat.view(nb, C, H, W)
+        if p.motion_prob > 0:  # drawn only then: other settings keep their random stream
+            img = self._motion_blur(img, g)
         # Low resolution: down- then up-sample a subset of the batch.
         low = self._p(g, B, p.lowres_prob)
         f = float(self._u(g, 1, *p.lowres_scale)) if low.any() else 1.0
@@ -462,6 +491,24 @@ class PhoneViewSynthesizer:
                 img[i, :, :, :n] = self.fill[0]
                 img[i, :, :, W - n :] = self.fill[0]
         return img, compressed
+
+    def _motion_blur(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Smear ``motion_prob`` of the views along a line (hand shake during the exposure):
+        one length in ``motion_px`` and one angle per view, as a grouped 2-D convolution."""
+        B, C, H, W = img.shape
+        p = self.params
+        moved = self._p(g, B, p.motion_prob)
+        n = int(moved.sum())
+        if not n:
+            return img
+        length = self._u(g, n, *p.motion_px)
+        angle = self._u(g, n, 0.0, math.pi)
+        kernels = motion_kernels(length, angle)  # (n, K, K)
+        r = kernels.shape[-1] // 2
+        flat = F.pad(img[moved].reshape(1, n * C, H, W), (r, r, r, r), mode="replicate")
+        weight = kernels.repeat_interleave(C, 0).unsqueeze(1)  # (n*C, 1, K, K)
+        img[moved] = F.conv2d(flat, weight, groups=n * C).view(n, C, H, W)
+        return img
 
     def _add_noise(self, img: torch.Tensor, noisy: torch.Tensor, std: torch.Tensor,
                    offsets: torch.Tensor) -> None:
