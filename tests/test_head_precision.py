@@ -29,3 +29,22 @@ def test_head_precision_is_checked(sample_artifact: Path) -> None:
     with pytest.raises(IdentifierError, match="cosine final layer"):
         Identifier.load(sample_artifact, head_precision="fp16")  # its head is nn.Linear
     assert Identifier.load(sample_artifact, head_precision="fp32").num_classes > 0
+
+
+def test_cli_and_service_offer_the_same_precisions(sample_artifact: Path, sample_dir: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from rxvision.cli import main
+    from rxvision.commands.options import HEAD_PRECISION_CHOICES
+    from rxvision.identify.identifier import HEAD_PRECISIONS
+    from rxvision.serve import ServeSettings
+
+    assert tuple(HEAD_PRECISIONS) == HEAD_PRECISION_CHOICES
+    assert ServeSettings(head_precision="fp16").head_precision == "fp16"
+    with pytest.raises(ValueError, match="head_precision"):
+        ServeSettings(head_precision="int4")
+    photo = str(sample_dir / "images" / "00093-0900-01.jpg")
+    # The sample artifact's final layer is nn.Linear: fp16 rows are refused in one line.
+    code = main(["predict", "--model", str(sample_artifact), "--head-precision", "fp16", photo])
+    assert code == 2 and "cosine final layer" in capsys.readouterr().err
+    assert main(["predict", "--model", str(sample_artifact), "--head-precision", "fp32",
+                 photo]) == 0

@@ -22,7 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from rxvision.identify.identifier import Identifier
+from rxvision.identify.identifier import Identifier, IdentifierError
 from rxvision.serve import ServeSettings, create_app
 from rxvision.serve.middleware import BodyLimitMiddleware
 
@@ -638,3 +638,11 @@ def test_batcher_waits_for_company_only_when_idle() -> None:
     elapsed = asyncio.run(scenario())
     assert sizes == [4, 2]
     assert elapsed < 1.5  # the queued pair ran as soon as the model was free, no 3 s wait
+
+
+def test_serve_reports_and_checks_the_head_precision(make_client: Callable[..., TestClient],
+                                                     sample_artifact: Path) -> None:
+    client = make_client(model=sample_artifact)
+    assert client.get("/v1/model").json()["identification"]["head_precision"] == "fp32"
+    with pytest.raises(IdentifierError, match="cosine final layer"):  # nn.Linear head
+        make_client(model=sample_artifact, head_precision="fp16")

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import add_tta_argument, add_zoom_argument
+from .options import add_head_precision_argument, add_tta_argument, add_zoom_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_tta_argument(p)
     add_zoom_argument(p)
+    add_head_precision_argument(p)
     typed = p.add_argument_group(
         "what you can read off the pill", "combined with the photo's probabilities (one pill: "
         "one image, or one --pair); needs the model's drug library; see docs/identification.md")
@@ -113,7 +114,7 @@ def predict(args: argparse.Namespace) -> int:
     ident = Identifier.load(args.model, backend=args.backend, device=args.device,
                             abstain_threshold=args.abstain_threshold,
                             ood_threshold=args.ood_threshold, batch_size=args.batch_size,
-                            tta=args.tta, zoom=args.zoom,
+                            tta=args.tta, zoom=args.zoom, head_precision=args.head_precision,
                             library=False if args.no_library else args.library)
     if typed is not None and ident.answers.library is None:
         raise IdentifierError("--imprint/--color/--shape need a drug library: "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_tta_argument
+from .options import add_head_precision_argument, add_tta_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "only normalises images and its threads would compete with "
                         "onnxruntime's; torch's default otherwise)")
     add_tta_argument(p)
+    add_head_precision_argument(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
@@ -78,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
               "device": args.device, "threads": args.threads, "host": args.host,
               "torch_threads": args.torch_threads or (1 if args.backend == "onnx" else None),
               "onnx_spinning": args.onnx_spinning, "tta": args.tta,
+              "head_precision": args.head_precision,
               "port": args.port, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
               "queue_size": args.queue_size, "max_body_bytes": int(args.max_body_mb * 2**20)}
     if args.max_pixels is not None:

@@ -267,6 +267,7 @@ class Identifier:
             except ValueError as exc:
                 raise IdentifierError(str(exc)) from exc
         set_head_precision(model, head_precision)
+        self.head_precision = head_precision
         # Drug facts, look-alikes and typed-fact fusion from the artifact's library.sqlite
         # (library=None), another library file, or none (False).
         self.answers = Answers.for_model(self.labels, card, path, library)

@@ -86,7 +86,8 @@ class Service:
         if self.identifier is None:
             self.identifier = await asyncio.to_thread(
                 Identifier.load, s.model, backend=s.backend, device=s.device, threads=s.threads,
-                tta=s.tta, max_pixels=s.max_pixels)
+                tta=s.tta, max_pixels=s.max_pixels,
+                head_precision=s.head_precision)
         ident = self.identifier
         if model_framing(ident.card) == "crop":
             # One finder thread per decoding thread: several photos are decoded at once.
@@ -272,7 +273,8 @@ def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = F
         "size_temperature": (None if ident.size_temperature is None
                              else ident.size_temperature.to_dict()),
         "identification": {"abstain_threshold": ident.abstain_threshold,
-                           "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold},
+                           "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold,
+                           "head_precision": ident.head_precision},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,
                          "explain": ident.model is not None,
