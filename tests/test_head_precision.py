@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -39,6 +40,8 @@ def test_cli_and_service_offer_the_same_precisions(sample_artifact: Path, sample
     from rxvision.serve import ServeSettings
 
     assert tuple(HEAD_PRECISIONS) == HEAD_PRECISION_CHOICES
+    serve_choices = get_args(ServeSettings.model_fields["head_precision"].annotation)
+    assert serve_choices == HEAD_PRECISION_CHOICES
     assert ServeSettings(head_precision="fp16").head_precision == "fp16"
     with pytest.raises(ValueError, match="head_precision"):
         ServeSettings(head_precision="int4")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..artifact import ArtifactError, load_artifact, read_card, save_artifact
+from ..artifact import ArtifactError, load_artifact, save_artifact
 from ..data.transforms import card_zoom
 from ..locate.segmenter import carry_segmenter
 
@@ -74,12 +74,11 @@ def average_artifacts(runs: Sequence[str | Path], out: str | Path) -> Path:
     mean = average_state_dicts([a.model.state_dict() for a in arts])
     model = arts[-1].model
     model.load_state_dict(mean)
-    cards = [read_card(p) for p in paths]
     extra: dict[str, Any] = {"averaged_from": [
-        {"run": str(p), "sha256": c.get("weights", {}).get("sha256")}
-        for p, c in zip(paths, cards, strict=True)]}
+        {"run": str(p), "sha256": a.card.get("weights", {}).get("sha256")}
+        for p, a in zip(paths, arts, strict=True)]}
     last = arts[-1]
     saved = save_artifact(out, model, last.config, last.labels, last.label_metadata,
-                          extra=extra, zoom=card_zoom(cards[-1]["preprocessing"]))
+                          extra=extra, zoom=card_zoom(last.preprocessing))
     carry_segmenter(paths[-1], saved)
     return saved
