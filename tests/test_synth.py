@@ -357,3 +357,32 @@ def test_crop_framing_shakes_some_views():
     crop = SynthParams(framing="crop").for_framing()
     assert crop.motion_prob >= 0.3 and crop.motion_px[1] > crop.motion_px[0] > 0
     assert SynthParams().motion_prob == 0.0  # photo framing keeps its random stream
+
+
+def test_finder_masks_wander_off_the_true_edge_only_near_it(two_colour_synth):
+    """Some crop masks are coarsened and wobbled like a finder's: they differ from the true
+    mask along its outline (bites and bulges), never far inside or outside the pill, and a
+    seed draws the same ones."""
+    from rxvision.data.synth import CROP_MASK_COARSE, CROP_MASK_NOISE_PROB
+
+    size = 96
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (((yy - 47.5) ** 2 + (xx - 47.5) ** 2) < 30**2).float()
+    mask = disc.expand(64, 1, size, size).clone()
+    out = two_colour_synth._finder_mask(mask, torch.Generator().manual_seed(4))
+    again = two_colour_synth._finder_mask(mask, torch.Generator().manual_seed(4))
+    assert torch.equal(out, again) and set(out.unique().tolist()) <= {0.0, 1.0}
+    changed = (out != mask).flatten(1).any(dim=1)
+    # About CROP_MASK_NOISE_PROB of the views (0.6 of 64: 38.4, sd 3.9) are changed.
+    assert abs(int(changed.sum()) - CROP_MASK_NOISE_PROB * 64) < 16
+    radius = ((yy - 47.5) ** 2 + (xx - 47.5) ** 2).sqrt()
+    moved = (out != mask).any(dim=0)[0]
+    assert moved.any()
+    # Only near the edge: within two blocks of the coarsest grid (a block's average is
+    # spread over its neighbours when enlarged again).
+    assert float(radius[moved].min()) > 30 - 2 * CROP_MASK_COARSE[1]
+    assert float(radius[moved].max()) < 30 + 2 * CROP_MASK_COARSE[1]
+    assert float((radius[moved] - 30).abs().median()) < CROP_MASK_COARSE[1] / 2
+    # The outline wanders both ways: some views lose pill pixels, some gain surface ones.
+    assert ((mask - out) > 0).flatten(1).any(1).sum() > 0
+    assert ((out - mask) > 0).flatten(1).any(1).sum() > 0

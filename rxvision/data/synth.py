@@ -46,6 +46,14 @@ C3PI_GREY = 117 / 255
 # The pill finder's mask edge is off by this many pixels (negative: eroded). Its masks on
 # patterned surfaces keep a rim of the surface more often than they cut into the pill.
 MASK_ERROR_PX = (-2, 5)
+# A finder predicts its mask at a working resolution well below a pill crop's (320 px for
+# the whole photo) and its edge wanders: bites out of the pill, bulges of the surface. On
+# this share of crop views the mask is coarsened by a factor drawn from CROP_MASK_COARSE
+# (crop pixels per working pixel) and its edge moved by low-frequency noise of amplitude
+# CROP_MASK_WOBBLE (a share of the coarse edge ramp); see _finder_mask.
+CROP_MASK_NOISE_PROB = 0.6
+CROP_MASK_COARSE = (3, 12)
+CROP_MASK_WOBBLE = (0.1, 0.45)
 # A pill 40-120 px long in a photo, enlarged to ~180 px of a 224 px crop: 0.2-0.7 of the detail.
 CROP_LOWRES_SCALE = (0.2, 0.7)
 # Share of crop-framed views JPEG-compressed (at the sensor's pixels when low-resolution).
@@ -246,8 +254,9 @@ class PhoneViewSynthesizer:
         pasted on the C3PI grey after the photo's light, blur, noise and JPEG.
 
         The mask is eroded or dilated within ``MASK_ERROR_PX`` (a dilated mask keeps a
-        rim of the surface around the pill, as a real pill finder's mask may) and its edge
-        softened as ``normalised_crop`` softens it.
+        rim of the surface around the pill, as a real pill finder's mask may), on
+        ``CROP_MASK_NOISE_PROB`` of the views coarsened and wobbled as a finder's is
+        (:meth:`_finder_mask`), and its edge softened as ``normalised_crop`` softens it.
         """
         B = img.shape[0]
         shift = torch.randint(MASK_ERROR_PX[0], MASK_ERROR_PX[1] + 1, (B,), generator=g)
@@ -258,9 +267,34 @@ class PhoneViewSynthesizer:
                 mask[rows] = F.max_pool2d(alpha[rows], 2 * k + 1, stride=1, padding=k)
             elif k < 0:  # erode
                 mask[rows] = -F.max_pool2d(-alpha[rows], -2 * k + 1, stride=1, padding=-k)
+        mask = self._finder_mask(mask, g)
         mask = F.avg_pool2d(F.pad(mask, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         out = img.float() / 255 * mask + C3PI_GREY * (1 - mask)
         return (out.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def _finder_mask(self, mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``mask`` (B, 1, H, W) as a pill finder might return it, on a random share of rows.
+
+        The mask is averaged over blocks of ``d`` crop pixels (``CROP_MASK_COARSE``) and
+        enlarged again, which gives its edge a ramp about ``d`` pixels wide and the finder's
+        blocky outline; low-frequency noise (a 7 x 7 grid, amplitude ``CROP_MASK_WOBBLE``)
+        added before thresholding at 0.5 moves the edge in and out along the outline by up
+        to about ``amplitude * d`` pixels: bites out of the pill and bulges of the surface.
+        """
+        B, _, H, W = mask.shape
+        on = self._p(g, B, CROP_MASK_NOISE_PROB)
+        block = torch.randint(CROP_MASK_COARSE[0], CROP_MASK_COARSE[1] + 1, (B,), generator=g)
+        amplitude = self._u(g, B, *CROP_MASK_WOBBLE).view(B, 1, 1, 1)
+        wobble = F.interpolate(torch.rand(B, 1, 7, 7, generator=g) * 2 - 1, size=(H, W),
+                               mode="bicubic", align_corners=False)
+        out = mask.clone()
+        for d in block[on].unique().tolist():
+            rows = on & (block == d)
+            coarse = F.interpolate(
+                F.avg_pool2d(mask[rows], d, stride=d, ceil_mode=True), size=(H, W),
+                mode="bilinear", align_corners=False)
+            out[rows] = (coarse + amplitude[rows] * wobble[rows] > 0.5).float()
+        return out
 
     def _background(self, B: int, g: torch.Generator) -> torch.Tensor:
         H, W = self.size
