@@ -23,6 +23,9 @@ one box or none per photo):
 
     python benchmarks/locate_eval.py
     python benchmarks/locate_eval.py --independent runs/indep-seg --calls 20
+    # one working side instead of the card's (min_area in working pixels scales with its
+    # square): the session-16 sweep on the real photos
+    python benchmarks/locate_eval.py --skip composites,latency --input-longest 320 --min-area 16
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ def composites(seg: Segmenter, refs: str, count: int) -> None:
     comp = Composites.from_images(images, CompositeParams(size=320, photo_side=320))
     # Composites cut pills by the frame, which the card's rule drops: keep them for this one.
     keep_all = Segmenter(
-        seg.net, seg.input_longest, dataclasses.replace(seg.thresholds, keep_cut_by_frame=True)
+        seg.net, seg.input_longest, dataclasses.replace(seg.thresholds, keep_cut_by_frame=True),
+        extra_longest=seg.extra_longest,
     )
     rng = np.random.default_rng(90210)
     total, ious = BoxMatch([], 0), []
@@ -242,12 +246,23 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=15, help="timed calls per latency")
     parser.add_argument("--skip", default="", help="comma list of: real,composites,latency")
+    parser.add_argument("--input-longest", type=int, default=None,
+                        help="one working side instead of the card's sides (not for latency)")
+    parser.add_argument("--min-area", type=int, default=None,
+                        help="smallest pill in working pixels instead of the card's")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(1)
     seg = Segmenter.load(args.segmenter)
+    if args.input_longest is not None or args.min_area is not None:
+        thresholds = seg.thresholds
+        if args.min_area is not None:
+            thresholds = dataclasses.replace(thresholds, min_area=args.min_area)
+        extra = () if args.input_longest else seg.extra_longest
+        seg = Segmenter(seg.net, args.input_longest or seg.input_longest, thresholds, seg.card,
+                        extra_longest=extra)
     print(
-        f"segmenter {args.segmenter}: input longest side {seg.input_longest}, "
+        f"segmenter {args.segmenter}: working sides {[seg.input_longest, *seg.extra_longest]}, "
         f"{seg.card.get('parameters', 0):,} parameters, thresholds {seg.thresholds}"
     )
     if "real" not in skip:

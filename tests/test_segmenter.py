@@ -220,6 +220,60 @@ def test_artifact_round_trip(tiny, tmp_path):
     assert np.array_equal(tiny.probabilities(image), loaded.probabilities(image))
 
 
+def _square_runner(squares_at: dict[int, list[tuple[float, float, float, float]]]):
+    """A network stand-in: at a working width it finds the squares listed for that width
+    (x0, y0, x1, y1 as fractions of the photo), certain foreground and core inside."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        _, _, h, w = x.shape
+        logits = np.full((1, 2, h, w), -20.0, np.float32)
+        for fx0, fy0, fx1, fy1 in squares_at.get(w, []):
+            logits[0, :, round(fy0 * h):round(fy1 * h), round(fx0 * w):round(fx1 * w)] = 20.0
+        return logits
+
+    return run
+
+
+def test_extra_working_sides_add_only_the_pills_not_found_before():
+    pill_a, pill_b = (0.2, 0.2, 0.45, 0.45), (0.6, 0.55, 0.85, 0.8)
+    # At 128 px the network sees pill A; at 64 px it sees A again (slightly off) and B.
+    runner = _square_runner({128: [pill_a], 64: [(0.21, 0.2, 0.46, 0.45), pill_b]})
+    data = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    photo = Image.new("RGB", (256, 256), (90, 90, 90))
+    one = Segmenter(None, 128, runner=runner, data=data)
+    both = Segmenter(None, 128, runner=runner, data=data, extra_longest=(64,))
+    true_a, true_b = (51, 51, 115, 115), (154, 141, 218, 205)
+    only = one.find(photo)
+    assert len(only) == 1 and box_iou(only[0].box, true_a) > 0.9
+    found = both.find(photo)
+    assert len(found) == 2  # A once, from the first side; B from the extra one
+    assert only[0].box in [r.box for r in found]
+    assert max(box_iou(r.box, true_b) for r in found) > 0.8
+    # min_area is in pixels at input_longest: at a side half as long it is a quarter.
+    strict = InstanceThresholds(min_area=400)  # B is 16 x 16 = 256 px at 64: 1,024 at 128
+    assert len(Segmenter(None, 128, strict, runner=runner, data=data,
+                         extra_longest=(64,)).find(photo)) == 2
+    with pytest.raises(ValueError, match="distinct and at least"):
+        Segmenter(None, 128, runner=runner, data=data, extra_longest=(128,))
+    with pytest.raises(ValueError, match="distinct and at least"):
+        Segmenter(None, 128, runner=runner, data=data, extra_longest=(16,))
+
+
+def test_extra_working_sides_are_kept_in_the_card(tmp_path):
+    torch.manual_seed(0)
+    seg = Segmenter(PillSegNet(SegNetConfig(pretrained="none", width=8)), 64,
+                    extra_longest=(48,))
+    directory = seg.save(tmp_path / "seg")
+    card = json.loads((directory / "card.json").read_text())
+    assert card["preprocessing"]["extra_longest"] == [48]
+    assert Segmenter.load(directory).extra_longest == (48,)
+    for bad in ([64], [8], ["x"]):
+        card["preprocessing"]["extra_longest"] = bad
+        (directory / "card.json").write_text(json.dumps(card))
+        with pytest.raises(ArtifactError, match="card is invalid"):
+            Segmenter.load(directory)
+
+
 def test_corrupt_or_foreign_weights_are_refused(tiny, tmp_path):
     directory = tiny.save(tmp_path / "seg")
     weights = directory / "model.safetensors"

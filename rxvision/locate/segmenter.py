@@ -5,7 +5,10 @@ photo is resized so that its longer side is the card's ``input_longest`` (both s
 rounded to a multiple of 16), normalised with the encoder's mean/std, and the two predicted
 maps are split into pills (:mod:`rxvision.locate.instances`). Each pill's mask is brought
 back to the photo's resolution inside its box, so boxes are not quantised to the working
-grid.
+grid. A card may name further working sides (``extra_longest``): the photo is segmented at
+each of them too, and their pills are added where they overlap none found before (the
+network was trained at one scale; a large pill that a finer side loses is kept by a
+coarser one, and crowds that a coarse side merges are parted by a finer one).
 
 A segmenter is a model artifact like the classifier: a directory with ``model.safetensors``
 and ``card.json`` (network config, preprocessing, thresholds, metrics, training record,
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +43,7 @@ from ..artifact import (
 )
 from ..io_utils import atomic_directory, atomic_write, atomic_write_json
 from .instances import InstanceThresholds, split_instances
+from .scoring import box_iou
 
 if TYPE_CHECKING:  # the network (torch, timm) loads only for the torch backend and training
     from .segnet import PillSegNet
@@ -53,6 +57,10 @@ CARD_FORMAT = "rxvision-segmenter-card/1"
 ONNX_NAME = "model.onnx"
 MULTIPLE = 16  # the encoder's output stride: working sizes are multiples of it
 DEFAULT_INPUT_LONGEST = 320
+MIN_LONGEST = 32
+# A pill found at an extra working side is added unless its box overlaps one already found
+# by at least this IoU (session 16: 0.3 on the real phone photos' development split).
+EXTRA_SIDE_OVERLAP = 0.3
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class Segmenter:
             ``runner`` and ``data`` are required).
         runner: runs the network on the normalised input (NumPy in and out); default: ``net``.
         data: the input's ``mean`` and ``std``; default: the network's.
+        extra_longest: further working sides, segmented after ``input_longest`` in this
+            order (``thresholds.min_area`` is in pixels at ``input_longest`` and scales
+            with the square of the side).
     """
 
     def __init__(
@@ -107,11 +118,17 @@ class Segmenter:
         *,
         runner: Runner | None = None,
         data: dict[str, Any] | None = None,
+        extra_longest: tuple[int, ...] = (),
     ):
         if net is None and (runner is None or data is None):
             raise ValueError("a segmenter without its network needs a runner and mean/std")
+        sides = (int(input_longest), *(int(s) for s in extra_longest))
+        if min(sides) < MIN_LONGEST or len(set(sides)) != len(sides):
+            raise ValueError(f"working sides must be distinct and at least {MIN_LONGEST} "
+                             f"pixels, got {list(sides)}")
         self.net = net.eval() if net is not None else None
-        self.input_longest = int(input_longest)
+        self.input_longest = sides[0]
+        self.extra_longest = sides[1:]
         self.thresholds = thresholds or InstanceThresholds()
         data = data or net.data_config()
         self.mean = np.asarray(data["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -147,6 +164,7 @@ class Segmenter:
             "outputs": list(OUTPUTS),
             "preprocessing": {
                 "input_longest": self.input_longest,
+                **({"extra_longest": list(self.extra_longest)} if self.extra_longest else {}),
                 "multiple": MULTIPLE,
                 "interpolation": "bilinear",
                 **net.data_config(),
@@ -204,6 +222,10 @@ class Segmenter:
         try:
             thresholds = InstanceThresholds.from_dict(card["thresholds"])
             longest = int(card["preprocessing"]["input_longest"])
+            extra = tuple(int(v) for v in card["preprocessing"].get("extra_longest", []))
+            if min((longest, *extra)) < MIN_LONGEST or len({longest, *extra}) != 1 + len(extra):
+                raise ValueError(f"working sides must be distinct and at least {MIN_LONGEST} "
+                                 f"pixels, got {[longest, *extra]}")
             data = {k: [float(v) for v in card["preprocessing"][k]] for k in ("mean", "std")}
             if any(len(v) != 3 for v in data.values()):
                 raise ValueError("mean and std need 3 values each")
@@ -213,7 +235,8 @@ class Segmenter:
             from .segmenter_onnx import onnx_runner
 
             return cls(None, longest, thresholds, card,
-                       runner=onnx_runner(directory, card, threads), data=data)
+                       runner=onnx_runner(directory, card, threads), data=data,
+                       extra_longest=extra)
         from .segnet import PillSegNet, SegNetConfig
 
         try:
@@ -234,16 +257,17 @@ class Segmenter:
             )
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
         net.config.pretrained = card["config"].get("pretrained", "none")
-        return cls(net, longest, thresholds, card)
+        return cls(net, longest, thresholds, card, extra_longest=extra)
 
     # -- inference --------------------------------------------------------------------------
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """The photo as the network's input (1, 3, h, w), normalised."""
+    def prepare(self, image: Image.Image, longest: int | None = None) -> np.ndarray:
+        """The photo as the network's input (1, 3, h, w), normalised, at working side
+        ``longest`` (default ``input_longest``)."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"find() takes a PIL image, got {type(image).__name__}")
         image = image.convert("RGB")
-        size = working_size(image.size, self.input_longest)
+        size = working_size(image.size, longest or self.input_longest)
         if image.size != size:
             factor = min(image.size[0] // size[0], image.size[1] // size[1])
             if factor >= 2:  # box-reduce a large photo first: much faster, no aliasing
@@ -262,15 +286,27 @@ class Segmenter:
         mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
         return (images.float() / 255 - mean.to(images.device)) / std.to(images.device)
 
-    def probabilities(self, image: Image.Image) -> np.ndarray:
-        """Foreground and core probabilities (2, h, w) at the working size."""
-        logits = np.asarray(self.runner(self.prepare(image)), dtype=np.float32)[0]
+    def probabilities(self, image: Image.Image, longest: int | None = None) -> np.ndarray:
+        """Foreground and core probabilities (2, h, w) at working side ``longest``
+        (default ``input_longest``)."""
+        logits = np.asarray(self.runner(self.prepare(image, longest)), dtype=np.float32)[0]
         return 1.0 / (1.0 + np.exp(-logits))
 
     def find(self, image: Image.Image) -> list[PillRegion]:
-        """Every pill in ``image``, best score first; an empty list when there is none."""
-        maps = self.probabilities(image)
-        return regions_from_maps(maps, image.size, self.thresholds)
+        """Every pill in ``image``, best score first; an empty list when there is none.
+
+        Pills found at ``input_longest`` first; each extra working side adds the pills
+        whose boxes overlap none already found by ``EXTRA_SIDE_OVERLAP`` IoU or more.
+        """
+        regions = regions_from_maps(self.probabilities(image), image.size, self.thresholds)
+        for side in self.extra_longest:
+            scale = (side / self.input_longest) ** 2
+            thresholds = replace(
+                self.thresholds, min_area=max(1, round(self.thresholds.min_area * scale)))
+            found = regions_from_maps(self.probabilities(image, side), image.size, thresholds)
+            regions += [r for r in found
+                        if all(box_iou(r.box, q.box) < EXTRA_SIDE_OVERLAP for q in regions)]
+        return sorted(regions, key=lambda r: -r.score)
 
 
 def regions_from_maps(
