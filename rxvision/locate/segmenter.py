@@ -96,6 +96,19 @@ def working_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
     )
 
 
+def working_sides(longest: Any, extra: Any = ()) -> tuple[int, ...]:
+    """``(longest, *extra)`` as ints: distinct and each at least ``MIN_LONGEST`` pixels.
+
+    Raises:
+        ValueError: a side that is not an integer, too small, or repeated.
+    """
+    sides = (int(longest), *(int(s) for s in extra))
+    if min(sides) < MIN_LONGEST or len(set(sides)) != len(sides):
+        raise ValueError(f"working sides must be distinct and at least {MIN_LONGEST} pixels, "
+                         f"got {list(sides)}")
+    return sides
+
+
 class Segmenter:
     """A trained pill segmenter and its card; see the module docstring.
 
@@ -122,10 +135,7 @@ class Segmenter:
     ):
         if net is None and (runner is None or data is None):
             raise ValueError("a segmenter without its network needs a runner and mean/std")
-        sides = (int(input_longest), *(int(s) for s in extra_longest))
-        if min(sides) < MIN_LONGEST or len(set(sides)) != len(sides):
-            raise ValueError(f"working sides must be distinct and at least {MIN_LONGEST} "
-                             f"pixels, got {list(sides)}")
+        sides = working_sides(input_longest, extra_longest)
         self.net = net.eval() if net is not None else None
         self.input_longest = sides[0]
         self.extra_longest = sides[1:]
@@ -221,11 +231,9 @@ class Segmenter:
         card = read_segmenter_card(directory)
         try:
             thresholds = InstanceThresholds.from_dict(card["thresholds"])
-            longest = int(card["preprocessing"]["input_longest"])
-            extra = tuple(int(v) for v in card["preprocessing"].get("extra_longest", []))
-            if min((longest, *extra)) < MIN_LONGEST or len({longest, *extra}) != 1 + len(extra):
-                raise ValueError(f"working sides must be distinct and at least {MIN_LONGEST} "
-                                 f"pixels, got {[longest, *extra]}")
+            longest, *rest = working_sides(card["preprocessing"]["input_longest"],
+                                           card["preprocessing"].get("extra_longest", []))
+            extra = tuple(rest)
             data = {k: [float(v) for v in card["preprocessing"][k]] for k in ("mean", "std")}
             if any(len(v) != 3 for v in data.values()):
                 raise ValueError("mean and std need 3 values each")
