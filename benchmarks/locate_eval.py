@@ -248,6 +248,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of: real,composites,latency")
     parser.add_argument("--input-longest", type=int, default=None,
                         help="one working side instead of the card's sides (not for latency)")
+    parser.add_argument("--extra-longest", type=int, nargs="*", default=None,
+                        help="with --input-longest: further working sides (the card's "
+                             "preprocessing.extra_longest)")
     parser.add_argument("--min-area", type=int, default=None,
                         help="smallest pill in working pixels instead of the card's")
     args = parser.parse_args()
@@ -258,7 +261,8 @@ def main() -> None:
         thresholds = seg.thresholds
         if args.min_area is not None:
             thresholds = dataclasses.replace(thresholds, min_area=args.min_area)
-        extra = () if args.input_longest else seg.extra_longest
+        extra = (tuple(args.extra_longest or ()) if args.input_longest
+                 else seg.extra_longest)
         seg = Segmenter(seg.net, args.input_longest or seg.input_longest, thresholds, seg.card,
                         extra_longest=extra)
     print(

@@ -24,6 +24,7 @@ from rxvision.locate import C3PI_GREY, PillRegion, Segmenter, normalised_crop
 from rxvision.locate.composite import CompositeParams, Composites, segmentation_targets
 from rxvision.locate.instances import InstanceThresholds, split_instances
 from rxvision.locate.scoring import box_iou, mask_iou, match_boxes
+from rxvision.locate.segmenter import most_pill_like
 from rxvision.locate.segnet import PillSegNet, SegNetConfig
 from rxvision.locate.textures import SURFACES
 
@@ -257,6 +258,24 @@ def test_extra_working_sides_add_only_the_pills_not_found_before():
         Segmenter(None, 128, runner=runner, data=data, extra_longest=(128,))
     with pytest.raises(ValueError, match="distinct and at least"):
         Segmenter(None, 128, runner=runner, data=data, extra_longest=(16,))
+
+
+def test_the_one_pill_of_a_photo_comes_from_the_main_working_side():
+    small, large = (0.2, 0.2, 0.35, 0.35), (0.5, 0.4, 0.9, 0.8)
+    # The main side finds a small pill; the extra side adds a larger region elsewhere.
+    runner = _square_runner({128: [small], 64: [large]})
+    data = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    photo = Image.new("RGB", (256, 256), (90, 90, 90))
+    found = Segmenter(None, 128, runner=runner, data=data, extra_longest=(64,)).find(photo)
+    assert sorted(r.extra_side for r in found) == [False, True]
+    pick = most_pill_like(found)
+    assert not pick.extra_side and box_iou(pick.box, (51, 51, 90, 90)) > 0.8
+    # Without a main-side region the extra side's is taken.
+    only_extra = [r for r in found if r.extra_side]
+    assert most_pill_like(only_extra) is only_extra[0]
+    # Among main-side regions the larger wins at a similar score, as before.
+    assert most_pill_like([dataclasses.replace(r, extra_side=False) for r in found]).box == max(
+        found, key=lambda r: r.mask.sum()).box
 
 
 def test_extra_working_sides_are_kept_in_the_card(tmp_path):

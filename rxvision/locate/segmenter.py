@@ -71,11 +71,15 @@ class PillRegion:
         box: (x0, y0, x1, y1) in photo pixels, x1/y1 exclusive.
         mask: bool array (y1 - y0, x1 - x0): the pill's pixels inside ``box``.
         score: mean foreground probability over the pill, in [0, 1].
+        extra_side: found at one of the card's extra working sides (where the main side
+            found nothing overlapping it); :func:`most_pill_like` takes such a region as
+            a photo's one pill only when the main side found none.
     """
 
     box: tuple[int, int, int, int]
     mask: np.ndarray = field(repr=False)
     score: float
+    extra_side: bool = False
 
     def full_mask(self, size: tuple[int, int]) -> np.ndarray:
         """The mask in a whole photo of ``size`` (width, height): bool (height, width)."""
@@ -312,7 +316,7 @@ class Segmenter:
             thresholds = replace(
                 self.thresholds, min_area=max(1, round(self.thresholds.min_area * scale)))
             found = regions_from_maps(self.probabilities(image, side), image.size, thresholds)
-            regions += [r for r in found
+            regions += [replace(r, extra_side=True) for r in found
                         if all(box_iou(r.box, q.box) < EXTRA_SIDE_OVERLAP for q in regions)]
         return sorted(regions, key=lambda r: -r.score)
 
@@ -365,13 +369,17 @@ def most_pill_like(regions: list[PillRegion]) -> PillRegion:
     """The region to take as "the pill" of a photo that shows one: the finder's score
     weighted by the square root of the area, so that a whole pill wins over a small speck
     the finder is a little surer of. Evaluation and front/back pairs both choose by it.
+    Regions of the card's main working side come first: one found only at an extra side
+    is taken when the main side found none (extra sides add the pills the main side
+    misses in crowds and at other scales, and more false regions with them).
 
     Raises:
         ValueError: ``regions`` is empty.
     """
     if not regions:
         raise ValueError("no region to choose from")
-    return max(regions, key=lambda r: r.score * float(r.mask.sum()) ** 0.5)
+    main = [r for r in regions if not r.extra_side] or regions
+    return max(main, key=lambda r: r.score * float(r.mask.sum()) ** 0.5)
 
 
 def attach_segmenter(model_dir: str | Path, segmenter: str | Path) -> Path:
