@@ -133,8 +133,11 @@ class CosineClassifier(nn.Module):
         self.inference_dtype = torch.float32
 
     def cosine(self, x: Tensor) -> Tensor:
-        """Cosine similarity (B, num_classes) of each input with each class row."""
-        return F.linear(_l2_normalize(x), _l2_normalize(self.weight))
+        """Cosine similarity (B, num_classes) of each input with each class row (at
+        inference from the kept rows of :meth:`_folded`, not renormalised per call)."""
+        weight, _ = self._folded()
+        cos = F.linear(_l2_normalize(x).to(weight.dtype), weight).to(x.dtype)
+        return cos / self.log_scale.exp().to(cos.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         # s·(cos(x, w) - o) = x̂ · (s ŵ) - s·o: the weight and bias depend on parameters
