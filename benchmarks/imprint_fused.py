@@ -66,6 +66,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="render-independent manifest.csv")
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show-wrong", action="store_true",
+                    help="print each wrong answer given under the card's rule: the photo, the "
+                         "true and the answered pill's imprints, what was read, confidences")
     args = ap.parse_args()
 
     root, rows, pipe = open_study(args.model, args.data, args.limit, args.seed)
@@ -103,6 +106,14 @@ def main() -> None:
         s["answered"].append(float(not result.abstain))
         if not result.abstain:
             s["answered_wrong"].append(float(not fused_ok))
+            if args.show_wrong and not fused_ok:
+                answer = ident.labels[int(np.argmax(fused))]
+                print(f"  wrong: {row['image']} true {row['label']} "
+                      f"{sorted(truth_tokens[row['label']])} answered {answer} "
+                      f"{sorted(truth_tokens.get(answer, set()))} read "
+                      f"{[t.text for t in read.confident()]} p_photo "
+                      f"{float(np.exp(lp[target])):.3f}/{float(np.exp(lp.max())):.3f} p_fused "
+                      f"{float(np.exp(fused.max())):.3f} photo right {photo_ok}", flush=True)
         s["ms"].append(read.elapsed_ms)
         if n % 50 == 0:
             print(f"  {n}/{len(rows)} photos", flush=True)
