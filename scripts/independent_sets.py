@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
 import subprocess
 import sys
 from pathlib import Path
+
+from rxvision.io_utils import atomic_write
 
 SEED = 17
 MEASURE = {"new": 500, "known": 500}
@@ -46,12 +47,13 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def draw(manifest: Path) -> dict[str, list[dict[str, str]]]:
