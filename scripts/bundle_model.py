@@ -14,12 +14,18 @@ re-tied from the run's library, else from the bundle folder's previous one. With
 ``--facts``, the card's ``label_metadata`` keeps only each label's NDC and name for the labels
 the manifest has facts for (answers take the facts from the library; the card stays small:
 2.1 MB before session 17, most of it facts the library holds too).
+
+All of it is written into a copy of the bundle beside it (``.<name>.staging``), which
+replaces the bundle only when every step succeeded: a failure leaves the old bundle whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rxvision.artifact import SAVED_CARD_KEYS, load_artifact, read_card, save_artifact
@@ -40,6 +46,29 @@ def lean_metadata(labels: list[str], metadata: list[dict[str, str]], facts: Path
             for label, m in zip(labels, metadata, strict=True)]
 
 
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A copy of ``out`` (empty when there is none) to write in; it replaces ``out`` when
+    the block ends without an error and is removed when it raises."""
+    stage = out.with_name(f".{out.name}.staging")
+    old = out.with_name(f".{out.name}.old")
+    for leftover in (stage, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if out.is_dir():
+        shutil.copytree(out, stage)
+    else:
+        stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,24 +78,31 @@ def main() -> None:
                         help="manifest with the drug facts columns, e.g. "
                              "../shared/data/c3pi-4k/manifest.csv")
     args = parser.parse_args()
-    art = load_artifact(args.run)
-    card = read_card(args.run)
+    with staged(args.out) as stage:
+        bundle(args.run, stage, args.facts)
+    print(f"bundle written: {args.out}")
+
+
+def bundle(run: Path, out: Path, facts: Path | None) -> None:
+    """Write ``run`` into the bundle folder ``out``: weights, card, pill finder, library."""
+    art = load_artifact(run)
+    card = read_card(run)
     extra = {k: v for k, v in card.items() if k not in SAVED_CARD_KEYS}
-    extra["bundled_from"] = {"run": str(args.run), "sha256_fp32": card["weights"]["sha256"]}
-    metadata = (lean_metadata(art.labels, art.label_metadata, args.facts) if args.facts
+    extra["bundled_from"] = {"run": str(run), "sha256_fp32": card["weights"]["sha256"]}
+    metadata = (lean_metadata(art.labels, art.label_metadata, facts) if facts
                 else art.label_metadata)
-    save_artifact(args.out, art.model, art.config, art.labels, metadata,
+    save_artifact(out, art.model, art.config, art.labels, metadata,
                   metrics=card.get("metrics"), calibration=card.get("calibration"),
                   extra=extra, half=True, zoom=card_zoom(card["preprocessing"]))
-    size = (args.out / "model.safetensors").stat().st_size / 2**20
-    print(f"bundled {args.run} -> {args.out} ({size:.1f} MB fp16)")
-    finder = carry_segmenter(args.run, args.out)  # the finder it was calibrated with
+    size = (out / "model.safetensors").stat().st_size / 2**20
+    print(f"bundled {run} -> {out} ({size:.1f} MB fp16)")
+    finder = carry_segmenter(run, out)  # the finder it was calibrated with
     print(f"pill finder {finder}" if finder else "no pill finder in the run (whole-photo model)")
-    old = [p / LIBRARY_NAME for p in (args.run, args.out) if (p / LIBRARY_NAME).is_file()]
-    if args.facts:
-        built = build_model_library(args.facts, args.out)
+    old = [p / LIBRARY_NAME for p in (run, out) if (p / LIBRARY_NAME).is_file()]
+    if facts:
+        built = build_model_library(facts, out)
     elif old:
-        built = retie_library(old[0], args.out)
+        built = retie_library(old[0], out)
     else:
         print("no drug library: pass --facts MANIFEST (answers will show label codes only)")
         return

@@ -35,6 +35,27 @@ def test_bundle_keeps_full_metadata_only_where_the_library_lacks_facts(tmp_path:
     assert lean == [{"ndc": "A", "name": "drug a"}, other]
 
 
+def test_bundle_replaces_the_old_one_only_when_every_step_succeeded(tmp_path: Path) -> None:
+    staged = load_script("bundle_model").staged
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "model.safetensors").write_text("old weights")
+    (out / "README.md").write_text("model card")
+    with pytest.raises(RuntimeError, match="library build failed"), staged(out) as stage:
+        (stage / "model.safetensors").write_text("new weights")
+        raise RuntimeError("library build failed")
+    assert (out / "model.safetensors").read_text() == "old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left
+    with staged(out) as stage:
+        (stage / "model.safetensors").write_text("new weights")
+    assert (out / "model.safetensors").read_text() == "new weights"
+    assert (out / "README.md").read_text() == "model card"  # the rest carried over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    with staged(tmp_path / "fresh") as stage:
+        (stage / "card.json").write_text("{}")
+    assert (tmp_path / "fresh" / "card.json").is_file()
+
+
 def test_independent_sets_draw_disjoint_seeded_pills(tmp_path: Path) -> None:
     sets = load_script("independent_sets")
     rows = [{"image": f"images/{i}.jpg", "label": f"L{i:04d}",
