@@ -11,6 +11,10 @@ debossed/embossed, none):
   wrong and wrong->right);
 * read rate: photos where a confident token equals one of the true imprint's tokens;
 * answers under the card's rule (not abstained) and the wrong share of those, fused;
+* held back: answers the card's rule would give on the fused ranking that the pipeline
+  makes "not sure" because the read also fits a sibling the photo alone cannot rule out
+  (:meth:`rxvision.identify.imprint_evidence.ImprintEvidence.holds_back`), and how many
+  of those would have been wrong;
 * median milliseconds reading per pill.
 
 The independent renderer's pill sizes decide what is legible: at 512 px a pill spans
@@ -93,7 +97,8 @@ def main() -> None:
         lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
         fused, _ = evidence.apply(lp, [read])
-        result = ident.decide(fused, score, 1)
+        plain = ident.decide(fused, score, 1)  # the card's rule on the fused ranking alone
+        result = pipe.decide(lp, score, [read], 1)  # ... and the pipeline's sibling check
         target = index[row["label"]]
         photo_ok = int(np.argmax(lp)) == target
         fused_ok = int(np.argmax(fused)) == target
@@ -104,6 +109,8 @@ def main() -> None:
         s["helped"].append(float(fused_ok and not photo_ok))
         s["hurt"].append(float(photo_ok and not fused_ok))
         s["answered"].append(float(not result.abstain))
+        if not plain.abstain and result.abstain:  # held back: the read also fits a sibling
+            s["held_wrong"].append(float(not fused_ok))
         if not result.abstain:
             s["answered_wrong"].append(float(not fused_ok))
             if args.show_wrong and not fused_ok:
@@ -119,8 +126,8 @@ def main() -> None:
             print(f"  {n}/{len(rows)} photos", flush=True)
     print(f"{args.model} on {args.data}: {len(rows)} photos, tta 1")
     print("| imprint | photos | top-1 photo | top-1 fused | imprint helped / hurt | read rate "
-          "| answered | wrong of answered | read ms (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| answered | wrong of answered | held back (wrong) | read ms (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     total: dict[str, list[float]] = defaultdict(list)
     for group in sorted(stats):
         s = stats[group]
@@ -135,9 +142,10 @@ def _line(group: str, s: dict[str, list[float]]) -> None:
         return f"{statistics.fmean(s[key]):.3f}" if s.get(key) else "-"
 
     ms = f"{statistics.median(s['ms']):.0f}" if s.get("ms") else "-"
+    held = s.get("held_wrong", [])
     print(f"| {group} | {len(s['photo'])} | {mean('photo')} | {mean('fused')} | "
           f"{mean('helped')} / {mean('hurt')} | {mean('read')} | {mean('answered')} | "
-          f"{mean('answered_wrong')} | {ms} |")
+          f"{mean('answered_wrong')} | {len(held)} ({int(sum(held))}) | {ms} |")
 
 
 if __name__ == "__main__":

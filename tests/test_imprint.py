@@ -240,3 +240,33 @@ def test_fusion_checks_shapes_and_batches() -> None:
     out = fuse(photo, np.array([0.0, 2.0, 0.0]))
     assert out.shape == (2, 3) and np.allclose(np.exp(out).sum(axis=1), 1.0)
     np.testing.assert_allclose(fuse(photo[0], np.array([0.0, 2.0, 0.0]), weight=0.0), photo[0])
+
+
+def _read(*tokens: tuple[str, float]):
+    from rxvision.imprint import ImprintRead
+
+    return ImprintRead(tuple(ImprintToken(t, c) for t, c in tokens), "test", (100, 60), 1.0,
+                       5.0)
+
+
+def test_a_partial_read_names_the_siblings_it_does_not_tell_apart() -> None:
+    """"TV" of "TV 7678" fits TV 7677 as well: the photo alone then decides between them, so
+    the answer is held to the photo's own threshold."""
+    from rxvision.identify.imprint_evidence import ImprintEvidence
+
+    labels = ["tv-7677", "tv-7678", "m-411", "93-900", "tv-7678-repack"]
+    evidence = ImprintEvidence(["TV;7677", "TV;7678", "M;411", "93;900", "7678;TV"],
+                               weight=2.0, labels=labels)
+    photo = photo_log_probs([0.01, 0.70, 0.19, 0.09, 0.01])
+    fused, info = evidence.apply(photo, [_read(("TV", 0.95))])
+    assert labels[int(np.argmax(fused))] == "tv-7678" and np.exp(fused.max()) > 0.95
+    # the repackager's same text is the same pill, not a sibling to rule out
+    assert info["also_fits"] == [{"label": "tv-7677", "imprint": "TV;7677"}]
+    assert info["photo_confidence"] == pytest.approx(0.70)
+    assert evidence.holds_back(info, 0.9) and not evidence.holds_back(info, 0.6)
+    _, whole = evidence.apply(photo, [_read(("TV", 0.95), ("7678", 0.9))])
+    assert whole["also_fits"] == [] and not evidence.holds_back(whole, 0.9)
+    _, nothing = evidence.apply(photo, [])
+    assert nothing["also_fits"] == [] and not evidence.holds_back(nothing, 0.9)
+    with pytest.raises(ValueError, match="2 labels for 5 imprints"):
+        ImprintEvidence(["TV;7677"] * 5, labels=labels[:2])

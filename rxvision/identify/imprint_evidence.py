@@ -8,6 +8,14 @@ that with the calibrated photo log-probabilities. Labels the drug library has no
 get no evidence either way (their imprint is unknown, not absent). An empty read changes
 nothing. Every answer says what was read and whether the imprint or the appearance decided.
 
+A read can leave the part of the imprint that tells pills apart unread: "TV" of "TV 7678"
+fits TV 7677 just as well, so between those two the photo alone decides, and the photo is
+least reliable between strength siblings that look alike. ``info["also_fits"]`` names the
+pills among the fused top candidates whose imprint differs from the answer's but which
+the read supports about as well (a likelihood ratio under :data:`UNSEPARATED_RATIO`);
+:meth:`ImprintEvidence.holds_back` then asks the photo alone to clear the abstention
+threshold, as it must without any imprint.
+
 Example:
     >>> evidence = ImprintEvidence.for_answers(identifier.labels, identifier.answers)
     >>> read = evidence.read(crop)
@@ -36,15 +44,24 @@ from .answers import Answers
 from .identifier import IdentifierError
 
 DETAIL_SIDE = (224, 640)  # the reader's crop: the pill's own pixels, within these bounds
+# The read tells the answer from another pill only when it favours the answer by at least
+# this likelihood ratio (after the weight); below it the two count as unseparated.
+UNSEPARATED_RATIO = 2.0
+ALSO_FITS_AMONG = 5  # ... looked for among this many fused top candidates
 
 
 class ImprintEvidence:
     """The labels' library imprints, indexed once; reads crops and fuses what they say."""
 
     def __init__(self, imprints: Sequence[str | None], reader: str = DEFAULT_READER,
-                 weight: float = DEFAULT_WEIGHT):
+                 weight: float = DEFAULT_WEIGHT, labels: Sequence[str] | None = None):
         self.index = ImprintIndex([s or "" for s in imprints])
+        self.imprints = [s or "" for s in imprints]
         self.known = np.array([s is not None for s in imprints])  # facts in the library
+        self.labels = list(labels) if labels is not None else [str(i) for i in
+                                                                range(len(imprints))]
+        if len(self.labels) != len(imprints):
+            raise IdentifierError(f"{len(self.labels)} labels for {len(imprints)} imprints")
         self.reader = reader
         self.weight = weight
 
@@ -66,7 +83,7 @@ class ImprintEvidence:
                     for lab in labels]
         if not weight >= 0:
             raise IdentifierError(f"imprint weight must be >= 0, got {weight}")
-        return cls(imprints, reader, weight)
+        return cls(imprints, reader, weight, labels)
 
     def read(self, crop: Image.Image) -> ImprintRead:
         """The imprint on one pill crop (at the photo's own detail; see DETAIL_SIDE)."""
@@ -85,7 +102,9 @@ class ImprintEvidence:
         """Calibrated photo log-probabilities (C,) + the pill's reads -> fused ones and
         what to tell the user: ``read`` (text, "" for nothing), ``decided_by``
         ("imprint" | "appearance"), ``changed`` (the imprint moved the top answer),
-        ``reader`` and ``read_ms``."""
+        ``reader``, ``read_ms``, ``also_fits`` (other pills the read does not tell apart
+        from the answer: label and imprint, see :meth:`also_fits`) and ``photo_confidence``
+        (the photo's own probability of the fused answer)."""
         llr = self.llr(reads)
         log_probs = as_array(log_probs)
         photo = log_probs.astype(np.float64)
@@ -93,10 +112,33 @@ class ImprintEvidence:
             "read": " / ".join(t for t in (r.text() for r in reads) if t),
             "reader": reads[0].reader if reads else self.reader,
             "read_ms": round(sum(r.elapsed_ms for r in reads), 1),
-            "decided_by": "appearance", "changed": False}
+            "decided_by": "appearance", "changed": False, "also_fits": [],
+            "photo_confidence": float(np.exp(photo.max())) if len(photo) else 0.0}
         if not np.any(llr) or len(photo) < 2:
             return log_probs, info
         decision = fusion_decider(photo, llr, self.weight)
-        info.update(decided_by=decision.decided_by, changed=decision.changed)
-        fused = fuse(photo, llr, self.weight).astype(log_probs.dtype)
-        return fused, info
+        fused = fuse(photo, llr, self.weight)
+        info.update(decided_by=decision.decided_by, changed=decision.changed,
+                    also_fits=self.also_fits(fused, llr),
+                    photo_confidence=float(np.exp(photo[decision.fused_top])))
+        return fused.astype(log_probs.dtype), info
+
+    def also_fits(self, fused: np.ndarray, llr: np.ndarray) -> list[dict[str, str]]:
+        """Pills among the fused top :data:`ALSO_FITS_AMONG` with a known imprint other than
+        the answer's (not the same pill's text) that the read favours the answer over by a
+        likelihood ratio under :data:`UNSEPARATED_RATIO`: ``[{"label", "imprint"}]``."""
+        order = np.argsort(-fused, kind="stable")[:ALSO_FITS_AMONG]
+        top = int(order[0])
+        if not self.known[top]:
+            return []
+        margin = np.log(UNSEPARATED_RATIO)
+        return [{"label": self.labels[j], "imprint": self.imprints[j]}
+                for j in map(int, order[1:])
+                if self.known[j] and self.index.tokens[j] != self.index.tokens[top]
+                and self.weight * (llr[top] - llr[j]) < margin]
+
+    def holds_back(self, info: dict[str, Any], abstain_threshold: float) -> bool:
+        """Whether an answer must be "not sure" although its fused confidence clears the
+        threshold: the read also fits another pill (``info["also_fits"]``) and the photo
+        alone is below ``abstain_threshold``, so nothing reliable tells them apart."""
+        return bool(info.get("also_fits")) and info["photo_confidence"] < abstain_threshold

@@ -37,6 +37,7 @@ from ..locate.transform import load_reduced
 from .answers import TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
 from .identifier import (
+    MESSAGE_UNSURE,
     Identification,
     Identifier,
     IdentifierError,
@@ -255,12 +256,19 @@ class PillPipeline:
     def decide(self, log_probs: Any, ood_score: float, reads: list[ImprintRead | None],
                topk: int, typed: TypedFacts | None = None) -> Identification:
         """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
-        pill's imprint reads (one, or front and back)."""
+        pill's imprint reads (one, or front and back). An answer the read does not tell
+        apart from another pill (``imprint["also_fits"]``) is "not sure" unless the photo
+        alone clears the abstention threshold or the user typed the imprint."""
         info = None
         if self.imprint is not None:
             log_probs, info = self.imprint.apply(log_probs, [r for r in reads if r])
         result = self.identifier.decide(log_probs, ood_score, topk, typed)
         result.imprint = info
+        typed_imprint = typed is not None and typed.imprint is not None  # the user read it
+        if (info is not None and self.imprint is not None and not result.abstain
+                and not typed_imprint
+                and self.imprint.holds_back(info, self.identifier.abstain_threshold)):
+            result.abstain, result.message = True, MESSAGE_UNSURE  # see ImprintEvidence
         return result
 
     def explain_crop(self, crop: Image.Image) -> dict[str, Image.Image]:

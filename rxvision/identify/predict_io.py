@@ -163,12 +163,18 @@ def format_text(row: dict[str, Any]) -> str:
 
 
 def imprint_note(imprint: dict[str, Any]) -> str:
-    """"read: M 411 (the imprint decided)" / "read: nothing legible (appearance only)"."""
+    """"read: M 411 (the imprint decided)" / "read: nothing legible (appearance only)";
+    "...; the read also fits 00093-7677-56 (TV 7677): check the whole imprint"."""
     if not imprint["read"]:
         return "read: nothing legible (the appearance alone decided)"
     who = ("the imprint changed the answer" if imprint["changed"] else
            f"the {imprint['decided_by']} decided")
-    return f"read: {imprint['read']} ({who})"
+    note = f"read: {imprint['read']} ({who})"
+    if imprint.get("also_fits"):
+        note += "; the read also fits " + ", ".join(
+            f"{other['label']} ({other['imprint'].replace(';', ' ')})"
+            for other in imprint["also_fits"]) + ": check the whole imprint"
+    return note
 
 
 def _name(facts: dict[str, Any]) -> str:

@@ -35,6 +35,13 @@ class CandidateOut(BaseModel):
         None, description="with typed facts: how this pill matches them")
 
 
+class AlsoFitsOut(BaseModel):
+    """A pill the imprint read fits as well as the answer."""
+
+    label: str = Field(description="its label (NDC)")
+    imprint: str = Field(description='its library imprint, sides separated by ";"')
+
+
 class ImprintOut(BaseModel):
     """The imprint read off one pill (OCR on its crop) and what it did to the answer."""
 
@@ -45,6 +52,12 @@ class ImprintOut(BaseModel):
     changed: bool = Field(description="the imprint moved the top answer away from the photo's")
     reader: str = Field(description="OCR engine")
     read_ms: float = Field(description="time spent reading, milliseconds")
+    also_fits: list[AlsoFitsOut] = Field(
+        default_factory=list, description="other likely pills the read does not tell apart "
+        "from the answer (it left their differing part unread); then the answer is \"not "
+        "sure\" unless the photo alone is sure enough")
+    photo_confidence: float | None = Field(
+        None, description="the photo's own probability of the answer, before the imprint")
 
 
 class IdentificationOut(BaseModel):

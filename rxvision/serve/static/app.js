@@ -110,6 +110,12 @@ function renderVerdict(result, pair) {
       : `the ${result.imprint.decided_by} decided`;
     read.textContent = result.imprint.read ? `Imprint read: ${result.imprint.read} (${who}).`
       : "No imprint could be read: the answer rests on the pill's appearance.";
+    const others = result.imprint.also_fits || [];
+    if (others.length) {  // the read left the part that tells them apart unread
+      read.textContent += " The read also fits " + others.map(
+        (o) => `${o.label} (${o.imprint.replaceAll(";", " ")})`).join(", ") +
+        ": check the whole imprint.";
+    }
     v.append(read);
   }
   const zoomed = (result.zoomed_to || []).filter(Boolean).length;
