@@ -71,8 +71,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show-wrong", action="store_true",
-                    help="print each wrong answer given under the card's rule: the photo, the "
-                         "true and the answered pill's imprints, what was read, confidences")
+                    help="print each wrong answer given under the card's rule (the photo, the "
+                         "true and the answered pill's imprints, what was read, confidences) "
+                         "and each answer held back for a sibling the read also fits")
     args = ap.parse_args()
 
     root, rows, pipe = open_study(args.model, args.data, args.limit, args.seed)
@@ -96,7 +97,7 @@ def main() -> None:
         lps, scores = pipe.classify([pill])
         lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
-        fused, _ = evidence.apply(lp, [read])
+        fused, info = evidence.apply(lp, [read])
         plain = ident.decide(fused, score, 1)  # the card's rule on the fused ranking alone
         result = pipe.decide(lp, score, [read], 1)  # ... and the pipeline's sibling check
         target = index[row["label"]]
@@ -111,6 +112,11 @@ def main() -> None:
         s["answered"].append(float(not result.abstain))
         if not plain.abstain and result.abstain:  # held back: the read also fits a sibling
             s["held_wrong"].append(float(not fused_ok))
+            if args.show_wrong:
+                print(f"  held back: {row['image']} answer {result.top.label} "
+                      f"{'right' if fused_ok else 'WRONG'} read {info['read']!r} also fits "
+                      f"{[o['imprint'] for o in result.imprint['also_fits']]} p_photo "
+                      f"{result.imprint['photo_confidence']:.3f}", flush=True)
         if not result.abstain:
             s["answered_wrong"].append(float(not fused_ok))
             if args.show_wrong and not fused_ok:
@@ -118,7 +124,7 @@ def main() -> None:
                 print(f"  wrong: {row['image']} true {row['label']} "
                       f"{sorted(truth_tokens[row['label']])} answered {answer} "
                       f"{sorted(truth_tokens.get(answer, set()))} read "
-                      f"{[t.text for t in read.confident()]} p_photo "
+                      f"{info['read']!r} p_photo "
                       f"{float(np.exp(lp[target])):.3f}/{float(np.exp(lp.max())):.3f} p_fused "
                       f"{float(np.exp(fused.max())):.3f} photo right {photo_ok}", flush=True)
         s["ms"].append(read.elapsed_ms)

@@ -254,19 +254,23 @@ def test_a_partial_read_names_the_siblings_it_does_not_tell_apart() -> None:
     the answer is held to the photo's own threshold."""
     from rxvision.identify.imprint_evidence import ImprintEvidence
 
-    labels = ["tv-7677", "tv-7678", "m-411", "93-900", "tv-7678-repack"]
-    evidence = ImprintEvidence(["TV;7677", "TV;7678", "M;411", "93;900", "7678;TV"],
-                               weight=2.0, labels=labels)
-    photo = photo_log_probs([0.01, 0.70, 0.19, 0.09, 0.01])
+    labels = ["tv-7677", "tv-7678", "m-411", "93-900", "tv-7678-repack", "tv-7679-blue"]
+    looks = ["WHITE|OVAL", "WHITE|OVAL", "WHITE|ROUND", None, "WHITE|OVAL", "BLUE|OVAL"]
+    evidence = ImprintEvidence(["TV;7677", "TV;7678", "M;411", "93;900", "7678;TV", "TV;7679"],
+                               weight=2.0, labels=labels, looks=looks)
+    photo = photo_log_probs([0.01, 0.70, 0.18, 0.09, 0.01, 0.01])
     fused, info = evidence.apply(photo, [_read(("TV", 0.95))])
-    assert labels[int(np.argmax(fused))] == "tv-7678" and np.exp(fused.max()) > 0.95
-    # the repackager's same text is the same pill, not a sibling to rule out
+    assert labels[int(np.argmax(fused))] == "tv-7678" and np.exp(fused.max()) > 0.9
+    # the repackager's same text is the same pill, not a sibling to rule out; the blue
+    # one is told apart by its colour
     assert info["also_fits"] == [{"label": "tv-7677", "imprint": "TV;7677"}]
     assert info["photo_confidence"] == pytest.approx(0.70)
     assert evidence.holds_back(info, 0.9) and not evidence.holds_back(info, 0.6)
     _, whole = evidence.apply(photo, [_read(("TV", 0.95), ("7678", 0.9))])
     assert whole["also_fits"] == [] and not evidence.holds_back(whole, 0.9)
+    _, faint = evidence.apply(photo, [_read(("TV", 0.4))])  # weighed, so it is reported
+    assert faint["read"] == "TV" and faint["also_fits"]
     _, nothing = evidence.apply(photo, [])
     assert nothing["also_fits"] == [] and not evidence.holds_back(nothing, 0.9)
-    with pytest.raises(ValueError, match="2 labels for 5 imprints"):
-        ImprintEvidence(["TV;7677"] * 5, labels=labels[:2])
+    with pytest.raises(ValueError, match="2 labels and 6 looks for 6 imprints"):
+        ImprintEvidence(["TV;7677"] * 6, labels=labels[:2], looks=looks)

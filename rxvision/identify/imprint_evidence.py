@@ -10,11 +10,12 @@ nothing. Every answer says what was read and whether the imprint or the appearan
 
 A read can leave the part of the imprint that tells pills apart unread: "TV" of "TV 7678"
 fits TV 7677 just as well, so between those two the photo alone decides, and the photo is
-least reliable between strength siblings that look alike. ``info["also_fits"]`` names the
-pills among the fused top candidates whose imprint differs from the answer's but which
-the read supports about as well (a likelihood ratio under :data:`UNSEPARATED_RATIO`);
-:meth:`ImprintEvidence.holds_back` then asks the photo alone to clear the abstention
-threshold, as it must without any imprint.
+least reliable between strength siblings that share colour and shape (the size, which
+often tells them apart, a photo without a scale does not show). ``info["also_fits"]``
+names the pills among the fused top candidates with the answer's colour and shape (when
+the library has them) and another imprint, which the read supports about as well (a
+likelihood ratio under :data:`UNSEPARATED_RATIO`); :meth:`ImprintEvidence.holds_back` then
+asks the photo alone to clear the abstention threshold, as it must without any imprint.
 
 Example:
     >>> evidence = ImprintEvidence.for_answers(identifier.labels, identifier.answers)
@@ -39,6 +40,8 @@ from ..imprint import (
     fusion_decider,
     read_imprint,
 )
+from ..imprint.match import MIN_CONFIDENCE as EVIDENCE_CONFIDENCE
+from ..library.facts import DrugFacts
 from ..logmath import as_array
 from .answers import Answers
 from .identifier import IdentifierError
@@ -54,14 +57,19 @@ class ImprintEvidence:
     """The labels' library imprints, indexed once; reads crops and fuses what they say."""
 
     def __init__(self, imprints: Sequence[str | None], reader: str = DEFAULT_READER,
-                 weight: float = DEFAULT_WEIGHT, labels: Sequence[str] | None = None):
+                 weight: float = DEFAULT_WEIGHT, labels: Sequence[str] | None = None,
+                 looks: Sequence[str | None] | None = None):
+        """``labels`` name the entries in ``also_fits``; ``looks`` (colour and shape, e.g.
+        ``"WHITE|OVAL"``, None where unknown) limit it to pills that look like the answer."""
         self.index = ImprintIndex([s or "" for s in imprints])
         self.imprints = [s or "" for s in imprints]
         self.known = np.array([s is not None for s in imprints])  # facts in the library
         self.labels = list(labels) if labels is not None else [str(i) for i in
                                                                 range(len(imprints))]
-        if len(self.labels) != len(imprints):
-            raise IdentifierError(f"{len(self.labels)} labels for {len(imprints)} imprints")
+        self.looks = list(looks) if looks is not None else [None] * len(imprints)
+        if len(self.labels) != len(imprints) or len(self.looks) != len(imprints):
+            raise IdentifierError(f"{len(self.labels)} labels and {len(self.looks)} looks for "
+                                  f"{len(imprints)} imprints")
         self.reader = reader
         self.weight = weight
 
@@ -81,9 +89,10 @@ class ImprintEvidence:
         refs = answers.library.references_for(list(labels))
         imprints = [";".join(refs[lab][0].facts.imprint) if refs.get(lab) else None
                     for lab in labels]
+        looks = [look_of(refs[lab][0].facts) if refs.get(lab) else None for lab in labels]
         if not weight >= 0:
             raise IdentifierError(f"imprint weight must be >= 0, got {weight}")
-        return cls(imprints, reader, weight, labels)
+        return cls(imprints, reader, weight, labels, looks)
 
     def read(self, crop: Image.Image) -> ImprintRead:
         """The imprint on one pill crop (at the photo's own detail; see DETAIL_SIDE)."""
@@ -109,7 +118,9 @@ class ImprintEvidence:
         log_probs = as_array(log_probs)
         photo = log_probs.astype(np.float64)
         info: dict[str, Any] = {
-            "read": " / ".join(t for t in (r.text() for r in reads) if t),
+            # every token the matcher weighed (>= its MIN_CONFIDENCE), so that "nothing
+            # legible" is said only when the read moved nothing
+            "read": " / ".join(t for t in (r.text(EVIDENCE_CONFIDENCE) for r in reads) if t),
             "reader": reads[0].reader if reads else self.reader,
             "read_ms": round(sum(r.elapsed_ms for r in reads), 1),
             "decided_by": "appearance", "changed": False, "also_fits": [],
@@ -125,16 +136,19 @@ class ImprintEvidence:
 
     def also_fits(self, fused: np.ndarray, llr: np.ndarray) -> list[dict[str, str]]:
         """Pills among the fused top :data:`ALSO_FITS_AMONG` with a known imprint other than
-        the answer's (not the same pill's text) that the read favours the answer over by a
-        likelihood ratio under :data:`UNSEPARATED_RATIO`: ``[{"label", "imprint"}]``."""
+        the answer's (not the same pill's text), the answer's look where both are known,
+        that the read favours the answer over by a likelihood ratio under
+        :data:`UNSEPARATED_RATIO`: ``[{"label", "imprint"}]``."""
         order = np.argsort(-fused, kind="stable")[:ALSO_FITS_AMONG]
         top = int(order[0])
         if not self.known[top]:
             return []
         margin = np.log(UNSEPARATED_RATIO)
+        look = self.looks[top]
         return [{"label": self.labels[j], "imprint": self.imprints[j]}
                 for j in map(int, order[1:])
                 if self.known[j] and self.index.tokens[j] != self.index.tokens[top]
+                and (look is None or self.looks[j] is None or self.looks[j] == look)
                 and self.weight * (llr[top] - llr[j]) < margin]
 
     def holds_back(self, info: dict[str, Any], abstain_threshold: float) -> bool:
@@ -142,3 +156,11 @@ class ImprintEvidence:
         threshold: the read also fits another pill (``info["also_fits"]``) and the photo
         alone is below ``abstain_threshold``, so nothing reliable tells them apart."""
         return bool(info.get("also_fits")) and info["photo_confidence"] < abstain_threshold
+
+
+def look_of(facts: DrugFacts) -> str | None:
+    """Colour(s) and shape as one comparable key (``"WHITE|OVAL"``), None when either is
+    missing from the library."""
+    if not facts.colors or not facts.shape:
+        return None
+    return f"{'+'.join(sorted(set(facts.colors)))}|{facts.shape}"
