@@ -415,3 +415,11 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
     wait.until(ec.element_to_be_clickable((By.ID, "show-why"))).click()
     wait.until(lambda d: d.find_element(By.ID, "overlay").is_displayed())
     _assert_no_broken_images(driver)
+    # A read that leaves a sibling's telling part unread: the page names the sibling.
+    driver.execute_script("""renderVerdict({candidates: [{label: "00093-7678-06",
+        probability: 0.98, facts: null}], abstain: true, unknown: false, retake: null,
+        imprint: {read: "TV", decided_by: "appearance", changed: false,
+                  also_fits: [{label: "00093-7677-86", imprint: "TV;7677"}]}}, false);""")
+    read = driver.find_element(By.ID, "imprint-read").text
+    assert "also fits 00093-7677-86 (TV 7677): check the whole imprint" in read, read
+    assert "Not sure" in driver.find_element(By.ID, "verdict").text
