@@ -15,9 +15,10 @@ pills, so thresholds fitted on one are never scored on the same pills:
 | known-1024 | 200 of c3pi-1k | 2 views, seed 7, 1024 px |
 | cal-512 | 250 + 250 others | 2 views, seed 8, 512 px |
 | cal-1024 | 50 + 50 others | 2 views, seed 9, 1024 px |
+| cal-1024-more | cal-512's 250 new pills again | 2 views, seed 10, 1024 px |
 
 Writes OUT/refs/*.csv (the drawn references, image paths absolute), OUT/<set>/ (images,
-masks, manifest.csv) and OUT/cal.csv (both calibration sets in one manifest, image paths
+masks, manifest.csv) and OUT/cal.csv (the calibration sets in one manifest, image paths
 absolute). A set already rendered is kept, so a killed run resumes where it stopped.
 These are renders, not photographs: they measure robustness to a renderer the model was
 not trained on, not accuracy on real phone photos.
@@ -39,6 +40,9 @@ MEASURE = {"new": 500, "known": 500}
 MEASURE_1024 = {"new": 200, "known": 200}
 CAL = {"new": 250, "known": 250}
 CAL_1024 = {"new": 50, "known": 50}
+# Session 18: calibration pills again at 1024 px, so that the size temperature sees large
+# pills (cal-1024 alone has 198 photos): set -> (the set whose pills it renders, seed, px).
+AGAIN = {"cal-1024-more": ("cal-512-new", 10, 1024)}
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -114,7 +118,11 @@ def main() -> None:
     plan = {"new-512": (7, 512), "cal-512-new": (8, 512), "cal-512-known": (8, 512),
             "cal-1024-new": (9, 1024), "cal-1024-known": (9, 1024), "known-512": (7, 512),
             "new-1024": (7, 1024), "known-1024": (7, 1024)}
-    for name, refs in draw(args.manifest).items():
+    drawn = draw(args.manifest)
+    for name, (source, seed, size) in AGAIN.items():
+        drawn[name] = drawn[source]
+        plan[name] = (seed, size)
+    for name, refs in drawn.items():
         _write(args.out / "refs" / f"{name}.csv", refs)
     for name, (seed, size) in plan.items():
         if args.only and name not in args.only:
