@@ -32,10 +32,8 @@ from photo_plus_typed import SEED, photo_log_probs  # this folder: run as a scri
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
-from rxvision.library.appearance import LOOKALIKES_SHOWN
+from rxvision.library.appearance import LOOKALIKES_SHOWN, STORED
 from rxvision.library.groups import twin_labels
-
-STORED = 5  # look-alikes kept per label in library.sqlite
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ re-tied from the run's library, else from the bundle folder's previous one. With
 the manifest has facts for (answers take the facts from the library; the card stays small:
 2.1 MB before session 17, most of it facts the library holds too).
 
-All of it is written into a copy of the bundle beside it (``.<name>.staging``), which
+All of it is written into a copy of the bundle in a temporary folder beside it, which
 replaces the bundle only when every step succeeded: a failure leaves the old bundle whole.
 """
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from rxvision.artifact import SAVED_CARD_KEYS, load_artifact, read_card, save_artifact
 from rxvision.data.transforms import card_zoom
+from rxvision.io_utils import atomic_directory
 from rxvision.library.database import LIBRARY_NAME
 from rxvision.library.for_model import build_model_library, retie_library
 from rxvision.locate.segmenter import carry_segmenter
@@ -49,24 +50,13 @@ def lean_metadata(labels: list[str], metadata: list[dict[str, str]], facts: Path
 @contextmanager
 def staged(out: Path) -> Iterator[Path]:
     """A copy of ``out`` (empty when there is none) to write in; it replaces ``out`` when
-    the block ends without an error and is removed when it raises."""
-    stage = out.with_name(f".{out.name}.staging")
-    old = out.with_name(f".{out.name}.old")
-    for leftover in (stage, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    if out.is_dir():
-        shutil.copytree(out, stage)
-    else:
-        stage.mkdir(parents=True)
-    try:
+    the block ends without an error and is removed when it raises
+    (:func:`rxvision.io_utils.atomic_directory`; the bundle owns every file in ``out``)."""
+    owned = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    with atomic_directory(out, replaceable=owned) as stage:
+        if owned:
+            shutil.copytree(out, stage, dirs_exist_ok=True)
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main() -> None:
