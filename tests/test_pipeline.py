@@ -365,6 +365,33 @@ def test_an_answer_the_read_does_not_separate_from_a_sibling_is_not_sure(
     assert not sure.abstain and sure.imprint["also_fits"]
 
 
+def test_the_sibling_check_looks_at_the_answer_typed_facts_give(library_crop_model: Path):
+    """The photo favours LCI 1789 (blue, round); "M" is read and the user types white and
+    round, which makes M EC5 the answer. The read does not tell M EC5 from M EC 10, and the
+    photo alone gives M EC5 5%: the check must look at M EC5, not at the blue pill the
+    imprint alone left on top, and hold the answer back."""
+    from rxvision.imprint import ImprintRead, ImprintToken
+
+    pipeline = PillPipeline.load(library_crop_model, imprint=True, tta=1)
+    ident = pipeline.identifier
+    ident.abstain_threshold, ident.ood_threshold = 0.5, None
+    answer, sibling, blue = "00378-3855-77", "00378-3856-77", "00527-1789-01"
+    probs = np.full(len(ident.labels), 1e-5)
+    probs[ident.labels.index(blue)] = 0.9
+    probs[ident.labels.index(answer)] = 0.05
+    probs[ident.labels.index(sibling)] = 1e-3
+    log_probs = np.log(probs / probs.sum())
+    read = ImprintRead((ImprintToken("M", 0.95),), "test", (120, 80), 1.0, 5.0)
+    untyped = pipeline.decide(log_probs, 0.0, [read], topk=3)
+    assert untyped.top.label == blue and untyped.imprint["also_fits"] == []
+    typed = pipeline.decide(log_probs, 0.0, [read], topk=3,
+                            typed=TypedFacts.parse(None, "WHITE", "ROUND"))
+    assert typed.top.label == answer and typed.confidence > ident.abstain_threshold
+    assert sibling in {o["label"] for o in typed.imprint["also_fits"]}, typed.imprint
+    assert typed.imprint["photo_confidence"] == pytest.approx(0.05, abs=0.01)
+    assert typed.abstain and typed.message == "not sure"
+
+
 def test_the_cards_imprint_weight_tempers_the_read(library_crop_model: Path,
                                                    sample_dir: Path):
     from rxvision.artifact import read_card, update_card

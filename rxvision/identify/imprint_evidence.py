@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,14 +106,20 @@ class ImprintEvidence:
         out[~self.known] = 0.0
         return out
 
-    def apply(self, log_probs: Any, reads: Sequence[ImprintRead]
+    def apply(self, log_probs: Any, reads: Sequence[ImprintRead],
+              rerank: Callable[[np.ndarray], np.ndarray] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Calibrated photo log-probabilities (C,) + the pill's reads -> fused ones and
         what to tell the user: ``read`` (text, "" for nothing), ``decided_by``
         ("imprint" | "appearance"), ``changed`` (the imprint moved the top answer),
         ``reader``, ``read_ms``, ``also_fits`` (other pills the read does not tell apart
         from the answer: label and imprint, see :meth:`also_fits`) and ``photo_confidence``
-        (the photo's own probability of the fused answer)."""
+        (the photo's own probability of the answer).
+
+        ``rerank`` maps the fused log-probabilities to the ranking the answer will come from
+        (typed colour and shape re-rank them after the imprint): ``also_fits`` and
+        ``photo_confidence`` then describe that ranking's answer, while the returned
+        log-probabilities stay the imprint-fused ones."""
         llr = self.llr(reads)
         log_probs = as_array(log_probs)
         photo = log_probs.astype(np.float64)
@@ -129,9 +135,10 @@ class ImprintEvidence:
             return log_probs, info
         decision = fusion_decider(photo, llr, self.weight)
         fused = fuse(photo, llr, self.weight)
+        ranked = fused if rerank is None else np.asarray(rerank(fused), dtype=np.float64)
         info.update(decided_by=decision.decided_by, changed=decision.changed,
-                    also_fits=self.also_fits(fused, llr),
-                    photo_confidence=float(np.exp(photo[decision.fused_top])))
+                    also_fits=self.also_fits(ranked, llr),
+                    photo_confidence=float(np.exp(photo[int(np.argmax(ranked))])))
         return fused.astype(log_probs.dtype), info
 
     def also_fits(self, fused: np.ndarray, llr: np.ndarray) -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
 from ..locate.segmenter import SEGMENTER_DIR, most_pill_like
 from ..locate.transform import load_reduced
-from .answers import TypedFacts
+from .answers import Answers, TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
 from .identifier import (
     MESSAGE_UNSURE,
@@ -260,11 +261,14 @@ class PillPipeline:
         apart from another pill (``imprint["also_fits"]``) is "not sure" unless the photo
         alone clears the abstention threshold or the user typed the imprint."""
         info = None
+        typed_imprint = typed is not None and typed.imprint is not None  # the user read it
         if self.imprint is not None:
-            log_probs, info = self.imprint.apply(log_probs, [r for r in reads if r])
+            # typed colour/shape re-rank after the imprint: check the answer they give
+            rerank = (partial(typed_ranking, self.identifier.answers, typed)
+                      if typed is not None and not typed_imprint else None)
+            log_probs, info = self.imprint.apply(log_probs, [r for r in reads if r], rerank)
         result = self.identifier.decide(log_probs, ood_score, topk, typed)
         result.imprint = info
-        typed_imprint = typed is not None and typed.imprint is not None  # the user read it
         if (info is not None and self.imprint is not None and not result.abstain
                 and not typed_imprint
                 and self.imprint.holds_back(info, self.identifier.abstain_threshold)):
@@ -339,6 +343,11 @@ class PillPipeline:
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
+
+
+def typed_ranking(answers: Answers, typed: TypedFacts, log_probs: np.ndarray) -> np.ndarray:
+    """The log-probabilities (C,) re-ranked by the facts the user typed."""
+    return answers.fuse(log_probs, typed)[0]
 
 
 def region_px(region: PillRegion) -> float:
