@@ -10,7 +10,11 @@ its group):
 * ``lookalike@k``: the true pill (or an identical one) is among the answer's k nearest
   look-alikes in the library (k = 1, 3 shown, 5 stored);
 * ``top5``: ... among the answer's other top-5 candidates (also shown to the user);
-* ``either``: among the 3 look-alikes or the top-5 candidates.
+* ``either``: among the 3 look-alikes or the top-5 candidates;
+* ``look-first@3``: among the 3 nearest by class row when pills with the answer's colour
+  set and shape (library facts) come first: would look-alikes chosen by facts do better?
+  (``same-look``: the share of wrong answers whose true pill has the answer's colour set
+  and shape at all.)
 
 Measured on renders (``views/s17``), not on photographs: it says how well the look-alike
 list covers this model's own confusions.
@@ -29,11 +33,23 @@ from pathlib import Path
 import numpy as np
 from photo_plus_typed import SEED, photo_log_probs  # this folder: run as a script
 
+from rxvision.artifact import load_artifact
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
 from rxvision.library.appearance import LOOKALIKES_SHOWN, STORED
+from rxvision.library.for_model import class_rows
 from rxvision.library.groups import twin_labels
+
+
+def look_first(rows: np.ndarray, looks: list[object], answer: int, excluded: set[int],
+               k: int) -> list[int]:
+    """The ``k`` nearest rows to ``answer`` by centred cosine, pills of its look first."""
+    sim = rows @ rows[answer]
+    same = np.array([look is not None and look == looks[answer] for look in looks])
+    sim = np.where(same, sim, sim - 4.0)  # cosines lie in [-1, 1]: the same look ranks first
+    sim[[answer, *excluded]] = -np.inf
+    return [int(j) for j in np.argsort(-sim, kind="stable")[:k]]
 
 
 def main() -> None:
@@ -63,8 +79,17 @@ def main() -> None:
         if top5[0] != s.label and top5[0] not in twins.get(s.label, ()):
             wrong.append((s.label, top5[0], top5[1:]))
     near = lib.lookalikes([answer for _, answer, _ in wrong], STORED)
+    unit = class_rows(load_artifact(ident.path)).astype(np.float64)
+    unit -= unit.mean(axis=0)  # as the stored table: centred class rows, cosine
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    refs = lib.references_for(ident.labels)
+    looks: list[object] = [(frozenset(refs[lab][0].facts.colors), refs[lab][0].facts.shape)
+                           if refs.get(lab) and refs[lab][0].facts.colors
+                           and refs[lab][0].facts.shape else None for lab in ident.labels]
     hits: dict[str, list[float]] = {k: [] for k in ("lookalike@1", f"lookalike@{LOOKALIKES_SHOWN}",
-                                                      f"lookalike@{STORED}", "top5", "either")}
+                                                      f"lookalike@{STORED}", "top5", "either",
+                                                      f"look-first@{LOOKALIKES_SHOWN}",
+                                                      "same-look")}
     for true, answer, others in wrong:
         accept = {true, *twins.get(true, ())}
         ranked = [o for o, _ in near.get(answer, [])]
@@ -74,6 +99,13 @@ def main() -> None:
         hits[f"lookalike@{STORED}"].append(float(bool(accept & set(ranked))))
         hits["top5"].append(float(bool(accept & set(others))))
         hits["either"].append(float(bool(shown or accept & set(others))))
+        first = look_first(unit, looks, index[answer],
+                           {index[t] for t in twins.get(answer, ()) if t in index},
+                           LOOKALIKES_SHOWN)
+        hits[f"look-first@{LOOKALIKES_SHOWN}"].append(
+            float(bool(accept & {ident.labels[j] for j in first})))
+        hits["same-look"].append(float(looks[index[true]] is not None
+                                       and looks[index[true]] == looks[index[answer]]))
     found = sum(lp is not None for lp in rows)
     report = {"model": str(ident.path), "data": args.data, "photos": len(samples),
               "pill_found": found, "wrong_top1": len(wrong),
