@@ -97,12 +97,13 @@ def main() -> None:
         lps, scores = pipe.classify([pill])
         lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
-        fused, info = evidence.apply(lp, [read])
-        plain = ident.decide(fused, score, 1)  # the card's rule on the fused ranking alone
-        result = pipe.decide(lp, score, [read], 1)  # ... and the pipeline's sibling check
+        result = pipe.decide(lp, score, [read], 1)  # fused, with the sibling check
+        info = result.imprint
+        # the card's rule on the fused ranking alone would have answered
+        plain_answers = not result.unknown and result.confidence >= ident.abstain_threshold
         target = index[row["label"]]
         photo_ok = int(np.argmax(lp)) == target
-        fused_ok = int(np.argmax(fused)) == target
+        fused_ok = result.top.label == row["label"]
         read_tokens = {normalize_token(t.text) for t in read.confident()}
         s["photo"].append(float(photo_ok))
         s["fused"].append(float(fused_ok))
@@ -110,7 +111,7 @@ def main() -> None:
         s["helped"].append(float(fused_ok and not photo_ok))
         s["hurt"].append(float(photo_ok and not fused_ok))
         s["answered"].append(float(not result.abstain))
-        if not plain.abstain and result.abstain:  # held back: the read also fits a sibling
+        if plain_answers and result.abstain:  # held back: the read also fits a sibling
             s["held_wrong"].append(float(not fused_ok))
             if args.show_wrong:
                 print(f"  held back: {row['image']} answer {result.top.label} "
@@ -120,13 +121,13 @@ def main() -> None:
         if not result.abstain:
             s["answered_wrong"].append(float(not fused_ok))
             if args.show_wrong and not fused_ok:
-                answer = ident.labels[int(np.argmax(fused))]
+                answer = result.top.label
                 print(f"  wrong: {row['image']} true {row['label']} "
                       f"{sorted(truth_tokens[row['label']])} answered {answer} "
                       f"{sorted(truth_tokens.get(answer, set()))} read "
                       f"{info['read']!r} p_photo "
                       f"{float(np.exp(lp[target])):.3f}/{float(np.exp(lp.max())):.3f} p_fused "
-                      f"{float(np.exp(fused.max())):.3f} photo right {photo_ok}", flush=True)
+                      f"{result.confidence:.3f} photo right {photo_ok}", flush=True)
         s["ms"].append(read.elapsed_ms)
         if n % 50 == 0:
             print(f"  {n}/{len(rows)} photos", flush=True)
