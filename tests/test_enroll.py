@@ -470,3 +470,31 @@ def test_enrolling_a_crop_model_keeps_its_pill_finder(split: dict[str, Path],
     plain = Path(enroll_artifact(split["base"], split["new"], tmp_path / "plain",
                                  views=0).output)
     assert not (plain / SEGMENTER_DIR).exists()
+
+
+def test_enroll_stores_a_head_precision_that_loading_uses(split: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """`enroll --head-precision fp16` writes the card's identification.head_precision; the
+    torch backend then keeps the rows in half precision unless asked otherwise."""
+    from rxvision.identify.identifier import IdentifierError
+
+    with pytest.raises(ValueError, match="cosine final layer"):
+        enroll_artifact(split["base"], split["new"], tmp_path / "x", views=0,
+                        head_precision="fp16")  # its final layer is nn.Linear
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "half"
+    assert main(["enroll", "--model", str(split["base_cos"]), "--data", str(split["new"]),
+                 "--out", str(out), "--views", "0", "--offset", "0",
+                 "--head-precision", "fp16"]) == 0
+    assert read_card(out)["identification"]["head_precision"] == "fp16"
+    ident = Identifier.load(out)
+    assert ident.head_precision == "fp16"
+    assert ident.model.get_classifier().inference_dtype == torch.float16
+    explicit = Identifier.load(out, head_precision="fp32")  # the caller's choice wins
+    assert explicit.model.get_classifier().inference_dtype == torch.float32
+    plain = Identifier.load(split["base_cos"])  # no card setting: float32 rows
+    assert plain.head_precision == "fp32"
+    update_card(out, identification={**read_card(out)["identification"],
+                                     "head_precision": "int4"})
+    with pytest.raises(IdentifierError, match=r"identification\.head_precision must be one of"):
+        Identifier.load(out)

@@ -40,8 +40,9 @@ def test_cli_and_service_offer_the_same_precisions(sample_artifact: Path, sample
     from rxvision.serve import ServeSettings
 
     assert tuple(HEAD_PRECISIONS) == HEAD_PRECISION_CHOICES
-    serve_choices = get_args(ServeSettings.model_fields["head_precision"].annotation)
-    assert serve_choices == HEAD_PRECISION_CHOICES
+    choices, none = get_args(ServeSettings.model_fields["head_precision"].annotation)
+    assert get_args(choices) == HEAD_PRECISION_CHOICES and none is type(None)
+    assert ServeSettings().head_precision is None  # the card's setting, else fp32
     assert ServeSettings(head_precision="fp16").head_precision == "fp16"
     with pytest.raises(ValueError, match="head_precision"):
         ServeSettings(head_precision="int4")

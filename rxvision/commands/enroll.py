@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..identify.bundled import add_model_argument
     from ..library.enroll_fit import DEFAULT_MAX_DROP
     from ..library.imprinting import DEFAULT_IMPRINT, IMPRINT_METHODS
+    from .options import HEAD_PRECISION_CHOICES
 
     p = sub.add_parser("enroll", help="add new pills from reference photos (no retraining)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
                    help=f"old-class top-1 that --scale auto may cost (default "
                         f"{DEFAULT_MAX_DROP})")
+    p.add_argument("--head-precision", choices=HEAD_PRECISION_CHOICES, default=None,
+                   help="store the new model's final-layer precision in its card "
+                        "(identification.head_precision; fp16: half-precision rows, for "
+                        "libraries of tens of thousands of pills; a cosine final layer). "
+                        "Default: the base card's setting")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip labels the model already knows (default: refuse them)")
     p.add_argument("--json", action="store_true", help="print the enrollment record as JSON")
@@ -104,7 +110,7 @@ def enroll(args: argparse.Namespace) -> int:
         resolve_model_path(args.model), args.data, args.out, views=args.views, seed=args.seed,
         on_existing="skip" if args.skip_existing else "error", batch_size=args.batch_size,
         method=args.imprint, scale=args.scale, old_data=args.old_data, max_drop=args.max_drop,
-        offset=args.offset,
+        offset=args.offset, head_precision=args.head_precision,
     )
     fit = result.scale_fit
     if fit:

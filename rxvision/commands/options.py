@@ -32,8 +32,9 @@ def add_zoom_argument(parser: argparse.ArgumentParser) -> None:
 def add_head_precision_argument(parser: argparse.ArgumentParser) -> None:
     """``--head-precision fp32|fp16``: the final layer's rows at inference (torch backend)."""
     parser.add_argument(
-        "--head-precision", choices=HEAD_PRECISION_CHOICES, default="fp32",
+        "--head-precision", choices=HEAD_PRECISION_CHOICES, default=None,
         help="fp16 keeps a cosine final layer's rows in half precision (torch backend; "
              "logits within 0.002): for libraries of tens of thousands of pills, where "
              "reading the rows bounds the time (100k pills: 18.7 -> 4.0 ms per answer; "
-             "docs/library.md). Default fp32")
+             "docs/library.md). Default: the card's identification.head_precision "
+             "(`rxvision enroll --head-precision` writes it), else fp32")

@@ -180,6 +180,26 @@ def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
         raise IdentifierError(need)
 
 
+def card_head_precision(settings: dict[str, Any], requested: str | None,
+                        model: RxVisionModel | None) -> str:
+    """The head precision in effect: ``requested``, else the card's
+    ``identification.head_precision`` for the torch backend (``model`` given; an exported
+    graph keeps the float32 rows it was exported with), else ``"fp32"``.
+
+    Raises:
+        IdentifierError: the card names a precision that does not exist.
+    """
+    if requested is not None:
+        return requested
+    chosen = settings.get("head_precision")
+    if chosen is None or model is None:
+        return "fp32"
+    if chosen not in HEAD_PRECISIONS:
+        raise IdentifierError(f"card identification.head_precision must be one of "
+                              f"{tuple(HEAD_PRECISIONS)}, got {chosen!r}")
+    return str(chosen)
+
+
 def _load_runner(path: Path, backend: str, device: str, threads: int | None
                  ) -> tuple[Any, Artifact | None]:
     if backend not in BACKENDS:
@@ -216,7 +236,7 @@ class Identifier:
         batch_size: int = 32,
         zoom: str | None = None,
         library: str | Path | bool | None = None,
-        head_precision: str = "fp32",
+        head_precision: str | None = None,
     ):
         self.runner = runner
         self.tta = runner.rotations if isinstance(runner, RotationTTA) else 1
@@ -266,8 +286,8 @@ class Identifier:
                 self.class_centres = class_centres_from_card(card, len(self.labels))
             except ValueError as exc:
                 raise IdentifierError(str(exc)) from exc
-        set_head_precision(model, head_precision)
-        self.head_precision = head_precision
+        self.head_precision = card_head_precision(settings, head_precision, model)
+        set_head_precision(model, self.head_precision)
         # Drug facts, look-alikes and typed-fact fusion from the artifact's library.sqlite
         # (library=None), another library file, or none (False).
         self.answers = Answers.for_model(self.labels, card, path, library)
@@ -292,7 +312,8 @@ class Identifier:
                 ``max_pixels``, ``batch_size``, ``zoom`` overriding the card's settings;
                 ``head_precision``: ``"fp16"`` keeps a cosine final layer's rows in half
                 precision (torch backend; for libraries of tens of thousands of pills,
-                where reading the rows bounds the time; default ``"fp32"``);
+                where reading the rows bounds the time); None: the card's
+                ``identification.head_precision`` (torch backend), else ``"fp32"``;
                 ``library``: the drug library (None: the artifact's ``library.sqlite``
                 when present; False: none; a path: that file).
         """

@@ -200,13 +200,26 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
     return art.labels + new, art.label_metadata + [meta[k] for k in new], result
 
 
+def require_head_precision(art: Artifact, precision: str) -> None:
+    """Refuse a final-layer precision the model cannot keep (fp16 needs a cosine layer)."""
+    from ..identify.identifier import HEAD_PRECISIONS
+
+    if precision not in HEAD_PRECISIONS:
+        raise EnrollmentError(f"head precision must be one of {tuple(HEAD_PRECISIONS)}, "
+                              f"got {precision!r}")
+    if precision != "fp32" and not isinstance(art.model.get_classifier(), CosineClassifier):
+        raise EnrollmentError(f"head precision {precision} needs a cosine final layer "
+                              "(classifier.type: cosine)")
+
+
 def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Path,
                     views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
                     on_existing: str = "error", batch_size: int = 32,
                     method: str = DEFAULT_IMPRINT, scale: float | str = 1.0,
                     old_data: str | Path | None = None,
                     max_drop: float = DEFAULT_MAX_DROP,
-                    offset: float | str = "auto") -> EnrollmentResult:
+                    offset: float | str = "auto",
+                    head_precision: str | None = None) -> EnrollmentResult:
     """Load ``model_path``, enroll the labels in ``data_path``, save the result to ``out``.
 
     The new card keeps the base card's calibration, identification thresholds and other
@@ -214,11 +227,15 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     because they were measured without the new labels. When the base model has a drug
     library, the new model gets one too, with the new pills' facts from the manifest's
     columns (:mod:`.enroll_facts`); a crop model's pill finder (``segmenter/``) is copied
-    along.
+    along. ``head_precision`` ("fp32" | "fp16") is stored as the new card's
+    ``identification.head_precision``, the precision the torch backend then keeps the final
+    layer's rows at (None: the base card's).
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
     art = load_artifact(model_path)
+    if head_precision is not None:  # checked before any work
+        require_head_precision(art, head_precision)
     data = load_dataset(data_path)
     facts = enrollment_facts(model_path, data_path, data.labels)  # checked before any work
     old = load_dataset(old_data) if old_data is not None else None
@@ -243,6 +260,9 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
         calibration = {**calibration, "own_logit_means": result.own_logit_means}
     extra = {k: v for k, v in card.items() if k not in SAVED_CARD_KEYS}
     extra["enrollment"] = [*card.get("enrollment", []), record]
+    if head_precision is not None:
+        extra["identification"] = {**card.get("identification", {}),
+                                   "head_precision": head_precision}
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
                   calibration=calibration, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",

@@ -40,9 +40,10 @@ class ServeSettings(BaseModel):
     tta: Literal[1, 2, 4] | None = Field(
         None, description="right-angle rotations averaged per photo (None: the number the "
         "card was calibrated with, calibration.tta, else 1)")
-    head_precision: Literal["fp32", "fp16"] = Field(
-        "fp32", description="a cosine final layer's rows at inference (fp16: torch backend; "
-        "for libraries of tens of thousands of pills)")
+    head_precision: Literal["fp32", "fp16"] | None = Field(
+        None, description="a cosine final layer's rows at inference (fp16: torch backend; "
+        "for libraries of tens of thousands of pills; None: the card's "
+        "identification.head_precision, else fp32)")
     onnx_spinning: bool = Field(
         False, description="let onnxruntime's idle threads spin (off: they would burn the "
         "CPU that decoding and HTTP need between passes)")
