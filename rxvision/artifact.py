@@ -45,6 +45,11 @@ SAVED_CARD_KEYS = frozenset({"format", "config", "labels", "label_metadata", "pr
                              "calibration", "metrics", "parameters", "versions", "weights"})
 
 
+# The final layer's row precisions a card's identification.head_precision may name (the
+# torch backend keeps a cosine layer's rows so): name -> torch dtype.
+HEAD_PRECISIONS = {"fp32": "float32", "fp16": "float16"}
+
+
 class ArtifactError(RuntimeError):
     """A model artifact is missing, corrupt, tampered with or inconsistent."""
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ..artifact import Artifact, ArtifactError
+from ..artifact import HEAD_PRECISIONS, Artifact, ArtifactError
 from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..locate import EvalTransform, ZoomResult
@@ -155,7 +155,6 @@ class TorchRunner:
             return logits.float().cpu(), emb.float().cpu()
 
 
-HEAD_PRECISIONS = {"fp32": "float32", "fp16": "float16"}  # name -> torch dtype of the rows
 
 
 def set_head_precision(model: RxVisionModel | None, precision: str) -> None:

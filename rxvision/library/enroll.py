@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 
 from ..artifact import (
+    HEAD_PRECISIONS,
     SAVED_CARD_KEYS,
     Artifact,
     load_artifact,
@@ -202,8 +203,6 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
 
 def require_head_precision(art: Artifact, precision: str) -> None:
     """Refuse a final-layer precision the model cannot keep (fp16 needs a cosine layer)."""
-    from ..identify.identifier import HEAD_PRECISIONS
-
     if precision not in HEAD_PRECISIONS:
         raise EnrollmentError(f"head precision must be one of {tuple(HEAD_PRECISIONS)}, "
                               f"got {precision!r}")
