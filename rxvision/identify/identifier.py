@@ -155,8 +155,6 @@ class TorchRunner:
             return logits.float().cpu(), emb.float().cpu()
 
 
-
-
 def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
     """Keep the model's cosine final layer rows at ``precision`` for inference."""
     if precision not in HEAD_PRECISIONS:
