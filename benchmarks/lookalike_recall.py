@@ -37,12 +37,13 @@ from rxvision.artifact import load_artifact
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
-from rxvision.library.appearance import LOOKALIKES_SHOWN, STORED
+from rxvision.identify.imprint_evidence import look_of
+from rxvision.library.appearance import LOOKALIKES_SHOWN, STORED, centred_unit_rows
 from rxvision.library.for_model import class_rows
 from rxvision.library.groups import twin_labels
 
 
-def look_first(rows: np.ndarray, looks: list[object], answer: int, excluded: set[int],
+def look_first(rows: np.ndarray, looks: list[str | None], answer: int, excluded: set[int],
                k: int) -> list[int]:
     """The ``k`` nearest rows to ``answer`` by centred cosine, pills of its look first."""
     sim = rows @ rows[answer]
@@ -79,13 +80,9 @@ def main() -> None:
         if top5[0] != s.label and top5[0] not in twins.get(s.label, ()):
             wrong.append((s.label, top5[0], top5[1:]))
     near = lib.lookalikes([answer for _, answer, _ in wrong], STORED)
-    unit = class_rows(load_artifact(ident.path)).astype(np.float64)
-    unit -= unit.mean(axis=0)  # as the stored table: centred class rows, cosine
-    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    unit = centred_unit_rows(class_rows(load_artifact(ident.path)))  # as the stored table
     refs = lib.references_for(ident.labels)
-    looks: list[object] = [(frozenset(refs[lab][0].facts.colors), refs[lab][0].facts.shape)
-                           if refs.get(lab) and refs[lab][0].facts.colors
-                           and refs[lab][0].facts.shape else None for lab in ident.labels]
+    looks = [look_of(refs[lab][0].facts) if refs.get(lab) else None for lab in ident.labels]
     hits: dict[str, list[float]] = {k: [] for k in ("lookalike@1", f"lookalike@{LOOKALIKES_SHOWN}",
                                                       f"lookalike@{STORED}", "top5", "either",
                                                       f"look-first@{LOOKALIKES_SHOWN}",

@@ -69,10 +69,7 @@ def nearest(
     if len(keep) < 2:
         return
     labels = [appearance.labels[i] for i in keep]
-    rows = appearance.rows[keep].astype(np.float64)  # (n, D)
-    rows = rows - rows.mean(axis=0, keepdims=True)  # the shared part says nothing about looks
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    rows = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    rows = centred_unit_rows(appearance.rows[keep]).astype(np.float32)  # (n, D)
     position = {label: i for i, label in enumerate(labels)}
     twins = _twin_positions(facts, group_ids, position)
     k = min(k, len(labels) - 1)
@@ -87,6 +84,14 @@ def nearest(
             for rank, j in enumerate(order, 1):
                 if np.isfinite(row[j]):
                     yield labels[i], rank, labels[j], float(row[j])
+
+
+def centred_unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Class rows (C, D) centred (the shared part says nothing about looks) and scaled to
+    unit length, float64: their dot products are the cosines look-alikes are ranked by."""
+    rows = rows.astype(np.float64)
+    rows = rows - rows.mean(axis=0, keepdims=True)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def _twin_positions(
