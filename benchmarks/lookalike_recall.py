@@ -37,13 +37,13 @@ from rxvision.artifact import load_artifact
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
-from rxvision.identify.imprint_evidence import look_of
 from rxvision.library.appearance import LOOKALIKES_SHOWN, STORED, centred_unit_rows
+from rxvision.library.facts import Look
 from rxvision.library.for_model import class_rows
 from rxvision.library.groups import twin_labels
 
 
-def look_first(rows: np.ndarray, looks: list[str | None], answer: int, excluded: set[int],
+def look_first(rows: np.ndarray, looks: list[Look | None], answer: int, excluded: set[int],
                k: int) -> list[int]:
     """The ``k`` nearest rows to ``answer`` by centred cosine, pills of its look first."""
     sim = rows @ rows[answer]
@@ -82,7 +82,7 @@ def main() -> None:
     near = lib.lookalikes([answer for _, answer, _ in wrong], STORED)
     unit = centred_unit_rows(class_rows(load_artifact(ident.path)))  # as the stored table
     refs = lib.references_for(ident.labels)
-    looks = [look_of(refs[lab][0].facts) if refs.get(lab) else None for lab in ident.labels]
+    looks = [refs[lab][0].facts.look if refs.get(lab) else None for lab in ident.labels]
     hits: dict[str, list[float]] = {k: [] for k in ("lookalike@1", f"lookalike@{LOOKALIKES_SHOWN}",
                                                       f"lookalike@{STORED}", "top5", "either",
                                                       f"look-first@{LOOKALIKES_SHOWN}",

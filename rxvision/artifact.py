@@ -50,6 +50,24 @@ SAVED_CARD_KEYS = frozenset({"format", "config", "labels", "label_metadata", "pr
 HEAD_PRECISIONS = {"fp32": "float32", "fp16": "float16"}
 
 
+def head_precision_problem(model: RxVisionModel | None, precision: str) -> str | None:
+    """Why ``model`` cannot keep its final layer's rows at ``precision``; None when it can.
+
+    ``model`` None stands for an exported backend, which keeps the float32 rows it was
+    exported with. fp16 needs a cosine final layer (its rows are what is halved).
+    """
+    if precision not in HEAD_PRECISIONS:
+        return f"head precision must be one of {tuple(HEAD_PRECISIONS)}, got {precision!r}"
+    if precision == "fp32":
+        return None
+    from .models.layers import CosineClassifier
+
+    if model is None or not isinstance(model.get_classifier(), CosineClassifier):
+        return (f"head precision {precision} needs the torch backend and a cosine final "
+                "layer (classifier.type: cosine)")
+    return None
+
+
 class ArtifactError(RuntimeError):
     """A model artifact is missing, corrupt, tampered with or inconsistent."""
 

@@ -255,7 +255,9 @@ def test_a_partial_read_names_the_siblings_it_does_not_tell_apart() -> None:
     from rxvision.identify.imprint_evidence import ImprintEvidence
 
     labels = ["tv-7677", "tv-7678", "m-411", "93-900", "tv-7678-repack", "tv-7679-blue"]
-    looks = ["WHITE|OVAL", "WHITE|OVAL", "WHITE|ROUND", None, "WHITE|OVAL", "BLUE|OVAL"]
+    white_oval = (frozenset({"WHITE"}), "OVAL")
+    looks = [white_oval, white_oval, (frozenset({"WHITE"}), "ROUND"), None, white_oval,
+             (frozenset({"BLUE"}), "OVAL")]
     evidence = ImprintEvidence(["TV;7677", "TV;7678", "M;411", "93;900", "7678;TV", "TV;7679"],
                                weight=2.0, labels=labels, looks=looks)
     photo = photo_log_probs([0.01, 0.70, 0.18, 0.09, 0.01, 0.01])

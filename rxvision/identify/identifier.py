@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from ..artifact import HEAD_PRECISIONS, Artifact, ArtifactError
+from ..artifact import HEAD_PRECISIONS, Artifact, ArtifactError, head_precision_problem
 from ..data import ImageDecodeError, ImageSet, load_image
 from ..data.decode import DEFAULT_MAX_PIXELS, to_rgb
 from ..locate import EvalTransform, ZoomResult
@@ -157,14 +157,10 @@ class TorchRunner:
 
 def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
     """Keep the model's cosine final layer rows at ``precision`` for inference."""
-    if precision not in HEAD_PRECISIONS:
-        raise IdentifierError(f"head precision must be one of {tuple(HEAD_PRECISIONS)}, "
-                              f"got {precision!r}")
-    need = (f"head precision {precision} needs the torch backend and a cosine final layer "
-            "(classifier.type: cosine)")
+    problem = head_precision_problem(model, precision)
+    if problem is not None:
+        raise IdentifierError(problem)
     if model is None:  # an exported backend: nothing to set, and torch stays unloaded
-        if precision != "fp32":
-            raise IdentifierError(need)
         return
     import torch
 
@@ -173,8 +169,6 @@ def set_head_precision(model: RxVisionModel | None, precision: str) -> None:
     head = model.get_classifier()
     if isinstance(head, CosineClassifier):
         head.inference_dtype = getattr(torch, HEAD_PRECISIONS[precision])
-    elif precision != "fp32":
-        raise IdentifierError(need)
 
 
 def card_head_precision(settings: dict[str, Any], requested: str | None,

@@ -41,7 +41,7 @@ from ..imprint import (
     read_imprint,
 )
 from ..imprint.match import MIN_CONFIDENCE as EVIDENCE_CONFIDENCE
-from ..library.facts import DrugFacts
+from ..library.facts import Look
 from ..logmath import as_array
 from .answers import Answers
 from .identifier import IdentifierError
@@ -58,9 +58,10 @@ class ImprintEvidence:
 
     def __init__(self, imprints: Sequence[str | None], reader: str = DEFAULT_READER,
                  weight: float = DEFAULT_WEIGHT, labels: Sequence[str] | None = None,
-                 looks: Sequence[str | None] | None = None):
-        """``labels`` name the entries in ``also_fits``; ``looks`` (colour and shape, e.g.
-        ``"WHITE|OVAL"``, None where unknown) limit it to pills that look like the answer."""
+                 looks: Sequence[Look | None] | None = None):
+        """``labels`` name the entries in ``also_fits``; ``looks`` (colour set and shape,
+        :attr:`DrugFacts.look`, None where unknown) limit it to pills that look like the
+        answer."""
         self.index = ImprintIndex([s or "" for s in imprints])
         self.imprints = [s or "" for s in imprints]
         self.known = np.array([s is not None for s in imprints])  # facts in the library
@@ -89,7 +90,7 @@ class ImprintEvidence:
         refs = answers.library.references_for(list(labels))
         imprints = [";".join(refs[lab][0].facts.imprint) if refs.get(lab) else None
                     for lab in labels]
-        looks = [look_of(refs[lab][0].facts) if refs.get(lab) else None for lab in labels]
+        looks = [refs[lab][0].facts.look if refs.get(lab) else None for lab in labels]
         if not weight >= 0:
             raise IdentifierError(f"imprint weight must be >= 0, got {weight}")
         return cls(imprints, reader, weight, labels, looks)
@@ -164,10 +165,3 @@ class ImprintEvidence:
         alone is below ``abstain_threshold``, so nothing reliable tells them apart."""
         return bool(info.get("also_fits")) and info["photo_confidence"] < abstain_threshold
 
-
-def look_of(facts: DrugFacts) -> str | None:
-    """Colour(s) and shape as one comparable key (``"WHITE|OVAL"``), None when either is
-    missing from the library."""
-    if not facts.colors or not facts.shape:
-        return None
-    return f"{'+'.join(sorted(set(facts.colors)))}|{facts.shape}"

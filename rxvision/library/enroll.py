@@ -68,9 +68,9 @@ import torch
 from torch import Tensor
 
 from ..artifact import (
-    HEAD_PRECISIONS,
     SAVED_CARD_KEYS,
     Artifact,
+    head_precision_problem,
     load_artifact,
     require_new_output,
     save_artifact,
@@ -203,12 +203,9 @@ def enroll(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS, seed: int 
 
 def require_head_precision(art: Artifact, precision: str) -> None:
     """Refuse a final-layer precision the model cannot keep (fp16 needs a cosine layer)."""
-    if precision not in HEAD_PRECISIONS:
-        raise EnrollmentError(f"head precision must be one of {tuple(HEAD_PRECISIONS)}, "
-                              f"got {precision!r}")
-    if precision != "fp32" and not isinstance(art.model.get_classifier(), CosineClassifier):
-        raise EnrollmentError(f"head precision {precision} needs a cosine final layer "
-                              "(classifier.type: cosine)")
+    problem = head_precision_problem(art.model, precision)
+    if problem is not None:
+        raise EnrollmentError(problem)
 
 
 def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Path,

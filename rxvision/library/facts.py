@@ -66,6 +66,9 @@ FACT_COLUMNS = (
     "score",
 )
 
+# A pill's look as the facts tell it: its colour set and shape (DrugFacts.look).
+Look = tuple[frozenset[str], str]
+
 
 @dataclass(frozen=True)
 class DrugFacts:
@@ -96,6 +99,17 @@ class DrugFacts:
     shape: str = ""
     size_mm: float | None = None
     score: int | None = None
+
+    @property
+    def colours_and_shape(self) -> Look:
+        """The colour set and shape, the facts a look is compared by."""
+        return frozenset(self.colors), self.shape
+
+    @property
+    def look(self) -> Look | None:
+        """:attr:`colours_and_shape`, or None when the library lacks either."""
+        colours, shape = self.colours_and_shape
+        return (colours, shape) if colours and shape else None
 
     @classmethod
     def from_row(cls, row: Mapping[str, str | None], where: str = "row") -> DrugFacts:

@@ -33,7 +33,7 @@ def look_key(facts: DrugFacts) -> tuple[str, frozenset[str], str] | None:
     key = imprint_key(facts.imprint_tokens)
     if not key:
         return None
-    return key, frozenset(facts.colors), facts.shape
+    return key, *facts.colours_and_shape
 
 
 def find_groups(facts: Sequence[DrugFacts]) -> list[int | None]:
