@@ -16,12 +16,16 @@ pills, so thresholds fitted on one are never scored on the same pills:
 | cal-512 | 250 + 250 others | 2 views, seed 8, 512 px |
 | cal-1024 | 50 + 50 others | 2 views, seed 9, 1024 px |
 | cal-1024-more | cal-512's 250 new pills again | 2 views, seed 10, 1024 px |
+| cal-extra-512-new | 400 other pills not in c3pi-1k | 2 views, seed 11, 512 px |
+| cal-extra-1024-new | 400 more pills not in c3pi-1k | 2 views, seed 12, 1024 px |
 
 Writes OUT/refs/*.csv (the drawn references, image paths absolute), OUT/<set>/ (images,
-masks, manifest.csv) and OUT/cal.csv (the calibration sets in one manifest, image paths
-absolute). A set already rendered is kept, so a killed run resumes where it stopped.
-These are renders, not photographs: they measure robustness to a renderer the model was
-not trained on, not accuracy on real phone photos.
+masks, manifest.csv) and the calibration sets merged into one manifest each (image paths
+absolute): OUT/cal.csv (sessions 17-19: 1,672 photos of 600 pills) and OUT/cal-s20.csv (those
+and the cal-extra sets: 1,400 pills drawn, 3,264 photos; the c3pi-1k pills are all drawn by then,
+so the extra pills are new ones). A set already rendered is kept, so a killed run resumes
+where it stopped. These are renders, not photographs: they measure robustness to a renderer
+the model was not trained on, not accuracy on real phone photos.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ CAL_1024 = {"new": 50, "known": 50}
 # Session 18: calibration pills again at 1024 px, so that the size temperature sees large
 # pills (cal-1024 alone has 198 photos): set -> (the set whose pills it renders, seed, px).
 AGAIN = {"cal-1024-more": ("cal-512-new", 10, 1024)}
+# Session 20: more calibration pills, so that a 99.5%-precision abstain threshold rests on
+# more than the ~65 answers cal.csv gave (drawn after the others: earlier draws unchanged).
+CAL_EXTRA = {"new": 400, "known": 0}
+CAL_EXTRA_1024 = {"new": 400, "known": 0}
+# merged calibration manifest -> the sets it holds (None: every calibration set)
+CAL_MANIFESTS = {"cal.csv": ("cal-512-new", "cal-512-known", "cal-1024-new", "cal-1024-known",
+                             "cal-1024-more"),
+                 "cal-s20.csv": None}
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -77,7 +89,10 @@ def draw(manifest: Path) -> dict[str, list[dict[str, str]]]:
         random.Random(f"{SEED}-{kind}").shuffle(pool)
         start = 0
         for name, sizes in (("512", MEASURE), ("1024", MEASURE_1024),
-                            ("cal-512", CAL), ("cal-1024", CAL_1024)):
+                            ("cal-512", CAL), ("cal-1024", CAL_1024),
+                            ("cal-extra-512", CAL_EXTRA), ("cal-extra-1024", CAL_EXTRA_1024)):
+            if sizes[kind] == 0:
+                continue
             take = pool[start:start + sizes[kind]]
             if len(take) < sizes[kind]:
                 raise SystemExit(f"{manifest}: too few {kind} pills for the draw")
@@ -117,7 +132,8 @@ def main() -> None:
     (args.out / "refs").mkdir(parents=True, exist_ok=True)
     plan = {"new-512": (7, 512), "cal-512-new": (8, 512), "cal-512-known": (8, 512),
             "cal-1024-new": (9, 1024), "cal-1024-known": (9, 1024), "known-512": (7, 512),
-            "new-1024": (7, 1024), "known-1024": (7, 1024)}
+            "new-1024": (7, 1024), "known-1024": (7, 1024),
+            "cal-extra-512-new": (11, 512), "cal-extra-1024-new": (12, 1024)}
     drawn = draw(args.manifest)
     for name, (source, seed, size) in AGAIN.items():
         drawn[name] = drawn[source]
@@ -128,10 +144,12 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         render(args.out / "refs" / f"{name}.csv", args.out / name, seed, size)
-    cal_parts = [args.out / name for name in plan if name.startswith("cal")]
-    if all((part / "manifest.csv").exists() for part in cal_parts):
-        merge(cal_parts, args.out / "cal.csv")
-        print(f"wrote {args.out / 'cal.csv'}")
+    for merged, names in CAL_MANIFESTS.items():
+        parts = [args.out / name for name in plan
+                 if name.startswith("cal") and (names is None or name in names)]
+        if all((part / "manifest.csv").exists() for part in parts):
+            merge(parts, args.out / merged)
+            print(f"wrote {args.out / merged}")
 
 
 if __name__ == "__main__":

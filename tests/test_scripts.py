@@ -69,6 +69,8 @@ def test_independent_sets_draw_disjoint_seeded_pills(tmp_path: Path) -> None:
     assert {r["in_c3pi_1k"] for r in drawn["new-512"]} == {"no"}
     assert len(drawn["new-512"]) == sets.MEASURE["new"]
     assert all(Path(r["image"]).is_absolute() for r in drawn["cal-512-new"])
+    assert len(drawn["cal-extra-1024-new"]) == sets.CAL_EXTRA_1024["new"]
+    assert "cal-extra-512-known" not in drawn  # no c3pi-1k pills are left for it
 
 
 def test_independent_sets_refuse_a_manifest_without_the_library_column(tmp_path: Path) -> None:
