@@ -219,6 +219,27 @@ def test_imprint_overrides_a_look_alike(index: ImprintIndex) -> None:
     )
 
 
+def test_the_decision_concerns_the_answer_typed_facts_leave(index: ImprintIndex) -> None:
+    """The read says 900 (entry 5) over the photo's 93 600 (entry 6), but the colour the user
+    typed rules entry 5 out: the answer is the photo's own, so the imprint decided nothing."""
+    from rxvision.logmath import log_softmax
+
+    probs = np.full(len(LIBRARY), 0.01)
+    probs[6], probs[5] = 0.6, 0.3
+    photo = photo_log_probs(list(probs))
+    llr = index.llr([("93", 0.99), ("900", 0.97)])
+    typed_colour = np.zeros(len(LIBRARY))
+    typed_colour[5] = -20.0  # entry 5 is another colour than the one typed
+
+    def rerank(log_probs: np.ndarray) -> np.ndarray:
+        return log_softmax(log_probs + typed_colour)
+
+    assert fusion_decider(photo, llr).changed  # without the typed colour the read moves it
+    decision = fusion_decider(photo, llr, rerank=rerank)
+    assert decision.fused_top == 6 and decision.photo_top == 6
+    assert not decision.changed and decision.decided_by == "appearance"
+
+
 def test_empty_read_leaves_the_ranking_unchanged(index: ImprintIndex) -> None:
     photo = photo_log_probs([0.05, 0.3, 0.02, 0.2, 0.1, 0.08, 0.1, 0.05, 0.05, 0.05])
     fused = fuse(photo, index.llr([]))

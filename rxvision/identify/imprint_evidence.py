@@ -118,9 +118,9 @@ class ImprintEvidence:
         (the photo's own probability of the answer).
 
         ``rerank`` maps the fused log-probabilities to the ranking the answer will come from
-        (typed colour and shape re-rank them after the imprint): ``also_fits`` and
-        ``photo_confidence`` then describe that ranking's answer, while the returned
-        log-probabilities stay the imprint-fused ones."""
+        (typed colour and shape re-rank them after the imprint): ``decided_by``,
+        ``changed``, ``also_fits`` and ``photo_confidence`` then describe that ranking's
+        answer, while the returned log-probabilities stay the imprint-fused ones."""
         llr = self.llr(reads)
         log_probs = as_array(log_probs)
         photo = log_probs.astype(np.float64)
@@ -134,7 +134,7 @@ class ImprintEvidence:
             "photo_confidence": float(np.exp(photo.max())) if len(photo) else 0.0}
         if not np.any(llr) or len(photo) < 2:
             return log_probs, info
-        decision = fusion_decider(photo, llr, self.weight)
+        decision = fusion_decider(photo, llr, self.weight, rerank)
         fused = fuse(photo, llr, self.weight)
         ranked = fused if rerank is None else np.asarray(rerank(fused), dtype=np.float64)
         info.update(decided_by=decision.decided_by, changed=decision.changed,

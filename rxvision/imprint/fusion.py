@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +80,18 @@ class FusionDecision:
 
 
 def fusion_decider(
-    photo_log_probs: np.ndarray, imprint_llr: np.ndarray, weight: float = DEFAULT_WEIGHT
+    photo_log_probs: np.ndarray,
+    imprint_llr: np.ndarray,
+    weight: float = DEFAULT_WEIGHT,
+    rerank: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> FusionDecision:
-    """Split the fused top-1's margin into its appearance and imprint parts (1-D inputs)."""
+    """Split the fused top-1's margin into its appearance and imprint parts (1-D inputs).
+
+    ``rerank`` maps log-probabilities to the ranking the answer comes from (facts the user
+    typed re-rank after the imprint): the decision then concerns that ranking's top-1, and
+    ``photo_top`` is what the re-ranked photo alone would answer. The two margins then
+    leave out the re-ranking's own share of the final margin.
+    """
     photo = np.asarray(photo_log_probs, dtype=np.float64)
     llr = np.asarray(imprint_llr, dtype=np.float64)
     if photo.ndim != 1 or photo.shape != llr.shape or photo.size < 2:
@@ -89,10 +99,11 @@ def fusion_decider(
             f"fusion_decider needs two (N,) vectors with N >= 2, got {photo.shape} and {llr.shape}"
         )
     fused = fuse(photo, llr, weight)
-    first, second = np.argsort(-fused, kind="stable")[:2]
+    ranked, without = (fused, photo) if rerank is None else (rerank(fused), rerank(photo))
+    first, second = np.argsort(-np.asarray(ranked), kind="stable")[:2]
     appearance = float(photo[first] - photo[second])
     imprint = float(weight * (llr[first] - llr[second]))
-    photo_top = int(np.argmax(photo))
+    photo_top = int(np.argmax(without))
     if not np.any(llr) or weight == 0:
         decided = "appearance"
     elif photo_top != int(first) or imprint > appearance:
