@@ -37,7 +37,7 @@ from ..imprint import (
     ImprintIndex,
     ImprintRead,
     fuse,
-    fusion_decider,
+    ranked_decision,
     read_imprint,
 )
 from ..imprint.match import MIN_CONFIDENCE as EVIDENCE_CONFIDENCE
@@ -134,9 +134,10 @@ class ImprintEvidence:
             "photo_confidence": float(np.exp(photo.max())) if len(photo) else 0.0}
         if not np.any(llr) or len(photo) < 2:
             return log_probs, info
-        decision = fusion_decider(photo, llr, self.weight, rerank)
         fused = fuse(photo, llr, self.weight)
-        ranked = fused if rerank is None else np.asarray(rerank(fused), dtype=np.float64)
+        ranked, without = ((fused, photo) if rerank is None else
+                           (np.asarray(rerank(fused), dtype=np.float64), rerank(photo)))
+        decision = ranked_decision(photo, llr, self.weight, ranked, without)
         info.update(decided_by=decision.decided_by, changed=decision.changed,
                     also_fits=self.also_fits(ranked, llr),
                     photo_confidence=float(np.exp(photo[int(np.argmax(ranked))])))

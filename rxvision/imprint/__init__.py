@@ -1,6 +1,6 @@
 """Read the imprint on a pill crop and score the library's pills by what was read."""
 
-from .fusion import DEFAULT_WEIGHT, FusionDecision, fuse, fusion_decider
+from .fusion import DEFAULT_WEIGHT, FusionDecision, fuse, fusion_decider, ranked_decision
 from .match import ImprintIndex, ReadGroup, normalize_imprint, normalize_token, read_groups
 from .reader import (
     DEFAULT_READER,
@@ -27,6 +27,7 @@ __all__ = [
     "get_reader",
     "normalize_imprint",
     "normalize_token",
+    "ranked_decision",
     "read_groups",
     "read_imprint",
 ]

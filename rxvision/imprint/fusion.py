@@ -100,6 +100,14 @@ def fusion_decider(
         )
     fused = fuse(photo, llr, weight)
     ranked, without = (fused, photo) if rerank is None else (rerank(fused), rerank(photo))
+    return ranked_decision(photo, llr, weight, ranked, without)
+
+
+def ranked_decision(photo: np.ndarray, llr: np.ndarray, weight: float, ranked: np.ndarray,
+                    without: np.ndarray) -> FusionDecision:
+    """:func:`fusion_decider` from rankings already computed: ``ranked`` the one the answer
+    comes from (fused, then re-ranked if at all), ``without`` the same ranking without the
+    imprint (1-D float64 inputs, shapes checked by the caller)."""
     first, second = np.argsort(-np.asarray(ranked), kind="stable")[:2]
     appearance = float(photo[first] - photo[second])
     imprint = float(weight * (llr[first] - llr[second]))
