@@ -62,9 +62,12 @@ def head_precision_problem(model: RxVisionModel | None, precision: str) -> str |
         return None
     from .models.layers import CosineClassifier
 
-    if model is None or not isinstance(model.get_classifier(), CosineClassifier):
-        return (f"head precision {precision} needs the torch backend and a cosine final "
-                "layer (classifier.type: cosine)")
+    if model is None:
+        return (f"head precision {precision} needs the torch backend: an exported model "
+                "keeps the float32 final layer it was exported with")
+    if not isinstance(model.get_classifier(), CosineClassifier):
+        return (f"head precision {precision} needs a cosine final layer "
+                "(classifier.type: cosine); this model's is not")
     return None
 
 

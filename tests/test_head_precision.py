@@ -32,6 +32,19 @@ def test_head_precision_is_checked(sample_artifact: Path) -> None:
     assert Identifier.load(sample_artifact, head_precision="fp32").num_classes > 0
 
 
+def test_the_refusal_names_its_own_cause(tiny_model: torch.nn.Module) -> None:
+    """An exported backend (no torch model) and a linear final layer are refused for
+    different reasons, and each message says its own."""
+    from rxvision.artifact import head_precision_problem
+
+    exported = head_precision_problem(None, "fp16")
+    assert exported is not None and "torch backend" in exported and "cosine" not in exported
+    problem = head_precision_problem(tiny_model, "fp16")  # its final layer is nn.Linear
+    assert problem is not None and "cosine final layer" in problem
+    assert "torch backend" not in problem
+    assert head_precision_problem(None, "fp32") is None
+
+
 def test_cli_and_service_offer_the_same_precisions(sample_artifact: Path, sample_dir: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from rxvision.cli import main
