@@ -151,6 +151,9 @@ def test_matcher_tolerates_one_misread_character(index: ImprintIndex) -> None:
     # an exact read beats a one-character neighbour: 1789 for entry 4, not 8
     llr = index.llr(["LCI", "1789"])
     assert llr[4] > llr[8]
+    # two neighbours swapped count as one misread, as they do for a typed search
+    llr = index.llr(["TEVA", "5707"])
+    assert int(np.argmax(llr)) == 1 and llr[1] > index.llr(["TEVA", "7057"])[1]
 
 
 def test_matcher_run_together_and_turned_reads(index: ImprintIndex) -> None:

@@ -7,7 +7,8 @@ tokens (both sides together, any order, duplicates once).
 
 For a read token r and pill j, ``s_j(r)`` in [0, 1] says how well one of j's tokens
 explains r: 1 for an equal token (or adjacent tokens run together: "100mg" for
-"100;mg"); :data:`ONE_EDIT` for one misread, dropped or extra character (tokens of 3+
+"100;mg"); :data:`ONE_EDIT` for one misread, dropped or extra character or two swapped
+neighbours (:func:`~rxvision.imprint.edits.edit_distance`; tokens of 3+
 characters; :data:`ONE_EDIT_SHORT` for 2); :data:`SUBSTRING` when r (3+ characters) is a
 run inside j's imprint written without separators (the detector joined or split words).
 
@@ -39,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .edits import deletions, edit_distance
 
 # A read token's chance of being OCR noise rather than part of the imprint, by its length:
 # specks, score lines and edges are read as single characters ("1", "8", "I") far more
@@ -88,23 +91,6 @@ def _adjacent_runs(imprint: str) -> dict[str, int]:
     parts = [p for p in parts if p]
     n = len(parts)
     return {"".join(parts[i:k]): k - i for i in range(n) for k in range(i + 2, n + 1)}
-
-
-def _deletions(token: str) -> set[str]:
-    return {token[:i] + token[i + 1 :] for i in range(len(token))}
-
-
-def _within_one_edit(a: str, b: str) -> bool:
-    """Levenshtein distance <= 1 (one substitution, insertion or deletion)."""
-    if a == b:
-        return True
-    la, lb = len(a), len(b)
-    if abs(la - lb) > 1:
-        return False
-    if la == lb:
-        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
-    short, long_ = (a, b) if la < lb else (b, a)
-    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
 def _variants(text: str) -> list[str]:
@@ -177,7 +163,7 @@ class ImprintIndex:
         deletes: dict[str, set[str]] = defaultdict(set)
         for tok in self._exact:
             if len(tok) >= 2:
-                for d in _deletions(tok):
+                for d in deletions(tok):
                     deletes[d].add(tok)
         self._deletes = dict(deletes)
         grams: dict[str, set[int]] = defaultdict(set)
@@ -204,13 +190,13 @@ class ImprintIndex:
             covers[hits] = 1.0
         if len(token) >= 2:
             near = set(self._deletes.get(token, ()))  # library token = read + 1 char
-            for d in _deletions(token):
+            for d in deletions(token):
                 if d in self._exact and len(d) >= 2:  # library token = read - 1 char
                     near.add(d)
                 near.update(self._deletes.get(d, ()))  # one substitution
             weight = ONE_EDIT if len(token) >= 3 else ONE_EDIT_SHORT
             for tok in near:
-                if tok != token and _within_one_edit(tok, token):
+                if tok != token and edit_distance(tok, token) == 1:
                     js = self._exact[tok]
                     s[js] = np.maximum(s[js], weight)
                     covers[js] = np.maximum(covers[js], 1.0)

@@ -6,15 +6,17 @@ order and the side a token is on do not matter: "Lilly;3229;40;mg", "lilly 3229 
 letter/digit boundary splits ("40mg" -> "40", "MG"): NLM's own imprint field is not
 consistent about it ("EC5" on one pill, "EC;5" on another).
 
-This is the library's own small normaliser; ``rxvision.imprint`` reads imprints from
-photos and may later share it.
+Search takes what a user typed as typed; the imprint matcher (``rxvision.imprint.match``)
+also folds OCR confusions (O/0, I/1, S/5...), so the two keep their own tokens. What counts
+as one misread character is shared: :mod:`rxvision.imprint.edits`.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
+
+from ..imprint.edits import deletions, edit_distance
 
 _RUN = re.compile(r"[A-Z]+|[0-9]+")
 
@@ -54,32 +56,7 @@ def edit_keys(token: str) -> set[str]:
         return {token[0] + "_", "_" + token[1]}
     if len(token) < 3:
         return set()
-    return {token[:i] + token[i + 1 :] for i in range(len(token))}
+    return deletions(token)
 
 
-@lru_cache(maxsize=1 << 16)  # search compares the same short tokens again and again
-def edit_distance(a: str, b: str) -> int:
-    """0 if equal, 1 if one substitution, insertion, deletion or swap of neighbours, else 2."""
-    if a == b:
-        return 0
-    la, lb = len(a), len(b)
-    if abs(la - lb) > 1:
-        return 2
-    if la == lb:
-        diff = [i for i in range(la) if a[i] != b[i]]
-        if len(diff) == 1:
-            return 1
-        if (
-            len(diff) == 2
-            and diff[1] == diff[0] + 1
-            and a[diff[0]] == b[diff[1]]
-            and a[diff[1]] == b[diff[0]]
-        ):
-            return 1
-        return 2
-    if la > lb:
-        a, b = b, a  # a is the shorter one
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    return 1 if a[i:] == b[i + 1 :] else 2
+__all__ = ["edit_distance", "edit_keys", "imprint_key", "imprint_tokens"]
