@@ -201,6 +201,16 @@ def test_a_typed_imprint_reranks_the_photos_candidates(ident: Identifier) -> Non
     assert fused.argmax() == ident.labels.index(IRBESARTAN)
 
 
+def test_an_exactly_typed_imprint_outweighs_a_photo_fifty_times_surer() -> None:
+    """The imprint's floor (evidence against a pill whose imprint shares nothing with the
+    typed one) is 1/100: a photo 50 times surer of another pill does not outweigh an
+    imprint typed exactly (at the floor of 1/20 used until session 21, it did)."""
+    from rxvision.library.evidence import field_likelihood
+
+    match, nothing = field_likelihood("imprint", 1.0), field_likelihood("imprint", 0.0)
+    assert match / nothing > 50 and nothing > 0  # strong evidence, never proof
+
+
 def test_typed_facts_that_contradict_every_likely_pill_answer_not_sure(
     ident: Identifier,
 ) -> None:
