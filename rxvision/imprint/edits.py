@@ -15,8 +15,8 @@ from functools import lru_cache
 def deletions(token: str) -> set[str]:
     """``token`` with one character removed, every way.
 
-    Two tokens within one substitution, insertion or deletion share one of these (or one
-    is the other), which is how the indexes find near tokens without comparing all.
+    Two tokens one substitution, insertion, deletion or neighbour swap apart share one of
+    these (or one is the other): the indexes find near tokens this way, comparing few.
 
     Example:
         >>> sorted(deletions("411"))

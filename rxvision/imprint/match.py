@@ -193,7 +193,7 @@ class ImprintIndex:
             for d in deletions(token):
                 if d in self._exact and len(d) >= 2:  # library token = read - 1 char
                     near.add(d)
-                near.update(self._deletes.get(d, ()))  # one substitution
+                near.update(self._deletes.get(d, ()))  # one substitution or swap
             weight = ONE_EDIT if len(token) >= 3 else ONE_EDIT_SHORT
             for tok in near:
                 if tok != token and edit_distance(tok, token) == 1:
