@@ -36,10 +36,10 @@ from ..imprint import (
     DEFAULT_WEIGHT,
     ImprintIndex,
     ImprintRead,
-    fuse,
     ranked_decision,
     read_imprint,
 )
+from ..imprint.fusion import fused_rankings
 from ..imprint.match import MIN_CONFIDENCE as EVIDENCE_CONFIDENCE
 from ..library.facts import Look
 from ..logmath import as_array
@@ -134,9 +134,7 @@ class ImprintEvidence:
             "photo_confidence": float(np.exp(photo.max())) if len(photo) else 0.0}
         if not np.any(llr) or len(photo) < 2:
             return log_probs, info
-        fused = fuse(photo, llr, self.weight)
-        ranked, without = ((fused, photo) if rerank is None else
-                           (np.asarray(rerank(fused), dtype=np.float64), rerank(photo)))
+        fused, ranked, without = fused_rankings(photo, llr, self.weight, rerank)
         decision = ranked_decision(photo, llr, self.weight, ranked, without)
         info.update(decided_by=decision.decided_by, changed=decision.changed,
                     also_fits=self.also_fits(ranked, llr),

@@ -98,9 +98,23 @@ def fusion_decider(
         raise ValueError(
             f"fusion_decider needs two (N,) vectors with N >= 2, got {photo.shape} and {llr.shape}"
         )
-    fused = fuse(photo, llr, weight)
-    ranked, without = (fused, photo) if rerank is None else (rerank(fused), rerank(photo))
+    _, ranked, without = fused_rankings(photo, llr, weight, rerank)
     return ranked_decision(photo, llr, weight, ranked, without)
+
+
+def fused_rankings(
+    photo: np.ndarray,
+    llr: np.ndarray,
+    weight: float,
+    rerank: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The imprint-fused log-probabilities, the ranking the answer comes from (re-ranked if
+    ``rerank`` is given) and the same ranking without the imprint (float64, 1-D)."""
+    fused = fuse(photo, llr, weight)
+    if rerank is None:
+        return fused, fused, photo
+    return (fused, np.asarray(rerank(fused), dtype=np.float64),
+            np.asarray(rerank(photo), dtype=np.float64))
 
 
 def ranked_decision(photo: np.ndarray, llr: np.ndarray, weight: float, ranked: np.ndarray,

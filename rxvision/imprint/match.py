@@ -196,7 +196,7 @@ class ImprintIndex:
                 near.update(self._deletes.get(d, ()))  # one substitution or swap
             weight = ONE_EDIT if len(token) >= 3 else ONE_EDIT_SHORT
             for tok in near:
-                if tok != token and edit_distance(tok, token) == 1:
+                if edit_distance(tok, token) == 1:
                     js = self._exact[tok]
                     s[js] = np.maximum(s[js], weight)
                     covers[js] = np.maximum(covers[js], 1.0)

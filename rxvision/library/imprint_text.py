@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ..imprint.edits import deletions, edit_distance
+from ..imprint.edits import deletions
 
 _RUN = re.compile(r"[A-Z]+|[0-9]+")
 
@@ -58,5 +58,3 @@ def edit_keys(token: str) -> set[str]:
         return set()
     return deletions(token)
 
-
-__all__ = ["edit_distance", "edit_keys", "imprint_key", "imprint_tokens"]

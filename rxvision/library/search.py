@@ -35,10 +35,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..imprint.edits import edit_distance
 from .database import Library
 from .errors import QueryError
 from .facts import DrugFacts
-from .imprint_text import edit_distance, edit_keys, imprint_tokens
+from .imprint_text import edit_keys, imprint_tokens
 from .looks import LookTable
 from .query import WEIGHTS, Query, color_match, parse_query, size_match
 
