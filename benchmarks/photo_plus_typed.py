@@ -111,41 +111,29 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
             [float(v) for _, sc in out for v in sc])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model with library.sqlite (default: bundled)")
-    p.add_argument("--data", required=True, help="labelled photos (manifest CSV)")
-    p.add_argument("--limit", type=int, default=300, help="photos drawn (seeded)")
-    p.add_argument("--group-by", default=None, help="also report per value of this column")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--json", type=Path, help="write the results here")
-    args = p.parse_args()
+Counts = dict[str, dict[str, dict[str, float]]]
 
-    ident = Identifier.load(args.model)
-    lib = ident.answers.library
-    if lib is None:
-        raise SystemExit("the model has no drug library: " + "; ".join(ident.answers.notes))
-    images = load_dataset(args.data)
-    index = {label: i for i, label in enumerate(ident.labels)}
-    images = subset(images, args.limit, seed=SEED)
-    samples = [s for s in images.samples if s.label in index]
-    t0 = time.perf_counter()
-    lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size)
-    forward_s = time.perf_counter() - t0
-    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+
+def count_decisions(
+    ident: Identifier, samples: list[Any], log_probs: list[np.ndarray | None],
+    scores: list[float], facts: dict[str, DrugFacts], twins: dict[str, frozenset[str]],
+    rng: random.Random, group_by: str | None = None,
+) -> tuple[Counts, list[float]]:
+    """Decide every photo under each typed variant; counts per group ("all" and, with
+    ``group_by``, one per value of that column) and variant, and each decision's time in ms.
+
+    A photo with no pill found (``None`` row) counts as missed in every variant. Counts:
+    ``n``, ``top1``, ``top1_same_pill``, ``answered``, ``answered_right``, ``contradicted``
+    ("not sure" because the typed facts match none of the likely pills), ``hit_right``
+    (then the first library hit offered is the pill or an identical one), ``found``, ``no_pill``.
+    """
     others = list(facts.values())
-    twins = twin_labels(lib)
-    rng = random.Random(SEED)
-    counts: dict[str, dict[str, dict[str, float]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(float)))
+    counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     decide_ms: list[float] = []
-    for s, row, score in zip(samples, lp, ood_scores, strict=True):
-        groups = ["all"] + ([f"{args.group_by}={s.extra.get(args.group_by, '')}"]
-                            if args.group_by else [])
-        variants = typed_variants(facts[s.label], others, rng)
-        for name, typed in variants.items():
-            if row is None:  # no pill found: missed whatever was typed
+    for s, row, score in zip(samples, log_probs, scores, strict=True):
+        groups = ["all"] + ([f"{group_by}={s.extra.get(group_by, '')}"] if group_by else [])
+        for name, typed in typed_variants(facts[s.label], others, rng).items():
+            if row is None:
                 for g in groups:
                     counts[g][name]["n"] += 1
                     counts[g][name]["no_pill"] += 1
@@ -169,6 +157,35 @@ def main() -> None:
                 c["contradicted"] += contradicted
                 c["hit_right"] += contradicted and hit_right
                 c["found"] += ((not result.abstain) and same) or (contradicted and hit_right)
+    return counts, decide_ms
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model with library.sqlite (default: bundled)")
+    p.add_argument("--data", required=True, help="labelled photos (manifest CSV)")
+    p.add_argument("--limit", type=int, default=300, help="photos drawn (seeded)")
+    p.add_argument("--group-by", default=None, help="also report per value of this column")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args()
+
+    ident = Identifier.load(args.model)
+    lib = ident.answers.library
+    if lib is None:
+        raise SystemExit("the model has no drug library: " + "; ".join(ident.answers.notes))
+    images = load_dataset(args.data)
+    index = {label: i for i, label in enumerate(ident.labels)}
+    images = subset(images, args.limit, seed=SEED)
+    samples = [s for s in images.samples if s.label in index]
+    t0 = time.perf_counter()
+    lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size)
+    forward_s = time.perf_counter() - t0
+    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+    twins = twin_labels(lib)
+    counts, decide_ms = count_decisions(ident, samples, lp, ood_scores, facts, twins,
+                                        random.Random(SEED), args.group_by)
     report: dict[str, Any] = {"model": str(ident.path), "data": args.data,
                               "photos": len(samples), "forward_seconds": round(forward_s, 1),
                               "decide_ms_median": sorted(decide_ms)[len(decide_ms) // 2],

@@ -4,8 +4,10 @@
 the floor is the evidence left for a pill whose imprint shares nothing with what was typed.
 This study decides the same photos with the typed variants of ``photo_plus_typed.py``
 (the exact imprint, one character wrong, that plus colour and shape, another pill's
-imprint) under each floor on a grid, the photo's log-probabilities computed once. Run it on
-calibration photos (pills in no measurement set), not on the sets the model is reported on.
+imprint) under each floor on a grid, the photo's log-probabilities computed once, counted
+by ``photo_plus_typed.count_decisions`` (a photo with no pill found is missed in every
+variant). Run it on calibration photos (pills in no measurement set), not on the sets the
+model is reported on.
 
     python benchmarks/typed_floor.py --data views/s17/cal-extra-512-new/manifest.csv \\
         --limit 400 --floors 0.05,0.02,0.01,0.005,0.002,0.001 [--sharpness 2,1]
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections import defaultdict
 
-from photo_plus_typed import SEED, photo_log_probs, typed_variants  # this folder: a script
+from photo_plus_typed import SEED, count_decisions, photo_log_probs  # this folder: a script
 
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
 from rxvision.library import evidence
+from rxvision.library.groups import twin_labels
 
 
 def floats(text: str) -> list[float]:
@@ -51,30 +53,20 @@ def main() -> None:
                if s.label in index]
     log_probs, scores = photo_log_probs(ident, [s.path for s in samples], 16)
     facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
-    others = list(facts.values())
+    twins = twin_labels(lib)
     print(f"{len(samples)} photos; per variant: top-1, answered, wrong answers, "
           "'not sure' because the typed facts match none of the likely pills")
     for sharpness in args.sharpness:
         for floor in args.floors:
             evidence.FLOOR["imprint"], evidence.SHARPNESS["imprint"] = floor, sharpness
-            rng = random.Random(SEED)  # the same typed variants for every floor
-            counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-            for s, row, score in zip(samples, log_probs, scores, strict=True):
-                for name, typed in typed_variants(facts[s.label], others, rng).items():
-                    if typed is None or row is None:
-                        continue
-                    result = ident.decide(row, score, topk=5, typed=typed)
-                    right = result.candidates[0].label == s.label
-                    c = counts[name]
-                    c["n"] += 1
-                    c["top1"] += right
-                    c["answered"] += not result.abstain
-                    c["wrong"] += (not result.abstain) and not right
-                    c["not_sure"] += bool(result.typed and result.typed["contradicted"])
+            # the same typed variants for every floor
+            counts, _ = count_decisions(ident, samples, log_probs, scores, facts, twins,
+                                        random.Random(SEED))
             print(f"sharpness {sharpness} floor {floor}: " + " | ".join(
                 f"{name} top-1 {c['top1'] / c['n']:.3f} answered {c['answered'] / c['n']:.3f} "
-                f"wrong {c['wrong']} not sure {c['not_sure'] / c['n']:.2f}"
-                for name, c in counts.items()), flush=True)
+                f"wrong {int(c['answered'] - c['answered_right'])} "
+                f"not sure {c['contradicted'] / c['n']:.2f}"
+                for name, c in counts["all"].items()), flush=True)
 
 
 if __name__ == "__main__":
