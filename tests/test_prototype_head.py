@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,10 +135,45 @@ def test_cli(cosine_base: dict[str, Path], tmp_path: Path,
     out = tmp_path / "cli"
     assert main(["prototypes", "--model", str(cosine_base["base"]), "--data",
                  str(cosine_base["old"]), "--out", str(out), "--views", "0"]) == 0
-    assert "rxvision calibrate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "rxvision calibrate" in printed and "the source has no drug library" in printed
     assert main(["prototypes", "--model", str(cosine_base["base"]), "--data",
                  str(cosine_base["old"]), "--out", str(out), "--views", "0"]) == 2
     assert "already holds a model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["prototypes", "--data", "x.csv", "--out", str(tmp_path / "y"), "--views", "-1"])
     assert "--views: must be a whole number" in capsys.readouterr().err
+
+
+def test_the_drug_library_comes_along_with_look_alikes_of_the_new_rows(
+    cosine_base: dict[str, Path], sample_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rxvision.library import prototype_head
+    from rxvision.library.database import open_library
+    from rxvision.library.errors import LibraryError
+    from rxvision.library.for_model import build_model_library
+
+    source = tmp_path / "with-library"
+    shutil.copytree(cosine_base["base"], source)
+    build_model_library(sample_dir / "manifest.csv", source)
+    record = prototype_head_artifact(source, cosine_base["old"], tmp_path / "p", views=0)
+    assert record["library"] == str(tmp_path / "p" / "library.sqlite")
+    with open_library(tmp_path / "p" / "library.sqlite", verify=True) as lib, \
+            open_library(source / "library.sqlite") as old:
+        assert lib.labels() == old.labels()
+        # Look-alikes are neighbours of the rows: tied to the new weights, not the source's.
+        assert lib.lookalikes_fingerprint == read_card(tmp_path / "p")["weights"]["sha256"]
+        assert old.lookalikes_fingerprint == read_card(source)["weights"]["sha256"]
+        assert lib.lookalikes_fingerprint != old.lookalikes_fingerprint
+    # The source without a library: none, and saying so.
+    assert prototype_head_artifact(cosine_base["base"], cosine_base["old"], tmp_path / "q",
+                                   views=0)["library"] is None
+
+    def broken(*_: object) -> None:
+        raise LibraryError("disk full")
+
+    monkeypatch.setattr(prototype_head, "retie_library", broken)
+    with pytest.raises(LibraryError, match="disk full"):
+        prototype_head_artifact(source, cosine_base["old"], tmp_path / "r", views=0)
+    assert not (tmp_path / "r").exists()  # no model left without its library

@@ -3,7 +3,8 @@
 Each label's row becomes the mean embedding of its reference photo(s) rendered as
 phone-style views, the same rule `rxvision enroll` uses for new pills, so pills enrolled
 later compete with the trained ones on equal terms. The network is unchanged. The source
-card's calibration and thresholds are dropped: run `rxvision calibrate` on the result.
+card's calibration and thresholds are dropped: run `rxvision calibrate` on the result. Its
+pill finder and drug library come along (look-alikes recomputed for the new rows).
 
 Example:
     rxvision prototypes --model runs/c3pi --data ../shared/data/c3pi-1k/manifest.csv \\
@@ -37,7 +38,9 @@ def prototypes(args: argparse.Namespace) -> int:
 
     record = prototype_head_artifact(resolve_model_path(args.model), args.data, args.out,
                                      args.views, args.seed, args.batch_size)
+    library = (f"; drug library re-tied ({record['library']})" if record["library"]
+               else "; the source has no drug library")
     print(f"rebuilt the rows of {record['references']} reference photo(s) "
-          f"({args.views} synthetic views each) -> {args.out}; now run `rxvision calibrate "
-          f"--model {args.out} --data VIEWS --thresholds`")
+          f"({args.views} synthetic views each) -> {args.out}{library}; now run "
+          f"`rxvision calibrate --model {args.out} --data VIEWS --thresholds`")
     return 0

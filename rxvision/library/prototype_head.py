@@ -16,7 +16,9 @@ prototypes were ahead (0.767 against 0.750). The bundled model keeps its trained
 
 The network weights do not change; the scale ``s`` is kept, and the calibration and
 identification thresholds of the source card are dropped (they were fitted to the old
-rows): run ``rxvision calibrate`` on the result.
+rows): run ``rxvision calibrate`` on the result. The source's pill finder and drug library
+come along; the library's look-alikes are recomputed for the new rows (they are neighbours
+of the rows, and the rows changed).
 
 Example:
     >>> record = prototype_head_artifact("runs/c3pi", "data/c3pi/manifest.csv", "runs/proto")
@@ -24,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,9 @@ from ..data.transforms import card_zoom
 from ..locate import EvalTransform
 from ..locate.segmenter import carry_segmenter
 from ..models.layers import CosineClassifier
+from .database import LIBRARY_NAME
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_prototypes, load_references
+from .for_model import retie_library
 from .imprinting import PROTOTYPE_CARD_KEY, PROTOTYPE_SOURCE
 
 # Card keys save_artifact writes itself, and the thresholds fitted to the old rows (dropped).
@@ -87,10 +92,15 @@ def rebuild_rows(art: Artifact, data: ImageSet, views: int = DEFAULT_VIEWS,
 def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: str | Path,
                             views: int = DEFAULT_VIEWS, seed: int = DEFAULT_SEED,
                             batch_size: int = 32) -> dict[str, Any]:
-    """Load ``model_path``, rebuild its rows from ``data_path``, save to ``out``.
+    """Load ``model_path``, rebuild its rows from ``data_path``, save to ``out`` with the
+    source's pill finder and drug library (look-alikes recomputed for the new rows).
+
+    If anything after the model is saved fails (the finder or the library), ``out`` is
+    removed again, so it never holds a model without the parts its source had.
 
     Returns:
-        The record written to the card under ``classifier_rows``.
+        The record written to the card under ``classifier_rows``; ``library`` names the
+        re-tied library file (None: the source has none).
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
@@ -111,5 +121,11 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
                   calibration=None, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",
                   zoom=card_zoom(card["preprocessing"]))
-    carry_segmenter(model_path, out)  # a crop model keeps its pill finder
-    return record
+    try:
+        carry_segmenter(model_path, out)  # a crop model keeps its pill finder
+        source_library = model_path / LIBRARY_NAME
+        tied = retie_library(source_library, out) if source_library.is_file() else None
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {**record, "library": str(tied.path) if tied else None}
