@@ -177,3 +177,9 @@ def test_the_drug_library_comes_along_with_look_alikes_of_the_new_rows(
     with pytest.raises(LibraryError, match="disk full"):
         prototype_head_artifact(source, cosine_base["old"], tmp_path / "r", views=0)
     assert not (tmp_path / "r").exists()  # no model left without its library
+    # Into a folder that held other files: those stay, the model's own files go.
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    with pytest.raises(LibraryError, match="disk full"):
+        prototype_head_artifact(source, cosine_base["old"], tmp_path / "s", views=0)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["notes.txt"]

@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ..artifact import (
+    CARD_NAME,
     SAVED_CARD_KEYS,
+    WEIGHTS_NAME,
     Artifact,
     ArtifactError,
     load_artifact,
@@ -46,7 +48,7 @@ from ..data import DatasetError, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
 from ..locate import EvalTransform
-from ..locate.segmenter import carry_segmenter
+from ..locate.segmenter import SEGMENTER_DIR, carry_segmenter
 from ..models.layers import CosineClassifier
 from .database import LIBRARY_NAME
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_prototypes, load_references
@@ -104,6 +106,7 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
+    existed = out.exists()  # a folder with other files: only the model's own go on failure
     art = load_artifact(model_path)
     data = load_dataset(data_path)
     rebuild_rows(art, data, views, seed, batch_size)
@@ -126,6 +129,17 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
         source_library = model_path / LIBRARY_NAME
         tied = retie_library(source_library, out) if source_library.is_file() else None
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        _remove_model(out, existed)
         raise
     return {**record, "library": str(tied.path) if tied else None}
+
+
+def _remove_model(out: Path, existed: bool) -> None:
+    """Undo a derived model written to ``out``: the whole folder if this call created it,
+    else only the model's own files (the card first, so it no longer reads as a model)."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in (CARD_NAME, WEIGHTS_NAME, LIBRARY_NAME):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / SEGMENTER_DIR, ignore_errors=True)
