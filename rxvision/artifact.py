@@ -28,6 +28,8 @@ from .data.transforms import ZOOM_FOR_NEW_MODELS, ZOOM_MODES
 from .io_utils import atomic_directory, atomic_files, atomic_write_json, foreign_entries
 
 if TYPE_CHECKING:  # torch and the network (timm, torchvision) load only when weights are
+    from collections.abc import Callable
+
     import torch  # read or a model is built: reading cards (ONNX serving) needs neither
 
     from .models import RxVisionModel
@@ -143,6 +145,7 @@ def save_artifact(
     extra: dict[str, Any] | None = None,
     half: bool = False,
     zoom: str = ZOOM_FOR_NEW_MODELS,
+    parts: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write weights and card into ``directory`` as one unit; return the directory.
 
@@ -154,6 +157,9 @@ def save_artifact(
     Args:
         half: store floating-point weights as fp16 (halves the size; loads back as fp32).
         zoom: ``preprocessing.zoom``; tools that re-save a model pass its card's setting.
+        parts: ``parts(folder)`` adds what else the model is made of (its pill finder,
+            its drug library) to the staging folder, where weights and card already lie
+            and load; it is published with them, or, if it raises, nothing is.
     """
     if zoom not in ZOOM_MODES:
         raise ArtifactError(f"zoom must be one of {ZOOM_MODES}, got {zoom!r}")
@@ -186,12 +192,15 @@ def save_artifact(
             **(extra or {}),
         }
         (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        if parts is not None:
+            parts(folder)
 
     directory = Path(directory)
     if directory.is_dir() and foreign_entries(directory, ARTIFACT_FILES):
-        # A training run: config, log and checkpoint live beside the artifact. The card,
-        # renamed last, commits; until then its hash refuses the new weights.
-        atomic_files(directory, write, order=[WEIGHTS_NAME, CARD_NAME])
+        # A training run: config, log and checkpoint live beside the artifact. The parts
+        # go in first; the card, renamed last, commits; until then its hash refuses the
+        # new weights.
+        atomic_files(directory, write, order=[WEIGHTS_NAME, CARD_NAME], others_first=True)
         return directory
     try:
         with atomic_directory(directory, replaceable=ARTIFACT_FILES) as staging:

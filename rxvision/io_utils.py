@@ -217,13 +217,18 @@ def atomic_directory(path: str | Path, replaceable: Collection[str] = ()) -> Ite
         raise
 
 
-def atomic_files(folder: str | Path, write: Callable[[Path], None], order: list[str]) -> None:
+def atomic_files(folder: str | Path, write: Callable[[Path], None], order: list[str],
+                 others_first: bool = False) -> None:
     """Write files into an existing ``folder`` that holds other things too.
 
     ``write(staging)`` creates the files named in ``order`` in a temporary sibling folder;
     each is then renamed into ``folder`` in that order. Each rename is atomic; the last
     file is the commit point (e.g. a card whose hash must match the weights renamed before
     it), so a crash between two renames leaves a mismatch that a loader refuses.
+
+    With ``others_first`` every other entry ``write`` made (a file or a whole folder, e.g.
+    a model's pill finder) is moved in before ``order``, replacing one of the same name;
+    without it such entries are discarded.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,11 +240,29 @@ def atomic_files(folder: str | Path, write: Callable[[Path], None], order: list[
         missing = [name for name in order if not (staging / name).is_file()]
         if missing:
             raise FileNotFoundError(f"atomic_files: write() did not create {missing}")
+        others = sorted(p.name for p in staging.iterdir() if p.name not in order)
+        _fsync_tree(staging)
         for name in order:
             os.chmod(staging / name, 0o666 & ~_umask())
-            _fsync(staging / name)
+        if others_first:
+            for name in others:
+                _move_in(staging / name, folder / name)
         for name in order:
             os.replace(staging / name, folder / name)
         _fsync(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_in(entry: Path, target: Path) -> None:
+    """Rename ``entry`` to ``target``; a folder there is exchanged for it (then removed)."""
+    if entry.is_dir() and not entry.is_symlink():
+        os.chmod(entry, 0o777 & ~_umask())
+        if target.is_dir() and not target.is_symlink():
+            if _exchange(entry, target):
+                shutil.rmtree(entry)  # the old folder, now under the staging name
+                return
+            shutil.rmtree(target)
+    else:
+        os.chmod(entry, 0o666 & ~_umask())
+    os.replace(entry, target)

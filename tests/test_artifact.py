@@ -248,6 +248,41 @@ def test_failed_write_keeps_old_artifact(
     assert load_artifact(path).labels == [f"class{i}" for i in range(4)]
 
 
+@pytest.mark.parametrize("beside", [False, True], ids=["own folder", "training run"])
+def test_parts_are_published_with_the_model_or_nothing_is(
+    tmp_path: Path, tiny_model, tiny_config, beside: bool
+) -> None:
+    """``parts`` (a model's pill finder, its library) are built in the staging folder,
+    where the model already loads, and go in with it; if they fail, nothing does."""
+    out = tmp_path / "model"
+    if beside:  # a folder holding other files: a training run's log, an older finder
+        (out / "segmenter").mkdir(parents=True)
+        (out / "run.log").write_text("epoch 1")
+        (out / "segmenter" / "old.txt").write_text("old")
+
+    def parts(staging: Path) -> None:
+        assert load_artifact(staging).labels == list("wxyz")  # the model loads there
+        (staging / "segmenter").mkdir()
+        (staging / "segmenter" / CARD_NAME).write_text("{}")
+        (staging / "library.sqlite").write_bytes(b"db")
+
+    def broken(staging: Path) -> None:
+        (staging / "library.sqlite").write_bytes(b"half")
+        raise OSError("disk full")
+
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(OSError, match="disk full"):
+        save_artifact(out, tiny_model, tiny_config, list("wxyz"), parts=broken)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not list(tmp_path.glob(".*"))  # no staging folder left either
+    save_artifact(out, tiny_model, tiny_config, list("wxyz"), parts=parts)
+    assert load_artifact(out).labels == list("wxyz")
+    assert (out / "library.sqlite").read_bytes() == b"db"
+    assert sorted(p.name for p in (out / "segmenter").iterdir()) == [CARD_NAME]  # replaced
+    assert (out / "run.log").exists() == beside
+    assert not list(tmp_path.glob(".*"))
+
+
 def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "f.txt"
     target.write_text("old")

@@ -397,6 +397,21 @@ def test_enrolled_pills_join_the_drug_library_with_their_facts(
         assert lib.lookalikes([new[0]], 3)[new[0]]  # look-alikes over old and new pills
     [answer] = Identifier.load(out).identify(facts.image_path, topk=24)
     assert {c.label for c in answer.candidates if c.facts} == labels
+    # Built beside the new weights before publishing, named for where it was published.
+    assert result.library["path"] == str(out / "library.sqlite")
+    with open_library(out) as lib:
+        assert lib.meta["lookalikes_source"] == str(out)
+    # A library that fails to build leaves no model without it.
+    import rxvision.library.enroll as enroll_module
+
+    def broken(*_: object, **__: object) -> None:
+        raise LibraryError("disk full")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(enroll_module, "write_enrolled_library", broken)
+        with pytest.raises(LibraryError, match="disk full"):
+            enroll_artifact(base, split["new"], tmp_path / "run3", views=1)
+    assert not (tmp_path / "run3").exists() and not list(tmp_path.glob(".run3*"))
     # A facts cell that cannot be right stops the enrollment before anything is written.
     bad = tmp_path / "bad.csv"
     bad.write_text(split["new"].read_text().replace(",ROUND,", ",BLOB,", 1))

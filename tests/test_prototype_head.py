@@ -166,20 +166,28 @@ def test_the_drug_library_comes_along_with_look_alikes_of_the_new_rows(
         assert lib.lookalikes_fingerprint == read_card(tmp_path / "p")["weights"]["sha256"]
         assert old.lookalikes_fingerprint == read_card(source)["weights"]["sha256"]
         assert lib.lookalikes_fingerprint != old.lookalikes_fingerprint
+        # Built in a staging folder, named for where it was published.
+        assert lib.meta["lookalikes_source"] == str(tmp_path / "p")
     # The source without a library: none, and saying so.
     assert prototype_head_artifact(cosine_base["base"], cosine_base["old"], tmp_path / "q",
                                    views=0)["library"] is None
 
-    def broken(*_: object) -> None:
+    def broken(*_: object, **__: object) -> None:
         raise LibraryError("disk full")
 
     monkeypatch.setattr(prototype_head, "retie_library", broken)
     with pytest.raises(LibraryError, match="disk full"):
         prototype_head_artifact(source, cosine_base["old"], tmp_path / "r", views=0)
     assert not (tmp_path / "r").exists()  # no model left without its library
+    assert not list(tmp_path.glob(".r.*"))  # nor a staging folder
     # Into a folder that held other files: those stay, the model's own files go.
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "notes.txt").write_text("mine")
     with pytest.raises(LibraryError, match="disk full"):
         prototype_head_artifact(source, cosine_base["old"], tmp_path / "s", views=0)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["notes.txt"]
+    # ... and on success the model arrives whole beside them.
+    monkeypatch.undo()
+    prototype_head_artifact(source, cosine_base["old"], tmp_path / "s", views=0)
+    assert {p.name for p in (tmp_path / "s").iterdir()} >= {
+        "notes.txt", "card.json", "model.safetensors", "library.sqlite"}

@@ -56,3 +56,25 @@ def test_integer_buffers_are_kept_not_averaged() -> None:
     b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(20)}
     out = average_state_dicts([a, b])
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and int(out["n"]) == 10
+
+
+def test_the_pill_finder_comes_along_or_no_mean_is_written(
+    sample_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rxvision.engine import weight_average
+
+    up = _shifted(sample_artifact, tmp_path / "up", 0.5)
+    down = _shifted(sample_artifact, tmp_path / "down", -0.5)
+    (down / "segmenter").mkdir()
+    (down / "segmenter" / "card.json").write_text("{}")  # the last run's finder is kept
+    out = average_artifacts([up, down], tmp_path / "mean")
+    assert (out / "segmenter" / "card.json").read_text() == "{}"
+
+    def broken(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(weight_average, "carry_segmenter", broken)
+    with pytest.raises(OSError, match="disk full"):
+        average_artifacts([up, down], tmp_path / "mean2")
+    assert not (tmp_path / "mean2").exists()  # no mean without its finder
+    assert not list(tmp_path.glob(".mean2*"))

@@ -78,7 +78,6 @@ def average_artifacts(runs: Sequence[str | Path], out: str | Path) -> Path:
         {"run": str(p), "sha256": a.card.get("weights", {}).get("sha256")}
         for p, a in zip(paths, arts, strict=True)]}
     last = arts[-1]
-    saved = save_artifact(out, model, last.config, last.labels, last.label_metadata,
-                          extra=extra, zoom=card_zoom(last.preprocessing))
-    carry_segmenter(paths[-1], saved)
-    return saved
+    return save_artifact(out, model, last.config, last.labels, last.label_metadata,
+                         extra=extra, zoom=card_zoom(last.preprocessing),
+                         parts=lambda staging: carry_segmenter(paths[-1], staging))

@@ -259,13 +259,16 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
     if head_precision is not None:
         extra["identification"] = {**card.get("identification", {}),
                                    "head_precision": head_precision}
+
+    def parts(staging: Path) -> None:  # published with the model, or not at all
+        carry_segmenter(model_path, staging)  # a crop model keeps its pill finder
+        if facts is not None:
+            result.library = write_enrolled_library(model_path, staging, art, labels, facts,
+                                                    result.enrolled, final=out)
+
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
                   calibration=calibration, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",
-                  zoom=card_zoom(card["preprocessing"]))
-    carry_segmenter(model_path, out)  # a crop model keeps its pill finder
+                  zoom=card_zoom(card["preprocessing"]), parts=parts)
     result.output = str(out)
-    if facts is not None:
-        result.library = write_enrolled_library(model_path, out, art, labels, facts,
-                                                result.enrolled)
     return result

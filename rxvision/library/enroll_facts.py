@@ -66,10 +66,13 @@ def write_enrolled_library(
     labels: list[str],
     new_facts: list[DrugFacts],
     enrolled: list[str],
+    final: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out/library.sqlite``: the base library plus ``new_facts`` of the pills just
     enrolled into ``art.model`` (saved at ``out``, whose classes are ``labels``); returns
-    what was written, for the record."""
+    what was written, for the record. ``final``: where ``out`` will be published when it
+    is a staging folder (see ``save_artifact(parts=...)``); the record names that place."""
+    final = final or out
     with open_library(model_path / LIBRARY_NAME) as base:
         old = [f for f in base.all_facts() if f.label not in set(enrolled)]
         root, source = base.image_root, base.meta.get("source", "")
@@ -80,11 +83,11 @@ def write_enrolled_library(
         out / LIBRARY_NAME,
         image_root=root,
         source=f"{source} + enrollment",
-        appearance=Appearance(labels, class_rows(art), sha, source=str(out)),
+        appearance=Appearance(labels, class_rows(art), sha, source=str(final)),
     )
     with_facts = {f.label for f in new}
     return {
-        "path": str(path),
+        "path": str(final / path.name),
         "references": len(old) + len(new),
         "new_references": len(new),
         "enrolled_without_facts": [lab for lab in enrolled if lab not in with_facts],

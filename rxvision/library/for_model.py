@@ -41,12 +41,13 @@ def class_rows(art: Artifact) -> np.ndarray:
     return weight.detach().float().cpu().numpy()
 
 
-def model_appearance(art: Artifact) -> Appearance:
-    """The artifact's class rows as :class:`Appearance`, fingerprinted by its weights."""
+def model_appearance(art: Artifact, source: str | Path | None = None) -> Appearance:
+    """The artifact's class rows as :class:`Appearance`, fingerprinted by its weights;
+    ``source`` names the model in the library (default: where ``art`` was loaded from)."""
     sha = (art.card.get("weights") or {}).get("sha256")
     if not sha:
         raise LibraryError(f"{art.path}: card has no weights SHA-256 to tie look-alikes to")
-    return Appearance(art.labels, class_rows(art), sha, source=str(art.path))
+    return Appearance(art.labels, class_rows(art), sha, source=str(source or art.path))
 
 
 def build_model_library(manifest: str | Path, model_dir: str | Path) -> ModelLibrary:
@@ -73,12 +74,14 @@ def build_model_library(manifest: str | Path, model_dir: str | Path) -> ModelLib
     return ModelLibrary(path, len(art.labels), [lab for lab in art.labels if lab not in have])
 
 
-def retie_library(library: str | Path, model_dir: str | Path) -> ModelLibrary:
+def retie_library(library: str | Path, model_dir: str | Path,
+                  published_as: str | Path | None = None) -> ModelLibrary:
     """Write ``model_dir/library.sqlite`` from another library's facts, with look-alikes
     recomputed for ``model_dir``'s weights (a re-saved model: fp16 bundle, new rows).
 
     Only the model's labels are kept; photographs keep resolving (the image root is
-    rewritten for the new folder).
+    rewritten for the new folder). ``published_as`` names the model in the library when
+    ``model_dir`` is a staging folder (see ``save_artifact(parts=...)``).
     """
     model_dir = Path(model_dir)
     art = load_artifact(model_dir)
@@ -93,7 +96,7 @@ def retie_library(library: str | Path, model_dir: str | Path) -> ModelLibrary:
         model_dir / LIBRARY_NAME,
         image_root=root,
         source=source,
-        appearance=model_appearance(art),
+        appearance=model_appearance(art, published_as),
     )
     have = {f.label for f in kept}
     return ModelLibrary(path, len(art.labels), [lab for lab in art.labels if lab not in have])

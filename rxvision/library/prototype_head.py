@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..artifact import (
-    CARD_NAME,
     SAVED_CARD_KEYS,
-    WEIGHTS_NAME,
     Artifact,
     ArtifactError,
     load_artifact,
@@ -48,7 +45,7 @@ from ..data import DatasetError, ImageSet, load_dataset
 from ..data.synth import SynthParams
 from ..data.transforms import card_zoom
 from ..locate import EvalTransform
-from ..locate.segmenter import SEGMENTER_DIR, carry_segmenter
+from ..locate.segmenter import carry_segmenter
 from ..models.layers import CosineClassifier
 from .database import LIBRARY_NAME
 from .embeddings import DEFAULT_SEED, DEFAULT_VIEWS, label_prototypes, load_references
@@ -97,8 +94,8 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
     """Load ``model_path``, rebuild its rows from ``data_path``, save to ``out`` with the
     source's pill finder and drug library (look-alikes recomputed for the new rows).
 
-    If anything after the model is saved fails (the finder or the library), ``out`` is
-    removed again, so it never holds a model without the parts its source had.
+    The finder and the library are built beside the new weights before anything is
+    published: if either fails, ``out`` is left as it was.
 
     Returns:
         The record written to the card under ``classifier_rows``; ``library`` names the
@@ -106,7 +103,6 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
     """
     model_path, out = Path(model_path), Path(out)
     require_new_output(model_path, out)
-    existed = out.exists()  # a folder with other files: only the model's own go on failure
     art = load_artifact(model_path)
     data = load_dataset(data_path)
     rebuild_rows(art, data, views, seed, batch_size)
@@ -120,26 +116,16 @@ def prototype_head_artifact(model_path: str | Path, data_path: str | Path, out: 
     }
     extra = {k: v for k, v in card.items() if k not in _DROPPED_KEYS}
     extra[PROTOTYPE_CARD_KEY] = record
+    source_library = model_path / LIBRARY_NAME
+    tied = source_library.is_file()
+
+    def parts(staging: Path) -> None:  # published with the model, or not at all
+        carry_segmenter(model_path, staging)  # a crop model keeps its pill finder
+        if tied:
+            retie_library(source_library, staging, published_as=out)
+
     save_artifact(out, art.model, art.config, art.labels, art.label_metadata, metrics={},
                   calibration=None, extra=extra,
                   half=card.get("weights", {}).get("dtype") == "float16",
-                  zoom=card_zoom(card["preprocessing"]))
-    try:
-        carry_segmenter(model_path, out)  # a crop model keeps its pill finder
-        source_library = model_path / LIBRARY_NAME
-        tied = retie_library(source_library, out) if source_library.is_file() else None
-    except BaseException:
-        _remove_model(out, existed)
-        raise
-    return {**record, "library": str(tied.path) if tied else None}
-
-
-def _remove_model(out: Path, existed: bool) -> None:
-    """Undo a derived model written to ``out``: the whole folder if this call created it,
-    else only the model's own files (the card first, so it no longer reads as a model)."""
-    if not existed:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for name in (CARD_NAME, WEIGHTS_NAME, LIBRARY_NAME):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / SEGMENTER_DIR, ignore_errors=True)
+                  zoom=card_zoom(card["preprocessing"]), parts=parts)
+    return {**record, "library": str(out / LIBRARY_NAME) if tied else None}
