@@ -119,6 +119,10 @@ class AugmentConfig:
     # rxvision.locate.normalised_crop cuts it out of a photo: alone on the C3PI grey, its
     # longer side ~0.8 of the frame). A "crop" model is run on the pill finder's crops.
     framing: str = "photo"
+    # Pixels the training renderer keeps along a cut-out side's longer dimension. 160
+    # shrinks the longer C3PI sides (up to ~280 px in the 300x225 studio photo), so every
+    # view of them is softer than a close-up photo's crop; 288 keeps each side's detail.
+    side_pixels: int = 160
 
 
 @dataclass
@@ -192,6 +196,7 @@ def validate(cfg: Config) -> Config:
     _check(g.val_views_per_image >= 1, "augment.val_views_per_image", "must be >= 1")
     _check(0 <= g.crop_margin < 0.5, "augment.crop_margin", "must be in [0, 0.5)")
     _check(g.framing in FRAMINGS, "augment.framing", f"must be one of {FRAMINGS}")
+    _check(64 <= g.side_pixels <= 1024, "augment.side_pixels", "must be in [64, 1024]")
     return cfg
 
 

@@ -266,6 +266,30 @@ def test_unknown_framing_is_a_config_error() -> None:
         config_from_dict({"augment": {"framing": "poster"}})
 
 
+def test_side_pixels_set_the_detail_each_side_keeps() -> None:
+    """augment.side_pixels: a 280 px side kept at 288 px keeps its detail (a 1 px stripe
+    stays 1 px); at the old 160 it is shrunk, and the stripe blurs into its neighbours."""
+    from rxvision.config import AugmentConfig, ConfigError, config_from_dict
+
+    photo = Image.new("RGB", (300, 225), (117, 117, 117))
+    draw = ImageDraw.Draw(photo)
+    for top in (10, 115):  # two sides, each 280 px long
+        draw.rectangle([15, top, 294, top + 85], fill=(240, 240, 240))
+        for x in range(30, 280, 2):
+            draw.line([x, top + 15, x, top + 70], fill=(20, 20, 20))  # 1 px stripes, 1 apart
+    for pixels, sharp in ((288, True), (160, False)):
+        params = SynthParams.for_training(AugmentConfig(framing="crop", side_pixels=pixels))
+        synth = PhoneViewSynthesizer.from_images([photo], (224, 224), params)
+        assert synth.sides.shape[-1] == pixels
+        rgb = synth.sides[0, 0, :3].float()
+        row = rgb[:, pixels // 2].mean(0)  # across the stripes, mid-height
+        middle = row[pixels // 4: 3 * pixels // 4]  # stripes only, not the side's ends
+        contrast = float(middle.max() - middle.min())
+        assert (contrast > 180) == sharp, (pixels, contrast)
+    with pytest.raises(ConfigError, match=r"augment\.side_pixels"):
+        config_from_dict({"augment": {"side_pixels": 32}})
+
+
 def test_crop_framing_validates_on_one_side_views(sample_dir: Path) -> None:
     from rxvision.config import AugmentConfig
 

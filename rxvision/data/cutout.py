@@ -18,6 +18,9 @@ from scipy import ndimage
 # Fractions of width (left) and height (bottom) covered by the rulers in C3PI photos.
 RULER_LEFT = 0.085
 RULER_BOTTOM = 0.11
+# Layers of backdrop-coloured outline peeled off a mask (see _peel_halo): the halo of the
+# local-contrast test is at most 4 px wide; the rest reaches into wedges between sides.
+HALO_PX = 12
 
 
 @dataclass
@@ -58,7 +61,26 @@ def pill_mask(rgb: np.ndarray, threshold: float = 28.0) -> np.ndarray:
     # Radius-4 opening: ruler digits and ticks next to a pill (rulers do not always sit
     # at the photo's edge) join it through the local-contrast halo; 2 left them as specks
     # on ~18% of sides, 4 on ~2%, and costs under 0.3% of the pill area.
-    return ndimage.binary_opening(mask, iterations=4)
+    mask = ndimage.binary_opening(mask, iterations=4)
+    return _peel_halo(mask, diff < threshold / 2)
+
+
+def _peel_halo(mask: np.ndarray, backdrop: np.ndarray, steps: int = HALO_PX) -> np.ndarray:
+    """``mask`` without the band of studio backdrop around its outline.
+
+    The local-contrast test marks pixels up to 4 px outside a pill's edge (its 9 px window
+    reaches the pill), so the mask carried a ring of backdrop grey; where the two sides lie
+    close, the ring joined them and the waist split left a wedge of backdrop on a side.
+    Backdrop-coloured pixels on the outline are peeled off, one layer per step; a pill's
+    own rim (shaded, outlined) is not backdrop-coloured and stops the peeling.
+    """
+    for _ in range(steps):
+        outline = mask & ~ndimage.binary_erosion(mask)
+        peel = outline & backdrop
+        if not peel.any():
+            break
+        mask = mask & ~peel
+    return ndimage.binary_opening(mask, iterations=1)
 
 
 def _crop(rgb: np.ndarray, mask: np.ndarray) -> Image.Image:

@@ -38,7 +38,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 
 from .cutout import cut_out_sides
 
-SIDE_CANVAS = 160  # stored pixels along a side's longest dimension
+SIDE_CANVAS = 160  # stored pixels along a side's longest dimension (augment.side_pixels)
 # "crop" framing (rxvision.locate.normalised_crop): the pill's longer side over the frame's,
 # around the crop's 0.8 (the pill finder's boxes vary), and the studio grey it sits on.
 CROP_FILL = (0.72, 0.88)
@@ -91,6 +91,8 @@ class SynthParams:
     # Noise and JPEG at the sensor's pixels: on a low-resolution view they are added before
     # it is enlarged, as a crop enlarges a small pill's noise and JPEG blocks with it.
     sensor_pixels: bool = False
+    # Pixels kept along each cut-out side's longer dimension (see AugmentConfig.side_pixels).
+    side_pixels: int = SIDE_CANVAS
 
     @classmethod
     def for_training(cls, augment: Any, strength: float | None = None) -> SynthParams:
@@ -98,7 +100,8 @@ class SynthParams:
         (``strength`` overrides its strength, as ``data preview --strength`` does)."""
         params = cls(strength=augment.strength if strength is None else strength,
                      one_side_prob=augment.one_side_prob, blur_sigma=augment.blur_sigma,
-                     noise_std=augment.noise_std, framing=augment.framing)
+                     noise_std=augment.noise_std, framing=augment.framing,
+                     side_pixels=augment.side_pixels)
         return params.for_framing()
 
     def for_framing(self) -> SynthParams:
@@ -184,11 +187,13 @@ class PhoneViewSynthesizer:
     def from_images(cls, images: list[Image.Image], size: tuple[int, int],
                     params: SynthParams | None = None,
                     fill: tuple[int, int, int] = (124, 116, 104)) -> PhoneViewSynthesizer:
-        """Cut out the sides of each reference image (index = class index)."""
+        """Cut out the sides of each reference image (index = class index), each kept at
+        ``params.side_pixels`` along its longer dimension."""
+        canvas = (params or SynthParams()).side_pixels
         tensors, counts = [], []
         for img in images:
             cut = cut_out_sides(img)
-            sides = [_side_tensor(s) for s in cut.sides[:2]]
+            sides = [_side_tensor(s, canvas) for s in cut.sides[:2]]
             counts.append(len(sides))
             if len(sides) == 1:
                 sides.append(sides[0])
