@@ -179,6 +179,12 @@ def _publish(staging: Path, path: Path, replaceable: Collection[str]) -> None:
     if not any(path.iterdir()):
         os.rename(staging, path)  # replaces an empty folder in one step
         return
+    _replace_folder(staging, path)
+
+
+def _replace_folder(staging: Path, path: Path) -> None:
+    """Put the folder ``staging`` in place of the existing folder ``path``, then remove the
+    old one: one atomic exchange, or (without it) two renames that clean_stale can undo."""
     if not _exchange(staging, path):
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
         os.rename(path, old)  # a crash here leaves `old`, which clean_stale puts back
@@ -255,14 +261,12 @@ def atomic_files(folder: str | Path, write: Callable[[Path], None], order: list[
 
 
 def _move_in(entry: Path, target: Path) -> None:
-    """Rename ``entry`` to ``target``; a folder there is exchanged for it (then removed)."""
+    """Rename ``entry`` to ``target``; a folder there is replaced by it (_replace_folder)."""
     if entry.is_dir() and not entry.is_symlink():
         os.chmod(entry, 0o777 & ~_umask())
         if target.is_dir() and not target.is_symlink():
-            if _exchange(entry, target):
-                shutil.rmtree(entry)  # the old folder, now under the staging name
-                return
-            shutil.rmtree(target)
+            _replace_folder(entry, target)
+            return
     else:
         os.chmod(entry, 0o666 & ~_umask())
     os.replace(entry, target)

@@ -248,12 +248,20 @@ def test_failed_write_keeps_old_artifact(
     assert load_artifact(path).labels == [f"class{i}" for i in range(4)]
 
 
-@pytest.mark.parametrize("beside", [False, True], ids=["own folder", "training run"])
+@pytest.mark.parametrize(("beside", "exchange"), [(False, True), (True, True), (True, False)],
+                         ids=["own folder", "training run", "training run, no renameat2"])
 def test_parts_are_published_with_the_model_or_nothing_is(
-    tmp_path: Path, tiny_model, tiny_config, beside: bool
+    tmp_path: Path, tiny_model, tiny_config, beside: bool, exchange: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``parts`` (a model's pill finder, its library) are built in the staging folder,
-    where the model already loads, and go in with it; if they fail, nothing does."""
+    where the model already loads, and go in with it; if they fail, nothing does. A
+    finder folder already there is replaced whole, also where the atomic exchange is
+    unavailable (two renames instead)."""
+    if not exchange:
+        from rxvision import io_utils
+
+        monkeypatch.setattr(io_utils, "_exchange", lambda a, b: False)
     out = tmp_path / "model"
     if beside:  # a folder holding other files: a training run's log, an older finder
         (out / "segmenter").mkdir(parents=True)

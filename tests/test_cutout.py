@@ -97,7 +97,7 @@ def test_sides_carry_no_ring_of_backdrop(peeled: bool, monkeypatch: pytest.Monke
         ImageDraw.Draw(truth).ellipse(box, fill=255)
     area = (np.asarray(truth) > 0).sum() / 2
     if not peeled:
-        monkeypatch.setattr(cutout_mod._peel_halo, "__defaults__", (0,))
+        monkeypatch.setattr(cutout_mod, "HALO_PX", 0)
     cut = cut_out_sides(photo)
     assert cut.segmented and len(cut.sides) == 2
     ratios = [(np.asarray(side)[..., 3] > 127).sum() / area for side in cut.sides]

@@ -65,16 +65,17 @@ def pill_mask(rgb: np.ndarray, threshold: float = 28.0) -> np.ndarray:
     return _peel_halo(mask, diff < threshold / 2)
 
 
-def _peel_halo(mask: np.ndarray, backdrop: np.ndarray, steps: int = HALO_PX) -> np.ndarray:
+def _peel_halo(mask: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """``mask`` without the band of studio backdrop around its outline.
 
     The local-contrast test marks pixels up to 4 px outside a pill's edge (its 9 px window
     reaches the pill), so the mask carried a ring of backdrop grey; where the two sides lie
     close, the ring joined them and the waist split left a wedge of backdrop on a side.
-    Backdrop-coloured pixels on the outline are peeled off, one layer per step; a pill's
-    own rim (shaded, outlined) is not backdrop-coloured and stops the peeling.
+    Backdrop-coloured pixels on the outline are peeled off, one layer per step (at most
+    ``HALO_PX``); a pill's own rim (shaded, outlined) is not backdrop-coloured and stops
+    the peeling. A radius-1 opening then drops the 1 px spurs peeling can leave.
     """
-    for _ in range(steps):
+    for _ in range(HALO_PX):
         outline = mask & ~ndimage.binary_erosion(mask)
         peel = outline & backdrop
         if not peel.any():

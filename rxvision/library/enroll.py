@@ -264,7 +264,7 @@ def enroll_artifact(model_path: str | Path, data_path: str | Path, out: str | Pa
         carry_segmenter(model_path, staging)  # a crop model keeps its pill finder
         if facts is not None:
             result.library = write_enrolled_library(model_path, staging, art, labels, facts,
-                                                    result.enrolled, final=out)
+                                                    result.enrolled, published_as=out)
 
     save_artifact(out, art.model, art.config, labels, metadata, metrics={},
                   calibration=calibration, extra=extra,

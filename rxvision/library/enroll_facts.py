@@ -66,13 +66,14 @@ def write_enrolled_library(
     labels: list[str],
     new_facts: list[DrugFacts],
     enrolled: list[str],
-    final: Path | None = None,
+    published_as: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out/library.sqlite``: the base library plus ``new_facts`` of the pills just
     enrolled into ``art.model`` (saved at ``out``, whose classes are ``labels``); returns
-    what was written, for the record. ``final``: where ``out`` will be published when it
-    is a staging folder (see ``save_artifact(parts=...)``); the record names that place."""
-    final = final or out
+    what was written, for the record. ``published_as``: where ``out`` will be published
+    when it is a staging folder (see ``save_artifact(parts=...)``); the record names that
+    place."""
+    final = published_as or out
     with open_library(model_path / LIBRARY_NAME) as base:
         old = [f for f in base.all_facts() if f.label not in set(enrolled)]
         root, source = base.image_root, base.meta.get("source", "")
