@@ -123,6 +123,10 @@ class AugmentConfig:
     # shrinks the longer C3PI sides (up to ~280 px in the 300x225 studio photo), so every
     # view of them is softer than a close-up photo's crop; 288 keeps each side's detail.
     side_pixels: int = 160
+    # Share of "crop" views shrunk to 0.2-0.7 of their detail and enlarged back (a pill that
+    # lay small in the photo). 0.7 until session 24; independent 1024 px renders hold 26% of
+    # pills that small and real close-ups fewer, so a lower share trains on more sharp crops.
+    crop_lowres_prob: float = 0.7
 
 
 @dataclass
@@ -197,6 +201,7 @@ def validate(cfg: Config) -> Config:
     _check(0 <= g.crop_margin < 0.5, "augment.crop_margin", "must be in [0, 0.5)")
     _check(g.framing in FRAMINGS, "augment.framing", f"must be one of {FRAMINGS}")
     _check(64 <= g.side_pixels <= 1024, "augment.side_pixels", "must be in [64, 1024]")
+    _check(0 <= g.crop_lowres_prob <= 1, "augment.crop_lowres_prob", "must be in [0, 1]")
     return cfg
 
 

@@ -290,6 +290,22 @@ def test_side_pixels_set_the_detail_each_side_keeps() -> None:
         config_from_dict({"augment": {"side_pixels": 32}})
 
 
+def test_crop_lowres_prob_sets_the_share_of_soft_crops() -> None:
+    """augment.crop_lowres_prob reaches the crop framing's low-resolution share (0.7 by
+    default, as before it was a setting); the photo framing keeps its own."""
+    from rxvision.config import AugmentConfig, ConfigError, config_from_dict
+    from rxvision.data.synth import CROP_LOWRES_PROB
+
+    assert SynthParams.for_training(AugmentConfig(framing="crop")).lowres_prob == CROP_LOWRES_PROB
+    for share in (0.0, 0.4, 1.0):
+        crop = SynthParams.for_training(AugmentConfig(framing="crop", crop_lowres_prob=share))
+        assert crop.lowres_prob == share
+        photo = SynthParams.for_training(AugmentConfig(crop_lowres_prob=share))
+        assert photo.lowres_prob == SynthParams().lowres_prob
+    with pytest.raises(ConfigError, match=r"augment\.crop_lowres_prob"):
+        config_from_dict({"augment": {"crop_lowres_prob": 1.5}})
+
+
 def test_crop_framing_validates_on_one_side_views(sample_dir: Path) -> None:
     from rxvision.config import AugmentConfig
 

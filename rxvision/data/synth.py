@@ -56,6 +56,7 @@ CROP_MASK_COARSE = (3, 12)
 CROP_MASK_WOBBLE = (0.1, 0.45)
 # A pill 40-120 px long in a photo, enlarged to ~180 px of a 224 px crop: 0.2-0.7 of the detail.
 CROP_LOWRES_SCALE = (0.2, 0.7)
+CROP_LOWRES_PROB = 0.7  # share of crop views made that soft (augment.crop_lowres_prob)
 # Share of crop-framed views JPEG-compressed (at the sensor's pixels when low-resolution).
 CROP_JPEG_PROB = 0.9
 # Hand shake: a share of crop-framed views smeared along a line this many crop pixels long
@@ -93,6 +94,8 @@ class SynthParams:
     sensor_pixels: bool = False
     # Pixels kept along each cut-out side's longer dimension (see AugmentConfig.side_pixels).
     side_pixels: int = SIDE_CANVAS
+    # Share of "crop" views made low resolution (lowres_prob is the "photo" framing's).
+    crop_lowres_prob: float = CROP_LOWRES_PROB
 
     @classmethod
     def for_training(cls, augment: Any, strength: float | None = None) -> SynthParams:
@@ -101,7 +104,8 @@ class SynthParams:
         params = cls(strength=augment.strength if strength is None else strength,
                      one_side_prob=augment.one_side_prob, blur_sigma=augment.blur_sigma,
                      noise_std=augment.noise_std, framing=augment.framing,
-                     side_pixels=augment.side_pixels)
+                     side_pixels=augment.side_pixels,
+                     crop_lowres_prob=augment.crop_lowres_prob)
         return params.for_framing()
 
     def for_framing(self) -> SynthParams:
@@ -124,7 +128,7 @@ class SynthParams:
         return dataclasses.replace(self, one_side_prob=1.0, one_size=CROP_FILL,
                                    motion_prob=max(self.motion_prob, CROP_MOTION_PROB),
                                    motion_px=CROP_MOTION_PX,
-                                   letterbox_prob=0.0, lowres_prob=0.7,
+                                   letterbox_prob=0.0, lowres_prob=self.crop_lowres_prob,
                                    lowres_scale=CROP_LOWRES_SCALE, highlight_prob=0.5,
                                    sensor_pixels=True, noise_prob=0.8,
                                    jpeg_prob=max(self.jpeg_prob, CROP_JPEG_PROB))
