@@ -151,6 +151,40 @@ def test_a_pill_smaller_than_the_minimum_is_a_retake(crop_model: Path,
     assert pill.identification.candidates == [] and pill.identification.abstain
 
 
+def test_a_region_the_finder_doubts_is_never_answered(crop_model: Path,
+                                                      sides: list[np.ndarray]):
+    """The finder gate (identification.min_finder_score): an answer about a region whose
+    finder score is below it becomes "not sure"; the card sets it, and a bad value is an
+    error naming the field."""
+    from rxvision.artifact import read_card, update_card
+
+    photo = _photo(sides, [(120, 80)])
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    assert pipeline.min_finder_score == 0.0  # a card without the field: no gate
+    pipeline.identifier.abstain_threshold, pipeline.identifier.ood_threshold = 0.0, None
+    pill = pipeline.identify(photo).pills[0]
+    assert not pill.identification.abstain and pill.identification.message == "ok"
+    settings = read_card(crop_model).get("identification") or {}
+    update_card(crop_model, identification={**settings,
+                                             "min_finder_score": pill.finder_score + 1e-3})
+    gated = PillPipeline.load(crop_model, tta=1)
+    gated.identifier.abstain_threshold, gated.identifier.ood_threshold = 0.0, None
+    held = gated.identify(photo).pills[0].identification
+    assert held.abstain and held.message == "not sure"
+    assert held.candidates[0].label == pill.identification.candidates[0].label  # still shown
+    update_card(crop_model, identification={**settings,
+                                             "min_finder_score": pill.finder_score - 1e-3})
+    passed = PillPipeline.load(crop_model, tta=1)
+    passed.identifier.abstain_threshold, passed.identifier.ood_threshold = 0.0, None
+    assert not passed.identify(photo).pills[0].identification.abstain
+    update_card(crop_model, identification={**settings, "min_finder_score": "high"})
+    with pytest.raises(IdentifierError, match="min_finder_score"):
+        PillPipeline.load(crop_model, tta=1)
+    update_card(crop_model, identification={**settings, "min_finder_score": 1.5})
+    with pytest.raises(IdentifierError, match="min_finder_score"):
+        PillPipeline.load(crop_model, tta=1)
+
+
 def test_typed_facts_describe_one_pill(crop_model: Path, sides: list[np.ndarray]):
     pipeline = PillPipeline.load(crop_model, tta=1)
     typed = TypedFacts.parse("M 411", None, None)

@@ -158,16 +158,22 @@ class PillPipeline:
 
     def __init__(self, identifier: Identifier, segmenter: Segmenter,
                  max_pills: int = DEFAULT_MAX_PILLS, min_pill_px: int = MIN_PILL_PX,
-                 imprint: ImprintEvidence | None = None):
+                 imprint: ImprintEvidence | None = None, min_finder_score: float = 0.0):
         if max_pills < 1:
             raise IdentifierError(f"max_pills must be >= 1, got {max_pills}")
         if min_pill_px < 1:
             raise IdentifierError(f"min_pill_px must be >= 1, got {min_pill_px}")
+        if not 0.0 <= min_finder_score < 1.0:
+            raise IdentifierError(f"min_finder_score must be in [0, 1), got {min_finder_score}")
         self.identifier = identifier
         self.segmenter = segmenter
         self.max_pills = max_pills
         self.min_pill_px = min_pill_px
         self.imprint = imprint  # None: the imprint is not read
+        # The finder gate: a region whose finder score is below it may be no pill at all (a
+        # patch of palm), so it is never answered, only "not sure" (the card's
+        # identification.min_finder_score, benchmarks/fit_finder_gate.py; 0: no gate).
+        self.min_finder_score = min_finder_score
         self.transform = EvalTransform(identifier.preprocessing, zoom="off")
         self.crop_size = min(self.transform.size)
 
@@ -188,14 +194,24 @@ class PillPipeline:
         ``finder_threads``: the ONNX finder's intra-op threads (the service runs one per
         decoding thread).
         """
-        weight = (identifier.card.get("identification") or {}).get("imprint_weight",
-                                                                     DEFAULT_WEIGHT)
+        settings = identifier.card.get("identification") or {}
+        weight = settings.get("imprint_weight", DEFAULT_WEIGHT)
+        gate = settings.get("min_finder_score", 0.0)  # a card fitted before session 24: none
+        if not isinstance(gate, int | float) or isinstance(gate, bool):
+            raise IdentifierError(f"{identifier.path}/card.json: identification."
+                                  f"min_finder_score must be a number, got {gate!r}")
         evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers,
                                                 weight=float(weight)) if imprint else None)
         finder = Segmenter.load(find_segmenter(identifier.path, segmenter),
                                 backend=segmenter_backend(identifier.backend),
                                 threads=finder_threads)
-        return cls(identifier, finder, max_pills, imprint=evidence)
+        return cls(identifier, finder, max_pills, imprint=evidence,
+                   min_finder_score=float(gate))
+
+    def gate(self, result: Identification, *pills: FoundPill) -> None:
+        """Hold back an answer about a region the finder is not sure is a pill."""
+        if not result.abstain and any(p.finder_score < self.min_finder_score for p in pills):
+            result.abstain, result.message = True, MESSAGE_UNSURE
 
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:
         """The photo, a large JPEG decoded at a reduced scale (the finder works at 320 px
@@ -318,6 +334,7 @@ class PillPipeline:
         pills = []
         for pill, result in zip(found.pills, results, strict=True):
             result.source = source
+            self.gate(result, pill)
             if self.too_small(pill):
                 ask_for_retake(result, [("image", TOO_SMALL)])
             pills.append(PillAnswer(pill.box, pill.finder_score, result))
@@ -340,6 +357,7 @@ class PillPipeline:
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
                              self.read_imprints(picked), topk, typed)
+        self.gate(result, *picked)
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
