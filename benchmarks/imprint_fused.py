@@ -98,6 +98,8 @@ def main() -> None:
         lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
         result = pipe.decide(lp, score, [read], 1)  # fused, with the sibling check
+        sibling_held = result.abstain
+        pipe.gate(result, pill)  # and the finder gate, as predict decides
         info = result.imprint
         # the card's rule on the fused ranking alone would have answered
         plain_answers = not result.unknown and result.confidence >= ident.abstain_threshold
@@ -111,7 +113,7 @@ def main() -> None:
         s["helped"].append(float(fused_ok and not photo_ok))
         s["hurt"].append(float(photo_ok and not fused_ok))
         s["answered"].append(float(not result.abstain))
-        if plain_answers and result.abstain:  # held back: the read also fits a sibling
+        if plain_answers and sibling_held:  # held back: the read also fits a sibling
             s["held_wrong"].append(float(not fused_ok))
             if args.show_wrong:
                 print(f"  held back: {row['image']} answer {result.top.label} "

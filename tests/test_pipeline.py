@@ -342,6 +342,30 @@ def test_the_imprint_read_names_the_pill(library_crop_model: Path, sample_dir: P
     assert all("imprint" not in r for r in json.loads(capsys.readouterr().out))
 
 
+def test_the_api_never_answers_a_region_the_finder_doubts(crop_model: Path,
+                                                           sides: list[np.ndarray]):
+    """The service decides in batches, apart from PillPipeline.identify: the finder gate
+    holds there too."""
+    from rxvision.artifact import read_card, update_card
+    from rxvision.serve import ServeSettings, create_app
+
+    body = _png(_photo(sides, [(120, 80)]))
+    settings = {k: v for k, v in (read_card(crop_model).get("identification") or {}).items()
+                if k != "ood_threshold"}
+    messages = []
+    for gate in (0.0, 0.999):
+        update_card(crop_model, identification={**settings, "abstain_threshold": 0.0,
+                                                 "min_finder_score": gate})
+        app = create_app(ServeSettings(model=crop_model, tta=1, warmup=False))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            resp = client.post("/v1/identify", files={"image": ("p.png", body, "image/png")})
+        assert resp.status_code == 200, resp.text
+        (pill,) = resp.json()["pills"]
+        assert pill["finder_score"] < 0.999
+        messages.append((pill["abstain"], pill["message"]))
+    assert messages == [(False, "ok"), (True, "not sure")]
+
+
 def test_the_api_and_page_fields_carry_the_imprint_read(library_crop_model: Path,
                                                         sample_dir: Path):
     from rxvision.serve import ServeSettings, create_app

@@ -191,18 +191,23 @@ class Service:
         reads = [r for d in decoded or [] for r in d.reads or []]  # one per row (crop model)
         pipeline = self.pipeline
         # A crop model's rows are its pills, each calibrated at its own size.
-        sizes = (pill_sizes([p for d in decoded or [] for p in d.pills or []])
-                 if pipeline is not None else None)
+        pills = [p for d in decoded or [] for p in d.pills or []]
+        sizes = pill_sizes(pills) if pipeline is not None else None
         lp = self.identifier.log_probs(logits, sizes)
 
-        def decide(log_probs: np.ndarray, score: float, row_reads: list) -> Identification:
+        def decide(log_probs: np.ndarray, score: float, row_reads: list,
+                   row_pills: list[FoundPill]) -> Identification:
             if pipeline is None:
                 return self.identifier.decide(log_probs, score, topk, typed)
-            return pipeline.decide(log_probs, score, row_reads, topk, typed)
+            result = pipeline.decide(log_probs, score, row_reads, topk, typed)
+            pipeline.gate(result, *row_pills)  # a region the finder doubts: never answered
+            return result
 
         if pair:
-            return [decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), reads)]
-        return [decide(lp[i], scores[i], reads[i:i + 1]) for i in range(len(lp))]
+            return [decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), reads,
+                           pills)]
+        return [decide(lp[i], scores[i], reads[i:i + 1], pills[i:i + 1])
+                for i in range(len(lp))]
 
     async def explain(self, image: Image.Image) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
