@@ -359,6 +359,8 @@ def test_the_api_never_answers_a_region_the_finder_doubts(crop_model: Path,
         app = create_app(ServeSettings(model=crop_model, tta=1, warmup=False))
         with TestClient(app, raise_server_exceptions=False) as client:
             resp = client.post("/v1/identify", files={"image": ("p.png", body, "image/png")})
+            info = client.get("/v1/model").json()
+        assert info["identification"]["min_finder_score"] == gate
         assert resp.status_code == 200, resp.text
         (pill,) = resp.json()["pills"]
         assert pill["finder_score"] < 0.999

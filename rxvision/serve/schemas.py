@@ -159,8 +159,10 @@ class ModelInfo(BaseModel):
         None, description="T by the pill's size in the photo (log_t, slope, px_min, px_max, "
                           "px_ref): T = exp(log_t + slope ln(clip(px, px_min, px_max) / "
                           "px_ref)); null: one T for every pill")
-    identification: dict[str, Any] = Field(description="abstain/open-set thresholds and the "
-                                           "final layer's precision in use")
+    identification: dict[str, Any] = Field(description="abstain/open-set thresholds, the "
+                                           "final layer's precision in use and, for a model "
+                                           "that finds the pill first, its finder gate "
+                                           "(min_finder_score)")
     metrics: dict[str, Any]
     capabilities: dict[str, bool]
     limits: dict[str, int | float]

@@ -100,6 +100,8 @@ class Service:
         if ident.backend == "onnx" and not s.onnx_spinning:
             await asyncio.to_thread(_stop_onnx_spinning, ident, s.threads)
         self.info = model_info(ident, s, finds_pills=self.pipeline is not None)
+        if self.pipeline is not None:  # the finder gate (PillPipeline.gate)
+            self.info["identification"]["min_finder_score"] = self.pipeline.min_finder_score
         self.metrics.model_info.labels(self.info["id"], ident.backend).set(1)
         self._pool = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="rxvision-decode")
         self.batcher = MicroBatcher(self._forward, max_batch=s.max_batch,
