@@ -408,7 +408,7 @@ def test_an_answer_the_read_does_not_separate_from_a_sibling_is_not_sure(
         return ImprintRead(tuple(ImprintToken(t, 0.95) for t in texts), "test", (120, 80),
                            1.0, 5.0)
 
-    held = pipeline.decide(photo(0.90), 0.0, [read("M")], topk=3)
+    held = pipeline.decide(photo(0.90), 0.0, [read("M")], topk=3, pills=())
     assert held.top.label == answer and held.confidence > 0.95
     assert held.abstain and held.message == "not sure"
     others = {o["label"]: o["imprint"] for o in held.imprint["also_fits"]}
@@ -416,12 +416,12 @@ def test_an_answer_the_read_does_not_separate_from_a_sibling_is_not_sure(
     assert "00093-5770-56" not in others  # white and round too, but the read rules it out
     text = format_text(result_row("p.png", held))
     assert f"also fits {sibling} (M EC 10)" in text and "check the whole imprint" in text
-    whole = pipeline.decide(photo(0.90), 0.0, [read("M", "EC5")], topk=3)
+    whole = pipeline.decide(photo(0.90), 0.0, [read("M", "EC5")], topk=3, pills=())
     assert not whole.abstain and whole.imprint["also_fits"] == []
     typed = pipeline.decide(photo(0.90), 0.0, [read("M")], topk=3,
-                            typed=TypedFacts.parse(imprint="M EC5"))
+                            typed=TypedFacts.parse(imprint="M EC5"), pills=())
     assert typed.top.label == answer and not typed.abstain
-    sure = pipeline.decide(photo(0.97), 0.0, [read("M")], topk=3)  # photo sure enough
+    sure = pipeline.decide(photo(0.97), 0.0, [read("M")], topk=3, pills=())  # photo sure enough
     assert not sure.abstain and sure.imprint["also_fits"]
 
 
@@ -442,10 +442,10 @@ def test_the_sibling_check_looks_at_the_answer_typed_facts_give(library_crop_mod
     probs[ident.labels.index(sibling)] = 1e-3
     log_probs = np.log(probs / probs.sum())
     read = ImprintRead((ImprintToken("M", 0.95),), "test", (120, 80), 1.0, 5.0)
-    untyped = pipeline.decide(log_probs, 0.0, [read], topk=3)
+    untyped = pipeline.decide(log_probs, 0.0, [read], topk=3, pills=())
     assert untyped.top.label == blue and untyped.imprint["also_fits"] == []
     typed = pipeline.decide(log_probs, 0.0, [read], topk=3,
-                            typed=TypedFacts.parse(None, "WHITE", "ROUND"))
+                            typed=TypedFacts.parse(None, "WHITE", "ROUND"), pills=())
     assert typed.top.label == answer and typed.confidence > ident.abstain_threshold
     assert sibling in {o["label"] for o in typed.imprint["also_fits"]}, typed.imprint
     assert typed.imprint["photo_confidence"] == pytest.approx(0.05, abs=0.01)

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -271,11 +272,14 @@ class PillPipeline:
                 self.identifier.ood(logits, emb))
 
     def decide(self, log_probs: Any, ood_score: float, reads: list[ImprintRead | None],
-               topk: int, typed: TypedFacts | None = None) -> Identification:
+               topk: int, typed: TypedFacts | None = None, *,
+               pills: Sequence[FoundPill]) -> Identification:
         """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
         pill's imprint reads (one, or front and back). An answer the read does not tell
         apart from another pill (``imprint["also_fits"]``) is "not sure" unless the photo
-        alone clears the abstention threshold or the user typed the imprint."""
+        alone clears the abstention threshold or the user typed the imprint; so is an
+        answer about ``pills`` (the regions the row was cut from) the finder doubts
+        (:meth:`gate`; ``()`` leaves the gate to the caller)."""
         info = None
         typed_imprint = typed is not None and typed.imprint is not None  # the user read it
         if self.imprint is not None:
@@ -289,6 +293,7 @@ class PillPipeline:
                 and not typed_imprint
                 and self.imprint.holds_back(info, self.identifier.abstain_threshold)):
             result.abstain, result.message = True, MESSAGE_UNSURE  # see ImprintEvidence
+        self.gate(result, *pills)
         return result
 
     def explain_crop(self, crop: Image.Image) -> dict[str, Image.Image]:
@@ -326,7 +331,8 @@ class PillPipeline:
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
         t2 = time.perf_counter()
-        results = [self.decide(lp[i], float(scores[i]), [reads[i]], topk, typed)
+        results = [self.decide(lp[i], float(scores[i]), [reads[i]], topk, typed,
+                               pills=found.pills[i:i + 1])
                    for i in range(len(found.pills))]
         found.timings_ms["classify"] = ms(t1 - t0 + time.perf_counter() - t2)
         if self.imprint is not None:
@@ -334,7 +340,6 @@ class PillPipeline:
         pills = []
         for pill, result in zip(found.pills, results, strict=True):
             result.source = source
-            self.gate(result, pill)
             if self.too_small(pill):
                 ask_for_retake(result, [("image", TOO_SMALL)])
             pills.append(PillAnswer(pill.box, pill.finder_score, result))
@@ -356,8 +361,7 @@ class PillPipeline:
         lp, scores = self.classify(picked)
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
-                             self.read_imprints(picked), topk, typed)
-        self.gate(result, *picked)
+                             self.read_imprints(picked), topk, typed, pills=picked)
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)

@@ -99,9 +99,7 @@ class Service:
                                   "(augment.framing: crop); this one sees whole photos")
         if ident.backend == "onnx" and not s.onnx_spinning:
             await asyncio.to_thread(_stop_onnx_spinning, ident, s.threads)
-        self.info = model_info(ident, s, finds_pills=self.pipeline is not None)
-        if self.pipeline is not None:  # the finder gate (PillPipeline.gate)
-            self.info["identification"]["min_finder_score"] = self.pipeline.min_finder_score
+        self.info = model_info(ident, s, self.pipeline)
         self.metrics.model_info.labels(self.info["id"], ident.backend).set(1)
         self._pool = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="rxvision-decode")
         self.batcher = MicroBatcher(self._forward, max_batch=s.max_batch,
@@ -201,9 +199,7 @@ class Service:
                    row_pills: list[FoundPill]) -> Identification:
             if pipeline is None:
                 return self.identifier.decide(log_probs, score, topk, typed)
-            result = pipeline.decide(log_probs, score, row_reads, topk, typed)
-            pipeline.gate(result, *row_pills)  # a region the finder doubts: never answered
-            return result
+            return pipeline.decide(log_probs, score, row_reads, topk, typed, pills=row_pills)
 
         if pair:
             return [decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), reads,
@@ -256,12 +252,13 @@ def _data_urls(overlays: dict[str, Image.Image]) -> dict[str, str]:
     return out
 
 
-def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = False
+def model_info(ident: Identifier, settings: ServeSettings, pipeline: PillPipeline | None = None
                ) -> dict[str, Any]:
     """GET /v1/model: what is loaded, from its card (see schemas.ModelInfo).
 
-    ``finds_pills``: a crop model behind the pill finder (one answer per pill; its
-    explanations are drawn on each pill's crop)."""
+    ``pipeline``: a crop model's pill finder (one answer per pill, its explanations drawn
+    on each pill's crop, and its finder gate among the thresholds)."""
+    finds_pills = pipeline is not None
     card = ident.card
     sha = (card.get("export") or card.get("weights") or {}).get("sha256")
     name = ident.path.name if ident.path is not None else "model"
@@ -281,7 +278,9 @@ def model_info(ident: Identifier, settings: ServeSettings, finds_pills: bool = F
                              else ident.size_temperature.to_dict()),
         "identification": {"abstain_threshold": ident.abstain_threshold,
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold,
-                           "head_precision": ident.head_precision},
+                           "head_precision": ident.head_precision,
+                           **({"min_finder_score": pipeline.min_finder_score}
+                              if pipeline is not None else {})},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,
                          "explain": ident.model is not None,
