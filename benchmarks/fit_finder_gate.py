@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from imprint_fused import sample_rows  # this folder: run as a script
+from imprint_fused import sample_rows, true_boxes  # this folder: run as a script
 from PIL import Image
 
 from rxvision.artifact import read_card, update_card
@@ -52,7 +52,7 @@ def main() -> None:
     rows = sample_rows(args.data, args.limit, args.seed)
     pills, others = [], []
     for n, row in enumerate(rows, 1):
-        truth = [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
+        truth = true_boxes(row)
         found = pipe.find(Image.open(root / row["image"]).convert("RGB"))
         for pill in found.pills:
             best = max(box_iou(pill.box, t) for t in truth)

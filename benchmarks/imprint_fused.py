@@ -58,9 +58,14 @@ def open_study(model: str, data: str, limit: int, seed: int
     return Path(data).parent, sample_rows(data, limit, seed), pipe
 
 
+def true_boxes(row: dict[str, str]) -> list[list[int]]:
+    """A render-independent manifest row's true pill boxes, (x0, y0, x1, y1) each."""
+    return [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
+
+
 def best_pill(pills: list[FoundPill], row: dict[str, str]) -> FoundPill | None:
     """The found pill that best overlaps one of the row's true boxes (None: none found)."""
-    truth = [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
+    truth = true_boxes(row)
     return max(pills, key=lambda p: max(box_iou(p.box, t) for t in truth), default=None)
 
 
@@ -97,7 +102,7 @@ def main() -> None:
         lps, scores = pipe.classify([pill])
         lp, score = lps[0], float(scores[0])
         read = evidence.read(pill.detail or pill.crop)
-        result = pipe.decide(lp, score, [read], 1)  # fused, with the sibling check
+        result = pipe.decide(lp, score, [read], 1, pills=())  # fused, with the sibling check
         sibling_held = result.abstain
         pipe.gate(result, pill)  # and the finder gate, as predict decides
         info = result.imprint
