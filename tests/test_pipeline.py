@@ -122,10 +122,11 @@ def test_crop_transform_shows_the_pill_alone_on_grey(segmenter: Segmenter,
     assert region is not None and crop.size == (96, 96)
     corner = np.asarray(crop)[0, 0]
     assert tuple(int(v) for v in corner) == C3PI_GREY  # the surface is gone
-    x, pill_px = transform(_photo(sides, [(120, 80)]))
+    x, pill_px, finder_score = transform(_photo(sides, [(120, 80)]))
     assert x.shape == (3, 96, 96) and torch.isfinite(x).all()
     x0, y0, x1, y1 = region.box  # the size the size temperature reads
     assert pill_px == max(x1 - x0, y1 - y0) > 0
+    assert finder_score == region.score > 0  # what the finder gate reads
     # Nothing found: the whole photo is letterboxed (and will most likely be answered wrong).
     _, none = transform.crop(Image.new("RGB", (200, 150), (90, 90, 90)))
     assert none is None

@@ -219,9 +219,15 @@ def print_summary(result: dict[str, Any]) -> None:
     if rule:
         ood = ("no open-set threshold" if rule["ood_threshold"] is None
                else f"{rule['ood_method']} <= {rule['ood_threshold']:.4g}")
-        print(f"  card rule (p >= {rule['abstain_threshold']:.4g}, {ood}): answered "
-              f"{_f(rule['answered'])} of known photos, wrong {_f(rule['wrong_of_answered'])} "
-              f"of those answers")
+        gate = ("" if "held_by_finder" not in rule else
+                f", finder score >= {rule['min_finder_score']:.3g} and pill >= "
+                f"{rule['min_pill_px']} px")
+        print(f"  card rule (p >= {rule['abstain_threshold']:.4g}, {ood}{gate}): answered "
+              f"{_f(rule['answered'])} of known photos ({rule['answered_count']}), wrong "
+              f"{_f(rule['wrong_of_answered'])} of those answers ({rule['wrong_count']})")
+        if rule.get("held_by_finder"):
+            print(f"  the finder's gates held back {rule['held_by_finder']} answers "
+                  f"({rule['held_by_finder_wrong']} of them wrong)")
     unknown = result["unknown_labels"]
     if unknown["count"]:
         print(f"  {unknown['count']} images with {len(unknown['labels'])} labels unknown to "

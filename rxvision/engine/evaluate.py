@@ -67,6 +67,8 @@ class Predictions:
     embeddings: np.ndarray | None = None  # (N, D) when predict(..., embeddings=True)
     # (N,) each photo's pill size in decoded pixels (0: none found), from a crop transform
     pill_px: np.ndarray | None = None
+    # (N,) the finder's score for that pill (0: none found), from a crop transform
+    finder_score: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -126,7 +128,8 @@ def predict(
         zoom: ``"auto"`` or ``"off"`` overrides the card's ``preprocessing.zoom``.
         transform: photo -> model input; default: the card's :class:`EvalTransform` (a
             crop model passes :class:`rxvision.identify.pipeline.CropTransform`, which
-            returns (input, pill size): the sizes land in ``Predictions.pill_px``).
+            returns (input, pill size, finder score): they land in ``Predictions.pill_px``
+            and ``Predictions.finder_score``).
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -141,12 +144,13 @@ def predict(
     transform = transform or EvalTransform(backend.preprocessing, zoom)
     dataset = EvalDataset(images, transform, backend.labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, embeds, sizes = [], [], []
+    logits, embeds, sizes, finder = [], [], [], []
     with torch.inference_mode():
         for x, _ in batches(loader, progress, desc):
-            if isinstance(x, list | tuple):  # (input, pill size) from a crop transform
-                x, px = x
+            if isinstance(x, list | tuple):  # (input, pill size, score) from a crop transform
+                x, px, score = x
                 sizes.append(np.asarray(px, dtype=np.float64))
+                finder.append(np.asarray(score, dtype=np.float64))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC
             if both is not None:
@@ -164,6 +168,7 @@ def predict(
         columns=sample_columns(images),
         embeddings=torch.cat(embeds).numpy() if embeds else None,
         pill_px=np.concatenate(sizes) if sizes else None,
+        finder_score=np.concatenate(finder) if finder else None,
     )
 
 

@@ -195,8 +195,13 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
 
     Uses the card's own open-set score and thresholds; a score that needs embeddings the
     predictions lack (``cosine``) is left out, and the rule then reads the confidence only
-    (``ood_threshold`` None in the result says so).
+    (``ood_threshold`` None in the result says so). For a crop model (predictions with
+    finder scores) the pipeline's gates hold too: no answer where the finder found
+    nothing, found a pill under ``MIN_PILL_PX`` or scored it under the card's
+    ``min_finder_score``; ``held_by_finder`` counts the answers they stopped.
     """
+    from ..identify.pipeline import MIN_PILL_PX, card_finder_gate
+
     known = pred.known
     if not known.any():
         return None
@@ -213,8 +218,18 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     correct = probs.argmax(axis=1) == pred.targets[known]
     ok = answered(probs.max(axis=1), scores if scores is not None else 0.0,
                   thresholds["abstain_threshold"], ood)
+    gates: dict[str, Any] = {}
+    if pred.finder_score is not None and pred.pill_px is not None:
+        gate = card_finder_gate(backend.card, getattr(backend, "path", None))
+        held = ok & ((pred.finder_score[known] < gate) | (pred.pill_px[known] < MIN_PILL_PX))
+        ok = ok & ~held
+        gates = {"min_finder_score": gate, "min_pill_px": MIN_PILL_PX,
+                 "held_by_finder": int(held.sum()),
+                 "held_by_finder_wrong": int((held & ~correct).sum())}
     return {"abstain_threshold": thresholds["abstain_threshold"], "ood_method": method,
-            "ood_threshold": ood, "answered": float(ok.mean()),
+            "ood_threshold": ood, **gates, "known": int(known.sum()),
+            "answered_count": int(ok.sum()), "wrong_count": int((ok & ~correct).sum()),
+            "answered": float(ok.mean()),
             "wrong_of_answered": float((~correct[ok]).mean()) if ok.any() else None}
 
 

@@ -147,11 +147,14 @@ class CropTransform:
         best = most_pill_like(regions)
         return normalised_crop(img, best, self.size), best
 
-    def __call__(self, img: Image.Image) -> tuple[Any, float]:
+    def __call__(self, img: Image.Image) -> tuple[Any, float, float]:
         """The crop as a normalised torch tensor (3, H, W), for evaluation's data loader,
-        and the pill's size (:func:`region_px`; 0.0 when nothing was found)."""
+        the pill's size (:func:`region_px`) and the finder's score for it (both 0.0 when
+        nothing was found): what the pipeline's size and finder gates read."""
         crop, region = self.crop(img)
-        return self.inner(crop), 0.0 if region is None else region_px(region)
+        if region is None:
+            return self.inner(crop), 0.0, 0.0
+        return self.inner(crop), region_px(region), float(region.score)
 
 
 class PillPipeline:
@@ -197,17 +200,13 @@ class PillPipeline:
         """
         settings = identifier.card.get("identification") or {}
         weight = settings.get("imprint_weight", DEFAULT_WEIGHT)
-        gate = settings.get("min_finder_score", 0.0)  # a card fitted before session 24: none
-        if not isinstance(gate, int | float) or isinstance(gate, bool):
-            raise IdentifierError(f"{identifier.path}/card.json: identification."
-                                  f"min_finder_score must be a number, got {gate!r}")
+        gate = card_finder_gate(identifier.card, identifier.path)
         evidence = (ImprintEvidence.for_answers(identifier.labels, identifier.answers,
                                                 weight=float(weight)) if imprint else None)
         finder = Segmenter.load(find_segmenter(identifier.path, segmenter),
                                 backend=segmenter_backend(identifier.backend),
                                 threads=finder_threads)
-        return cls(identifier, finder, max_pills, imprint=evidence,
-                   min_finder_score=float(gate))
+        return cls(identifier, finder, max_pills, imprint=evidence, min_finder_score=gate)
 
     def gate(self, result: Identification, *pills: FoundPill) -> None:
         """Hold back an answer about a region the finder is not sure is a pill."""
@@ -393,6 +392,16 @@ def pill_sizes(pills: list[FoundPill]) -> np.ndarray:
 def segmenter_backend(backend: str) -> str:
     """The finder's backend for a classifier backend: ONNX beside ONNX, else PyTorch."""
     return "onnx" if backend == "onnx" else "torch"
+
+
+def card_finder_gate(card: dict[str, Any], path: Path | str | None = None) -> float:
+    """The card's finder gate (``identification.min_finder_score``; 0.0, no gate, for a
+    card fitted before session 24): a region the finder scores lower is never answered."""
+    gate = (card.get("identification") or {}).get("min_finder_score", 0.0)
+    if not isinstance(gate, int | float) or isinstance(gate, bool):
+        raise IdentifierError(f"{path or 'the model'}/card.json: identification."
+                              f"min_finder_score must be a number, got {gate!r}")
+    return float(gate)
 
 
 def ms(seconds: float) -> float:
