@@ -24,10 +24,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-from imprint_fused import sample_rows, true_boxes  # this folder: run as a script
+from imprint_fused import (  # this folder: run as a script
+    sample_rows,
+    store_identification,
+    true_boxes,
+)
 from PIL import Image
 
-from rxvision.artifact import read_card, update_card
 from rxvision.identify.pipeline import PillPipeline
 from rxvision.locate.scoring import box_iou
 
@@ -76,11 +79,7 @@ def main() -> None:
     print(f"gate {gate:.3f}: lets through {float((p >= gate).mean()):.3f} of the pills and "
           f"{float((o >= gate).mean()) if o.size else 0.0:.3f} of the regions on no pill")
     if args.write:
-        card = read_card(args.model)
-        settings = {**(card.get("identification") or {}), "min_finder_score": gate,
-                    "min_finder_score_fitted_on": str(args.data)}
-        update_card(args.model, identification=settings)
-        print(f"wrote identification.min_finder_score = {gate} into {args.model}/card.json")
+        store_identification(args.model, "min_finder_score", gate, args.data)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from imprint_fused import best_pill, open_study  # this folder: run as a script
+from imprint_fused import (  # this folder: run as a script
+    best_pill,
+    open_study,
+    store_identification,
+)
 from PIL import Image
 
-from rxvision.artifact import read_card, update_card
 from rxvision.imprint import fuse
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -63,11 +66,7 @@ def main() -> None:
             best = (w, nll)
     print(f"chosen w = {best[0]} (lowest NLL on the photos with a read)")
     if args.write:
-        card = read_card(args.model)
-        settings = {**(card.get("identification") or {}), "imprint_weight": best[0],
-                    "imprint_weight_fitted_on": str(args.data)}
-        update_card(args.model, identification=settings)
-        print(f"wrote identification.imprint_weight = {best[0]} into {args.model}/card.json")
+        store_identification(args.model, "imprint_weight", best[0], args.data)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rxvision.artifact import read_card, update_card
 from rxvision.identify.pipeline import FoundPill, PillPipeline
 from rxvision.imprint import normalize_imprint, normalize_token
 from rxvision.locate.scoring import box_iou
@@ -61,6 +62,15 @@ def open_study(model: str, data: str, limit: int, seed: int
 def true_boxes(row: dict[str, str]) -> list[list[int]]:
     """A render-independent manifest row's true pill boxes, (x0, y0, x1, y1) each."""
     return [[int(v) for v in b.split()] for b in row["boxes"].split(";")]
+
+
+def store_identification(model: str, field: str, value: float, data: str) -> None:
+    """Write a setting fitted on ``data`` into the card's ``identification`` (beside the
+    others, with ``<field>_fitted_on``): how the fit_*.py scripts keep what they fit."""
+    settings = {**(read_card(model).get("identification") or {}), field: value,
+                f"{field}_fitted_on": str(data)}
+    update_card(model, identification=settings)
+    print(f"wrote identification.{field} = {value} into {model}/card.json")
 
 
 def best_pill(pills: list[FoundPill], row: dict[str, str]) -> FoundPill | None:
