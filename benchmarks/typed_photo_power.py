@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from photo_plus_typed import SEED, photo_log_probs, typed_variants  # this folder: a script
 
+from rxvision.artifact import read_card, update_card
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.identifier import Identifier
@@ -32,16 +33,11 @@ from rxvision.identify.openset import fit_abstain_threshold
 TYPED = ("exact", "one_wrong", "one_wrong_color_shape", "contradicting")
 
 
-def softened(log_probs: np.ndarray, alpha: float) -> np.ndarray:
-    """``alpha * log p``, renormalised: alpha < 1 flattens the photo's ranking."""
-    scaled = np.asarray(log_probs, dtype=np.float64) * alpha
-    return (scaled - np.logaddexp.reduce(scaled)).astype(np.float32)
-
-
 def typed_decisions(ident: Identifier, photos: dict[str, Any], alpha: float
                     ) -> dict[str, list[tuple[float, bool, bool]]]:
     """Per typed variant, per photo: (confidence, right, held back by the energy rule or the
     contradiction check); a photo with no pill found is (0, False, True)."""
+    ident.typed_photo_power = alpha  # what the card would say (the threshold is fitted here)
     out: dict[str, list[tuple[float, bool, bool]]] = {v: [] for v in TYPED}
     rng = random.Random(SEED)  # the same typed variants for every alpha
     for s, row, score in zip(photos["samples"], photos["log_probs"], photos["scores"],
@@ -53,7 +49,7 @@ def typed_decisions(ident: Identifier, photos: dict[str, Any], alpha: float
             if row is None:
                 out[name].append((0.0, False, True))
                 continue
-            r = ident.decide(softened(row, alpha), score, topk=5, typed=variants[name])
+            r = ident.decide(row, score, topk=5, typed=variants[name])
             held = bool(r.unknown or (r.typed and r.typed["contradicted"]))
             out[name].append((r.confidence, r.candidates[0].label == s.label, held))
     return out
@@ -79,10 +75,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--alphas", type=lambda t: [float(x) for x in t.split(",")],
                     default=[1.0, 0.75, 0.6, 0.5])
-    ap.add_argument("--precision", type=float, default=0.995)
+    ap.add_argument("--precision", type=float, default=0.999)
+    ap.add_argument("--write", action="store_true",
+                    help="store the one alpha and its fitted threshold in --model's card")
     args = ap.parse_args()
     if any(not 0.0 < a <= 1.0 for a in args.alphas) or not 0.5 < args.precision < 1.0:
         ap.error("alphas must be in (0, 1] and --precision in (0.5, 1)")
+    if args.write and (args.model is None or len(args.alphas) != 1):
+        ap.error("--write needs --model and exactly one alpha in --alphas")
 
     ident = Identifier.load(args.model)
     if ident.answers.library is None:
@@ -90,8 +90,8 @@ def main() -> None:
     cal = load_photos(ident, args.calibration, args.cal_limit)
     measured = load_photos(ident, args.data, args.limit)
     print(f"fitted on {len(cal['samples'])} photos, measured on {len(measured['samples'])}; "
-          "per typed variant: top-1 (answered, wrong answers); card threshold "
-          f"{ident.abstain_threshold:.4f}")
+          "per typed variant: top-1 (answered, wrong answers); the card's abstention "
+          f"threshold {ident.abstain_threshold:.4f}")
     for alpha in args.alphas:
         free = [(c, ok) for rows in typed_decisions(ident, cal, alpha).values()
                 for c, ok, held in rows if not held]
@@ -104,6 +104,13 @@ def main() -> None:
             parts.append(f"{name} {right.mean():.3f} ({answered.mean():.1%}, "
                          f"{int((answered & ~right).sum())} wrong)")
         print(f"alpha {alpha} threshold {threshold:.4f}: " + " | ".join(parts), flush=True)
+    if args.write:
+        update_card(args.model, identification={
+            **(read_card(args.model).get("identification") or {}),
+            "typed_photo_power": args.alphas[0], "typed_abstain_threshold": float(threshold),
+            "typed_photo_power_fitted_on": str(args.calibration)})
+        print(f"wrote identification.typed_photo_power = {args.alphas[0]} and "
+              f"typed_abstain_threshold = {threshold:.4f} into {args.model}/card.json")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from rxvision.artifact import read_card, update_card
 from rxvision.cli import main
+from rxvision.commands.calibrate import drop_typed_imprint_rule
 from rxvision.identify.answers import CONTRADICTION, TypedFacts
-from rxvision.identify.identifier import Identifier
+from rxvision.identify.identifier import Identifier, IdentifierError
 from rxvision.library.appearance import Appearance, nearest
 from rxvision.library.database import LIBRARY_NAME, copy_library, open_library
 from rxvision.library.errors import LibraryError, QueryError
@@ -222,6 +224,78 @@ def test_typed_facts_that_contradict_every_likely_pill_answer_not_sure(
     assert result.library_hits[0]["label"] == IRBESARTAN  # what the typed facts do match
     nothing = ident.decide(lp, 0.0, typed=TypedFacts.parse(imprint="QQ 000"))
     assert nothing.abstain and nothing.typed["contradicted"]
+
+
+def _with_typed_rule(library_model: Path, tmp_path: Path, **rule: object) -> Path:
+    """A copy of the library model whose card has the given typed-imprint settings."""
+    model = tmp_path / "typed-rule"
+    shutil.copytree(library_model, model)
+    update_card(model, identification={**read_card(model).get("identification", {}), **rule})
+    return model
+
+
+def test_the_cards_photo_power_lets_a_typed_imprint_outweigh_a_confidently_wrong_photo(
+    library_model: Path, tmp_path: Path
+) -> None:
+    """Photo 95 times surer of olanzapine than of irbesartan; the user types irbesartan's
+    imprint (olanzapine's, TEVA 5770, shares the maker's name with it: L 0.26 against 1).
+    At full weight the photo wins; with the card's typed_photo_power 0.25 the typed imprint
+    decides, and the answer threshold fitted with that power applies. Colour alone keeps
+    the photo's full weight."""
+    lp = _log_probs(Identifier.load(library_model), {OLANZAPINE: 0.95, IRBESARTAN: 0.01})
+    typed = TypedFacts.parse(imprint="TEVA 7239")
+    full = Identifier.load(library_model).decide(lp, 0.0, typed=typed)
+    assert full.top.label == OLANZAPINE and full.typed["photo_power"] == 1.0
+
+    model = _with_typed_rule(library_model, tmp_path, typed_photo_power=0.25,
+                             typed_abstain_threshold=0.4)
+    ident = Identifier.load(model)
+    result = ident.decide(lp, 0.0, typed=typed)
+    assert result.top.label == IRBESARTAN and not result.typed["contradicted"]
+    assert result.typed["photo_power"] == 0.25
+    assert result.confidence >= 0.4 and not result.abstain
+    assert result.top.typed_match["photo_probability"] == pytest.approx(0.01, rel=1e-3)
+    ident.typed_abstain_threshold = min(1.0, result.confidence + 1e-3)  # just out of reach
+    assert ident.decide(lp, 0.0, typed=typed).abstain
+    colour = ident.decide(lp, 0.0, typed=TypedFacts.parse(color="pink"))
+    assert colour.top.label == OLANZAPINE and colour.typed["photo_power"] == 1.0
+
+
+@pytest.mark.parametrize("rule, problem", [
+    ({"typed_photo_power": 0.6}, "only one of"),
+    ({"typed_abstain_threshold": 0.7}, "only one of"),
+    ({"typed_photo_power": 0.0, "typed_abstain_threshold": 0.7}, r"in \(0, 1\]"),
+    ({"typed_photo_power": 0.6, "typed_abstain_threshold": 1.5}, r"in \[0, 1\]"),
+    ({"typed_photo_power": "soft", "typed_abstain_threshold": 0.7}, "must be numbers"),
+])
+def test_a_bad_typed_imprint_rule_in_the_card_is_refused(
+    library_model: Path, tmp_path: Path, rule: dict[str, object], problem: str
+) -> None:
+    model = _with_typed_rule(library_model, tmp_path, **rule)
+    with pytest.raises(IdentifierError, match=problem):
+        Identifier.load(model)
+
+
+def test_an_abstain_threshold_asked_for_also_rules_typed_answers(
+    library_model: Path, tmp_path: Path
+) -> None:
+    model = _with_typed_rule(library_model, tmp_path, typed_photo_power=0.6,
+                             typed_abstain_threshold=0.4)
+    assert Identifier.load(model).typed_photo_power == 0.6
+    strict = Identifier.load(model, abstain_threshold=0.99)
+    assert (strict.typed_photo_power, strict.typed_abstain_threshold) == (1.0, 0.99)
+
+
+def test_recalibrating_drops_the_typed_imprint_rule_fitted_for_the_old_thresholds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    identification = {"abstain_threshold": 0.9, "typed_photo_power": 0.6,
+                      "typed_abstain_threshold": 0.75, "typed_photo_power_fitted_on": "cal"}
+    drop_typed_imprint_rule(identification)
+    assert identification == {"abstain_threshold": 0.9}
+    assert "refit it with benchmarks/typed_photo_power.py --write" in capsys.readouterr().out
+    drop_typed_imprint_rule(identification)  # nothing to drop: nothing said
+    assert capsys.readouterr().out == ""
 
 
 def test_typed_facts_are_checked() -> None:

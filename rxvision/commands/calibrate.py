@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if identification is not None:
             fields["identification"] = {**backend.card.get("identification", {}),
                                         **identification}
+            drop_typed_imprint_rule(fields["identification"])
         update_card(args.model, **fields)
         print(f"wrote {' and '.join(fields)} into {args.model}/card.json")
     return 0
@@ -251,6 +252,20 @@ def fit_identification(backend: Any, pred: Any, temperature: Any, method: str,
           + ("n/a" if fit["accuracy_on_answered"] is None
              else f"{fit['accuracy_on_answered']:.4f}"))
     return fit
+
+
+TYPED_IMPRINT_RULE = ("typed_photo_power", "typed_abstain_threshold",
+                      "typed_photo_power_fitted_on")
+
+
+def drop_typed_imprint_rule(identification: dict[str, Any]) -> None:
+    """The typed-imprint rule was fitted on the old calibration's confidences: drop it (the
+    photo keeps full weight and the new abstention threshold applies) and say how to refit."""
+    dropped = [identification.pop(key) for key in TYPED_IMPRINT_RULE if key in identification]
+    if dropped:
+        print("note: dropped the card's typed-imprint rule (typed_photo_power, "
+              "typed_abstain_threshold), fitted for the old thresholds; refit it with "
+              "benchmarks/typed_photo_power.py --write")
 
 
 def _warn_stale_thresholds(card: dict[str, Any], temperature: float, by_size: bool) -> None:

@@ -17,17 +17,18 @@ Without a library the candidates keep the card's ``label_metadata`` and
 
 **Photo plus typed facts** (:meth:`Answers.fuse`): with what the user read off the pill,
 
-    log p(label | photo, typed) = log p(label | photo) + log L(typed | label) - log Z
+    log p(label | photo, typed) = a * log p(label | photo) + log L(typed | label) - log Z
 
-with ``L`` from :mod:`rxvision.library.evidence` (a floor per field: a mismatch is strong
-evidence, never proof) and ``Z`` renormalising over every label. ``L`` is computed exactly
-for the photo's ``SHORTLIST`` most probable labels and for the library search's candidates
-for the typed facts (the about 100 references its imprint index finds); every other
-library label gets the floor (nothing typed matched it, as far as the imprint index can
-tell) and a label without facts a neutral value. When
-the best fused candidate's ``L`` is below ``CONTRADICTION`` (for instance an imprint that
-matches none of the likely pills), the typed facts contradict the photo: the answer is
-"not sure", and the library's best hits for the typed facts alone are offered.
+with ``a`` the photo's weight (1 unless the card fitted a lower ``typed_photo_power`` for a
+typed imprint, see the Identifier), ``L`` from :mod:`rxvision.library.evidence` (a floor
+per field: a mismatch is strong evidence, never proof) and ``Z`` renormalising over every
+label. ``L`` is computed exactly for the photo's ``SHORTLIST`` most probable labels and for
+the library search's candidates for the typed facts (the about 100 references its imprint
+index finds); every other library label gets the floor (nothing typed matched it, as far as
+the imprint index can tell) and a label without facts a neutral value. When the best fused
+candidate's ``L`` is below ``CONTRADICTION`` (for instance an imprint that matches none of
+the likely pills), the typed facts contradict the photo: the answer is "not sure", and the
+library's best hits for the typed facts alone are offered.
 
 Example:
     >>> answers = Answers.for_model(labels, card, Path("models/rxvision-c3pi-4k"))
@@ -113,6 +114,7 @@ class TypedFusion:
     photo_log_probs: np.ndarray  # (C,) calibrated, before the typed facts
     log_likelihood: np.ndarray  # (C,) log L(typed | label)
     evidence: dict[str, LabelEvidence]  # the labels scored exactly
+    photo_power: float = 1.0  # the photo's log-probabilities were multiplied by it
 
 
 class Answers:
@@ -176,12 +178,22 @@ class Answers:
         return cls(labels, lib, notes, lookalikes)
 
     # --- photo + typed facts -------------------------------------------------------------
-    def fuse(self, log_probs: Any, typed: TypedFacts) -> tuple[np.ndarray, TypedFusion]:
+    def fuse(self, log_probs: Any, typed: TypedFacts, photo_power: float = 1.0
+             ) -> tuple[np.ndarray, TypedFusion]:
         """Calibrated log-probabilities (C,) and typed facts -> fused log-probabilities (C,).
+
+        ``photo_power`` (0 < power <= 1) weighs the photo against what was typed: its
+        log-probabilities are multiplied by it before the typed facts' are added (a tempered
+        product of experts). Below 1 a typed imprint can overrule a photo that is
+        confidently wrong; the card fits it with the answer threshold it goes with
+        (:class:`rxvision.identify.identifier.Identifier`, ``typed_photo_power``).
 
         Raises:
             LibraryError: the model has no library to read the labels' facts from.
+            ValueError: ``photo_power`` is outside (0, 1].
         """
+        if not 0.0 < photo_power <= 1.0:
+            raise ValueError(f"photo_power must be in (0, 1], got {photo_power}")
         lib = self._require_library()
         assert self._in_library is not None
         query = typed.query()
@@ -200,8 +212,8 @@ class Answers:
         if exact:
             at, values = zip(*exact, strict=True)
             log_l[list(at)] = np.log(np.asarray(values, dtype=np.float64))
-        fused = log_softmax(lp + log_l).astype(log_probs.dtype)
-        return fused, TypedFusion(typed, query, log_probs, log_l, evidence)
+        fused = log_softmax(photo_power * lp + log_l).astype(log_probs.dtype)
+        return fused, TypedFusion(typed, query, log_probs, log_l, evidence, photo_power)
 
     def _require_library(self) -> Library:
         if self.library is None:
@@ -248,7 +260,8 @@ class Answers:
                 if contradicted else
                 f"photo and typed facts ({fusion.typed.describe()}) combined")
         result.typed = {"fields": fusion.typed.to_dict(), "contradicted": contradicted,
-                        "top_likelihood": top_l, "threshold": CONTRADICTION, "note": note}
+                        "top_likelihood": top_l, "threshold": CONTRADICTION,
+                        "photo_power": fusion.photo_power, "note": note}
         result.library_hits = [] if not contradicted else [
             _hit_dict(h) for h in search(self.library, imprint=fusion.typed.imprint,
                                          color=fusion.typed.color, shape=fusion.typed.shape,

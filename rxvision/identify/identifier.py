@@ -17,7 +17,13 @@ Decisions, per image:
   ``identification.ood_threshold`` (never, if the card has none);
 - ``abstain`` when the top probability is below ``identification.abstain_threshold``
   (default 0.5) *or* the pill is unknown: in both cases the top answer must not be shown as
-  the identification; the candidates are still returned.
+  the identification; the candidates are still returned;
+- with an imprint typed by the user, the photo's log-probabilities are weighed by the card's
+  ``identification.typed_photo_power`` (default 1) before the typed facts are added, and the
+  answer must reach ``identification.typed_abstain_threshold`` (default: the abstention
+  threshold); both are fitted together on calibration photos
+  (``benchmarks/typed_photo_power.py --write``), since a softer photo makes different
+  confidences.
 
 Example:
     >>> ident = Identifier.load("runs/c3pi")            # None -> the bundled model
@@ -256,6 +262,8 @@ class Identifier:
         if not 0.0 <= self.abstain_threshold <= 1.0:
             raise IdentifierError(f"abstain threshold must be in [0, 1], got "
                                   f"{self.abstain_threshold}")
+        self.typed_photo_power, self.typed_abstain_threshold = typed_imprint_rule(
+            settings, self.abstain_threshold, explicit=abstain_threshold is not None)
         self.ood_method = ood_method or settings.get("ood_method", DEFAULT_OOD_METHOD)
         if self.ood_method not in OOD_METHODS:
             raise IdentifierError(f"unknown OOD method {self.ood_method!r}; "
@@ -407,8 +415,12 @@ class Identifier:
             raise IdentifierError(f"topk must be >= 1, got {topk}")
         fusion = None
         log_probs = as_array(log_probs)
+        threshold = self.abstain_threshold
         if typed is not None:
-            log_probs, fusion = self.answers.fuse(log_probs, typed)
+            power = 1.0
+            if typed.imprint is not None:  # the rule fitted for a typed imprint
+                power, threshold = self.typed_photo_power, self.typed_abstain_threshold
+            log_probs, fusion = self.answers.fuse(log_probs, typed, photo_power=power)
         values, indices = top_k(np.exp(log_probs), topk)
         candidates = [
             Candidate(self.labels[i], float(p), dict(self.label_metadata[i]), rank)
@@ -417,7 +429,7 @@ class Identifier:
         ]
         confidence = candidates[0].probability
         unknown = self.ood_threshold is not None and ood_score > self.ood_threshold
-        unsure = confidence < self.abstain_threshold
+        unsure = confidence < threshold
         message = MESSAGE_UNKNOWN if unknown else MESSAGE_UNSURE if unsure else MESSAGE_OK
         result = Identification(candidates, unknown or unsure, unknown, confidence, ood_score,
                                 message)
@@ -564,6 +576,34 @@ class Identifier:
 
         model = self._torch_model("explain()")
         return explain_image(model, self.transform, self.decode(image))
+
+
+def typed_imprint_rule(settings: dict[str, Any], abstain_threshold: float,
+                       explicit: bool = False) -> tuple[float, float]:
+    """The card's rule for an answer with a typed imprint: (the photo's weight, the answer
+    threshold). Without ``typed_photo_power`` the photo keeps its full weight and the usual
+    abstention threshold applies; so it does when the caller set the abstention threshold
+    (``explicit``: a stricter threshold asked for is not loosened behind the caller's back).
+
+    Raises:
+        IdentifierError: a value outside its range, or one of the pair without the other.
+    """
+    power, threshold = settings.get("typed_photo_power"), settings.get("typed_abstain_threshold")
+    if power is None and threshold is None:
+        return 1.0, abstain_threshold
+    if power is None or threshold is None:
+        raise IdentifierError("the card's identification has only one of typed_photo_power "
+                              "and typed_abstain_threshold; they are fitted together "
+                              "(benchmarks/typed_photo_power.py --write)")
+    try:
+        power, threshold = float(power), float(threshold)
+    except (TypeError, ValueError) as exc:
+        raise IdentifierError(f"typed_photo_power and typed_abstain_threshold must be numbers, "
+                              f"got {power!r} and {threshold!r}") from exc
+    if not 0.0 < power <= 1.0 or not 0.0 <= threshold <= 1.0:
+        raise IdentifierError(f"typed_photo_power must be in (0, 1] and "
+                              f"typed_abstain_threshold in [0, 1], got {power} and {threshold}")
+    return (1.0, abstain_threshold) if explicit else (power, threshold)
 
 
 def _set_zoom(result: Identification, zooms: list[ZoomResult | None]) -> None:
