@@ -95,8 +95,9 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
                 scores.append(0.0)
             else:
                 lp, score = pipe.classify(pills)
-                rows.append(lp[0])
-                scores.append(float(score[0]))
+                pick = pipe.the_pill(pills, lp)  # as evaluation takes "the pill"
+                rows.append(lp[pick])
+                scores.append(float(score[pick]))
             print(f"\r{n}/{len(paths)} photos", end="", file=sys.stderr)
         print(file=sys.stderr)
         return rows, scores

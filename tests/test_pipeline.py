@@ -27,15 +27,18 @@ from rxvision.data import load_dataset, load_image
 from rxvision.identify import IdentifierError
 from rxvision.identify.answers import TypedFacts
 from rxvision.identify.pipeline import (
+    PICK_AMONG,
     SEGMENTER_DIR,
     CropTransform,
     PillPipeline,
     crop_transform_for,
     find_segmenter,
     model_framing,
+    pick_the_pill,
 )
 from rxvision.locate import C3PI_GREY, Segmenter
 from rxvision.locate.presence import NO_PILL, TOO_DARK, TOO_SMALL
+from rxvision.locate.segmenter import pill_likeness
 
 BUNDLED_SEGMENTER = REPO_ROOT / "models" / "rxvision-segmenter"
 
@@ -122,11 +125,12 @@ def test_crop_transform_shows_the_pill_alone_on_grey(segmenter: Segmenter,
     assert region is not None and crop.size == (96, 96)
     corner = np.asarray(crop)[0, 0]
     assert tuple(int(v) for v in corner) == C3PI_GREY  # the surface is gone
-    x, pill_px, finder_score = transform(_photo(sides, [(120, 80)]))
-    assert x.shape == (3, 96, 96) and torch.isfinite(x).all()
+    x, pill_px, finder_score, likeness = transform(_photo(sides, [(120, 80)]))
+    assert x.shape == (PICK_AMONG, 3, 96, 96) and torch.isfinite(x).all()
     x0, y0, x1, y1 = region.box  # the size the size temperature reads
-    assert pill_px == max(x1 - x0, y1 - y0) > 0
-    assert finder_score == region.score > 0  # what the finder gate reads
+    assert pill_px[0] == max(x1 - x0, y1 - y0) > 0
+    assert finder_score[0] == region.score > 0  # what the finder gate reads
+    assert likeness[0] == pytest.approx(pill_likeness(region)) and likeness[0] >= likeness[1]
     # Nothing found: the whole photo is letterboxed (and will most likely be answered wrong).
     _, none = transform.crop(Image.new("RGB", (200, 150), (90, 90, 90)))
     assert none is None
@@ -290,6 +294,22 @@ def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
         overlays = pill["explanations"]["image"]
         assert set(overlays) == {"attention", "gradcam", "occlusion"}
         assert all(url.startswith("data:image/png;base64,") for url in overlays.values())
+
+
+def test_the_api_and_the_pipeline_take_the_same_pill_of_each_side_of_a_pair(
+        crop_client: TestClient, crop_model: Path, sides: list[np.ndarray]):
+    """A front/back pair whose front shows two pills: the service picks "the pill" of each
+    side from its candidates after the batched pass, as identify_pair does."""
+    front, back = _photo(sides, [(20, 30), (200, 140)]), _photo(sides, [(150, 100)])
+    expected = PillPipeline.load(crop_model, tta=1).identify_pair(front, back, topk=2)
+    body = crop_client.post("/v1/identify", data={"topk": "2"}, files={
+        "front": ("f.png", _png(front), "image/png"),
+        "back": ("b.png", _png(back), "image/png")}).json()
+    assert body["mode"] == "pair" and body["result"]["box"] == expected.box
+    assert [c["label"] for c in body["result"]["candidates"]] == [
+        c.label for c in expected.identification.candidates]
+    assert body["result"]["confidence"] == pytest.approx(
+        expected.identification.confidence, abs=1e-4)
 
 
 PRINTED = "00378-6440-01"  # MYLAN 6440 printed on one side of the capsule
@@ -469,8 +489,8 @@ def test_the_cards_imprint_weight_tempers_the_read(library_crop_model: Path,
         PillPipeline.load(library_crop_model, imprint=True, tta=1)
 
 
-def test_one_pill_asked_for_is_the_one_evaluation_takes(crop_model: Path, segmenter: Segmenter,
-                                                         sides: list[np.ndarray]):
+def test_one_pill_asked_for_gets_the_candidates_evaluation_weighs(
+        crop_model: Path, segmenter: Segmenter, sides: list[np.ndarray]):
     from rxvision.locate import PillRegion
     from rxvision.locate.segmenter import most_pill_like
 
@@ -479,17 +499,32 @@ def test_one_pill_asked_for_is_the_one_evaluation_takes(crop_model: Path, segmen
     assert most_pill_like([speck, pill]) is pill  # score order alone would take the speck
     with pytest.raises(ValueError, match="no region"):
         most_pill_like([])
-    # A small pill and a large one: the pair path's single pill is CropTransform's.
+    # A small pill and a large one: the pair path weighs CropTransform's candidates.
     photo = _photo(sides, [(20, 30)], longest=40)
     big = Image.fromarray(sides[1], "RGBA")
     big = big.resize((110, round(110 * big.size[1] / big.size[0])))
     photo.paste(big, (170, 90), big)
     pipeline = PillPipeline.load(crop_model, tta=1)
-    one = pipeline.find(photo, max_pills=1).pills
-    _, region = CropTransform(segmenter, pipeline.identifier.preprocessing).crop(photo)
-    assert len(one) == 1 and region is not None
-    assert one[0].box == list(region.box)
+    one = pipeline.find(photo, max_pills=1).pills  # the candidates, most pill-like first
+    crops = CropTransform(segmenter, pipeline.identifier.preprocessing).crops(photo)
+    assert len(one) == len(crops) == PICK_AMONG
+    assert [p.box for p in one] == [list(r.box) for _, r in crops if r is not None]
     assert one[0].box[0] > 120  # the large pill on the right
+    assert one[0].likeness > one[1].likeness > 0
+
+
+def test_the_pill_of_a_photo_is_the_candidate_the_classifier_recognises_best() -> None:
+    """pick_the_pill weighs pill-likeness by the classifier's top probability: a finder's
+    favourite the classifier cannot place loses to a slightly less pill-like region it
+    recognises; a padded candidate (likeness 0) is never taken."""
+    def lp(*top: float) -> np.ndarray:  # (K, 3): each row's top probability given
+        return np.log(np.array([[t, (1 - t) / 2, (1 - t) / 2] for t in top]))
+
+    assert pick_the_pill(np.array([1.0, 0.8]), lp(0.4, 0.9)) == 1
+    assert pick_the_pill(np.array([1.0, 0.8]), lp(0.6, 0.7)) == 0
+    assert pick_the_pill(np.array([1.0, 0.0]), lp(0.34, 1.0)) == 0
+    batch = np.stack([lp(0.4, 0.9), lp(0.9, 0.4)])  # (B, K, C) -> (B,)
+    assert pick_the_pill(np.array([[1.0, 0.8], [1.0, 0.8]]), batch).tolist() == [1, 0]
 
 
 def test_a_photo_without_a_pill_is_one_shape_of_row(crop_model: Path, sides: list[np.ndarray]):

@@ -66,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     typed = p.add_argument_group(
         "what you can read off the pill", "combined with the photo's probabilities (one pill: "
         "one image, or one --pair); needs the model's drug library; see docs/identification.md")
-    typed.add_argument("--imprint", help='letters and digits on the pill, e.g. "M 411"')
+    typed.add_argument("--imprint", help='letters and digits on the pill, e.g. "M 411"; the '
+                       "photo is then weighed by the card's typed_photo_power against it")
     typed.add_argument("--color", help='its colour(s), e.g. blue, "white, yellow"')
     typed.add_argument("--shape", help="e.g. round, oval, capsule")
     lib = p.add_mutually_exclusive_group()

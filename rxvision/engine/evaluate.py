@@ -128,8 +128,9 @@ def predict(
         zoom: ``"auto"`` or ``"off"`` overrides the card's ``preprocessing.zoom``.
         transform: photo -> model input; default: the card's :class:`EvalTransform` (a
             crop model passes :class:`rxvision.identify.pipeline.CropTransform`, which
-            returns (input, pill size, finder score): they land in ``Predictions.pill_px``
-            and ``Predictions.finder_score``).
+            returns its candidate regions per photo: inputs, pill sizes, finder scores and
+            pill-likeness; one is kept per photo (:func:`the_pill_rows`), and its size and
+            score land in ``Predictions.pill_px`` and ``Predictions.finder_score``).
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -147,18 +148,28 @@ def predict(
     logits, embeds, sizes, finder = [], [], [], []
     with torch.inference_mode():
         for x, _ in batches(loader, progress, desc):
-            if isinstance(x, list | tuple):  # (input, pill size, score) from a crop transform
-                x, px, score = x
-                sizes.append(np.asarray(px, dtype=np.float64))
-                finder.append(np.asarray(score, dtype=np.float64))
+            candidates = None
+            if isinstance(x, list | tuple):  # a crop transform's candidate regions per photo
+                x, px, score, likeness = x  # (B, K, 3, H, W), (B, K) each
+                candidates = (x.shape[1], px.numpy(), score.numpy(), likeness.numpy())
+                x = x.flatten(0, 1)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC
             if both is not None:
                 lg, emb = both(x)  # one forward pass for both
-                embeds.append(emb.float().cpu())  # (B, D)
+                emb = emb.float().cpu()  # (B, D)
             else:
-                lg = backend(x)
-            logits.append(lg.float().cpu())  # (B, C)
+                lg, emb = backend(x), None
+            lg = lg.float().cpu()  # (B, C)
+            if candidates is not None:  # keep "the pill" of each photo
+                k, px, score, likeness = candidates
+                rows = the_pill_rows(backend, lg.numpy(), px, likeness, k)
+                lg, emb = lg[rows], None if emb is None else emb[rows]
+                sizes.append(px.reshape(-1)[rows])
+                finder.append(score.reshape(-1)[rows])
+            logits.append(lg)
+            if emb is not None:
+                embeds.append(emb)
     num_classes = len(backend.labels)
     return Predictions(
         logits=torch.cat(logits).numpy() if logits else np.zeros((0, num_classes), np.float32),
@@ -170,6 +181,22 @@ def predict(
         pill_px=np.concatenate(sizes) if sizes else None,
         finder_score=np.concatenate(finder) if finder else None,
     )
+
+
+def the_pill_rows(backend: Backend, logits: np.ndarray, pill_px: np.ndarray,
+                  likeness: np.ndarray, k: int) -> np.ndarray:
+    """Rows of ``logits`` (B * K, C) to keep: per photo the candidate region
+    :func:`rxvision.identify.pipeline.pick_the_pill` takes for "the pill", its confidence
+    calibrated with the backend's card at the region's size."""
+    from ..identify.pipeline import pick_the_pill
+    from ..identify.temperature import SizeTemperature, row_temperatures
+    from ..logmath import log_softmax
+
+    temps = row_temperatures(backend.temperature, SizeTemperature.from_card(backend.card),
+                             pill_px.reshape(-1))
+    temps = np.broadcast_to(np.asarray(temps, dtype=np.float32), (len(logits),))
+    log_probs = log_softmax(logits / temps[:, None]).reshape(-1, k, logits.shape[-1])
+    return np.arange(len(log_probs)) * k + pick_the_pill(likeness, log_probs)
 
 
 def calibrated_temperature(backend: Backend, pred: Predictions) -> float | np.ndarray:

@@ -34,7 +34,7 @@ from ..imprint import DEFAULT_WEIGHT, ImprintRead
 from ..locate import EvalTransform, PillRegion, Segmenter, normalised_crop
 from ..locate.crop import DEFAULT_FILL
 from ..locate.presence import NO_PILL, TOO_SMALL, check_photo
-from ..locate.segmenter import SEGMENTER_DIR, most_pill_like
+from ..locate.segmenter import SEGMENTER_DIR, most_pill_like_regions, pill_likeness
 from ..locate.transform import load_reduced
 from .answers import Answers, TypedFacts
 from .fusion import fuse_log_probs, fuse_ood_scores
@@ -53,6 +53,13 @@ DEFAULT_MAX_PILLS = 8
 # A pill spanning fewer photo pixels than this holds too little detail to name: a crop
 # enlarges it ~5x (a 36 px pill to the crop's 180 px). Ask to move closer instead.
 MIN_PILL_PX = 36
+# "The pill" of a photo that shows one (evaluation, each side of a front/back pair) is
+# chosen among the finder's PICK_AMONG most pill-like regions by pill-likeness times the
+# classifier's confidence in it (pick_the_pill): the pattern of a tablecloth or the grain of
+# granite can look more like a pill to the finder than the pill does, but not to the
+# classifier. Chosen on calibration renders (session 26, docs/locate.md): 0.580 -> 0.597
+# top-1 at 512 px, 0.617 -> 0.627 at 1024 px, no wrong answer added; 3 or 4 gained nothing.
+PICK_AMONG = 2
 
 
 def model_framing(card: dict[str, Any]) -> str:
@@ -115,6 +122,7 @@ class FoundPill:
     # The longer side of the pill's box in the decoded photo: the detail the crop was made
     # from, which the size temperature reads (a large JPEG is decoded reduced).
     detail_px: float = 0.0
+    likeness: float = 0.0  # how much it looks like "the pill" of the photo (pill_likeness)
 
 
 @dataclass
@@ -129,8 +137,9 @@ class FoundPills:
 
 
 class CropTransform:
-    """Photo -> model input of its most pill-like region: the transform a crop model is
-    evaluated with (one labelled pill per photo). A photo where nothing is found is
+    """Photo -> model inputs of its PICK_AMONG most pill-like regions: the transform a crop
+    model is evaluated with (one labelled pill per photo; the evaluation picks one of them
+    with :func:`pick_the_pill` once they are classified). A photo where nothing is found is
     letterboxed whole, so that it still counts (and most likely counts as wrong)."""
 
     def __init__(self, segmenter: Segmenter, preprocessing: dict[str, Any],
@@ -140,21 +149,40 @@ class CropTransform:
         self.inner = EvalTransform(preprocessing, zoom="off")
         self.size = min(self.inner.size)
 
-    def crop(self, img: Image.Image) -> tuple[Image.Image, PillRegion | None]:
-        regions = self.segmenter.find(img)
-        if not regions:
-            return img, None
-        best = most_pill_like(regions)
-        return normalised_crop(img, best, self.size), best
+    def crops(self, img: Image.Image) -> list[tuple[Image.Image, PillRegion | None]]:
+        """The normalised crops of the most pill-like regions, most first (the whole photo
+        and None when nothing was found)."""
+        regions = most_pill_like_regions(self.segmenter.find(img), PICK_AMONG)
+        return [(normalised_crop(img, r, self.size), r) for r in regions] or [(img, None)]
 
-    def __call__(self, img: Image.Image) -> tuple[Any, float, float]:
-        """The crop as a normalised torch tensor (3, H, W), for evaluation's data loader,
-        the pill's size (:func:`region_px`) and the finder's score for it (both 0.0 when
-        nothing was found): what the pipeline's size and finder gates read."""
-        crop, region = self.crop(img)
-        if region is None:
-            return self.inner(crop), 0.0, 0.0
-        return self.inner(crop), region_px(region), float(region.score)
+    def crop(self, img: Image.Image) -> tuple[Image.Image, PillRegion | None]:
+        """The crop of the most pill-like region by the finder alone."""
+        return self.crops(img)[0]
+
+    def __call__(self, img: Image.Image) -> tuple[Any, ...]:
+        """For evaluation's data loader, per candidate region (PICK_AMONG rows; a photo
+        with fewer repeats its first with likeness 0, so it is never picked): the crops as
+        normalised torch tensors (K, 3, H, W), the pills' sizes (:func:`region_px`), the
+        finder's scores (both 0.0 when nothing was found: what the size and finder gates
+        read) and their pill-likeness (what :func:`pick_the_pill` weighs)."""
+        import torch
+
+        found = self.crops(img)
+        rows = [(self.inner(c), region_px(r), float(r.score), pill_likeness(r))
+                if r is not None else (self.inner(c), 0.0, 0.0, 1.0) for c, r in found]
+        rows += [(*rows[0][:3], 0.0)] * (PICK_AMONG - len(rows))
+        x, px, score, likeness = zip(*rows, strict=True)
+        return (torch.stack(x), torch.tensor(px, dtype=torch.float64),
+                torch.tensor(score, dtype=torch.float64),
+                torch.tensor(likeness, dtype=torch.float64))
+
+
+def pick_the_pill(likeness: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+    """Which candidate region is "the pill" of each photo: (..., K) pill-likeness and
+    (..., K, C) calibrated log-probabilities -> (...,) the index of the region with the
+    largest pill-likeness times the classifier's top probability (see PICK_AMONG)."""
+    confidence = np.exp(np.max(np.asarray(log_probs, dtype=np.float64), axis=-1))
+    return np.argmax(np.asarray(likeness, dtype=np.float64) * confidence, axis=-1)
 
 
 class PillPipeline:
@@ -233,11 +261,14 @@ class PillPipeline:
             return found
         regions = self.segmenter.find(img)
         limit = max_pills or self.max_pills
-        # One pill asked for (a front/back pair): the one evaluation would take.
-        regions = [most_pill_like(regions)] if limit == 1 and regions else regions[:limit]
+        # One pill asked for (a front/back pair): the candidates evaluation weighs, most
+        # pill-like first; the caller picks one once they are classified (the_pill).
+        regions = (most_pill_like_regions(regions, PICK_AMONG) if limit == 1
+                   else regions[:limit])
         found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
                                  normalised_crop(img, r, self.crop_size),
-                                 self._detail(img, r), region_px(r)) for r in regions]
+                                 self._detail(img, r), region_px(r), pill_likeness(r))
+                       for r in regions]
         if not found.pills:
             found.retake = NO_PILL
         found.timings_ms["find"] = ms(time.perf_counter() - t1)
@@ -303,6 +334,12 @@ class PillPipeline:
         return explain_image(self.identifier._torch_model("explanations"), self.transform,
                              crop)
 
+    @staticmethod
+    def the_pill(pills: list[FoundPill], log_probs: np.ndarray) -> int:
+        """Which of the candidates ``find(max_pills=1)`` returned is "the pill", given their
+        calibrated log-probabilities (n, C): :func:`pick_the_pill`, as evaluation picks."""
+        return int(pick_the_pill(np.array([p.likeness for p in pills]), log_probs))
+
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
         x0, y0, x1, y1 = pill.box
@@ -346,18 +383,26 @@ class PillPipeline:
 
     def identify_pair(self, front: ImageInput, back: ImageInput, topk: int = 5,
                       typed: TypedFacts | None = None) -> PillAnswer | PhotoAnswer:
-        """Front and back photos of one pill: the most pill-like region of each, fused into
-        one ranking (:mod:`.fusion`); the answer's box is the front's. A photo that fails
-        its check or shows no pill makes the whole answer a retake ("front: ...")."""
+        """Front and back photos of one pill: "the pill" of each (:meth:`the_pill`, as
+        evaluation takes it), fused into one ranking (:mod:`.fusion`); the answer's box is
+        the front's. A photo that fails its check or shows no pill makes the whole answer a
+        retake ("front: ...")."""
         t0 = time.perf_counter()
-        picked = []
+        views = []
         for view, image in (("front", front), ("back", back)):
             found = self.find(image, max_pills=1)
             if found.retake is not None:
                 source = f"{source_name(front)} + {source_name(back)}"
                 return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
-            picked.append(found.pills[0])
-        lp, scores = self.classify(picked)
+            views.append(found.pills)
+        lp_all, scores_all = self.classify(views[0] + views[1])
+        n = len(views[0])
+        picked, rows = [], []
+        for pills, offset in ((views[0], 0), (views[1], n)):
+            i = offset + self.the_pill(pills, lp_all[offset:offset + len(pills)])
+            picked.append(pills[i - offset])
+            rows.append(i)
+        lp, scores = lp_all[rows], scores_all[rows]
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),
                              self.read_imprints(picked), topk, typed, pills=picked)

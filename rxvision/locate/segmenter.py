@@ -365,21 +365,34 @@ def regions_from_maps(
     return sorted(regions, key=lambda r: r.score, reverse=True)
 
 
+def pill_likeness(region: PillRegion) -> float:
+    """How much a region looks like "the pill" of a photo: the finder's score weighted by
+    the square root of its area, so that a whole pill wins over a small speck the finder is
+    a little surer of."""
+    return region.score * float(region.mask.sum()) ** 0.5
+
+
+def most_pill_like_regions(regions: list[PillRegion], k: int) -> list[PillRegion]:
+    """The ``k`` regions most like "the pill" of a photo that shows one, most first (see
+    :func:`most_pill_like`); fewer when fewer were found."""
+    main = [r for r in regions if not r.extra_side] or regions
+    return sorted(main, key=pill_likeness, reverse=True)[:k]
+
+
 def most_pill_like(regions: list[PillRegion]) -> PillRegion:
-    """The region to take as "the pill" of a photo that shows one: the finder's score
-    weighted by the square root of the area, so that a whole pill wins over a small speck
-    the finder is a little surer of. Evaluation and front/back pairs both choose by it.
-    Regions of the card's main working side come first: one found only at an extra side
-    is taken when the main side found none (extra sides add the pills the main side
-    misses in crowds and at other scales, and more false regions with them).
+    """The region to take as "the pill" of a photo that shows one, by the finder alone
+    (:func:`pill_likeness`). Regions of the card's main working side come first: one found
+    only at an extra side is taken when the main side found none (extra sides add the pills
+    the main side misses in crowds and at other scales, and more false regions with them).
+    Evaluation and front/back pairs then let the classifier choose between the first two
+    (:func:`rxvision.identify.pipeline.pick_the_pill`).
 
     Raises:
         ValueError: ``regions`` is empty.
     """
     if not regions:
         raise ValueError("no region to choose from")
-    main = [r for r in regions if not r.extra_side] or regions
-    return max(main, key=lambda r: r.score * float(r.mask.sum()) ** 0.5)
+    return most_pill_like_regions(regions, 1)[0]
 
 
 def attach_segmenter(model_dir: str | Path, segmenter: str | Path) -> Path:

@@ -201,9 +201,12 @@ class Service:
                 return self.identifier.decide(log_probs, score, topk, typed)
             return pipeline.decide(log_probs, score, row_reads, topk, typed, pills=row_pills)
 
-        if pair:
-            return [decide(fuse_log_probs(lp[0], lp[1]), fuse_ood_scores(*scores), reads,
-                           pills)]
+        if pair:  # a crop model's rows per upload are its candidates for the pill
+            picked = [0, 1] if pipeline is None else the_pills(pipeline, decoded or [], lp)
+            return [decide(fuse_log_probs(lp[picked[0]], lp[picked[1]]),
+                           fuse_ood_scores(*(scores[i] for i in picked)),
+                           [reads[i] for i in picked] if reads else [],
+                           [pills[i] for i in picked] if pills else [])]
         return [decide(lp[i], scores[i], reads[i:i + 1], pills[i:i + 1])
                 for i in range(len(lp))]
 
@@ -219,6 +222,22 @@ class Service:
         overlays = await self.batcher.run_exclusive(explain, image)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _data_urls, overlays)
+
+
+def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndarray
+              ) -> list[int]:
+    """The row of "the pill" of each upload of a pair (:meth:`PillPipeline.the_pill`), its
+    rows being its candidates in order. Each upload then keeps only that pill (and its
+    read), so the answer's box and explanation are the picked pill's."""
+    picked, start = [], 0
+    for d in decoded:
+        pills = d.pills or []
+        k = pipeline.the_pill(pills, log_probs[start:start + len(pills)])
+        picked.append(start + k)
+        start += len(pills)
+        d.pills = pills[k:k + 1]
+        d.reads = None if d.reads is None else d.reads[k:k + 1]
+    return picked
 
 
 def _stop_onnx_spinning(ident: Identifier, threads: int | None) -> None:
@@ -279,6 +298,8 @@ def model_info(ident: Identifier, settings: ServeSettings, pipeline: PillPipelin
         "identification": {"abstain_threshold": ident.abstain_threshold,
                            "ood_method": ident.ood_method, "ood_threshold": ident.ood_threshold,
                            "head_precision": ident.head_precision,
+                           "typed_photo_power": ident.typed_photo_power,
+                           "typed_abstain_threshold": ident.typed_abstain_threshold,
                            **({"min_finder_score": pipeline.min_finder_score}
                               if pipeline is not None else {})},
         "metrics": card.get("metrics", {}),
