@@ -296,6 +296,20 @@ def test_the_api_answers_each_pill_with_its_box(crop_client: TestClient,
         assert all(url.startswith("data:image/png;base64,") for url in overlays.values())
 
 
+def test_evaluation_keeps_the_row_of_each_photos_picked_candidate() -> None:
+    """evaluate classifies PICK_AMONG crops per photo and keeps one row each."""
+    from rxvision.engine.evaluate import the_pill_rows
+
+    class Backend:
+        temperature, card = 1.0, {}
+
+    probs = [[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.5, 0.25, 0.25]]
+    rows = the_pill_rows(Backend(), np.log(np.array(probs, dtype=np.float32)),
+                         np.array([[100.0, 80.0], [100.0, 80.0]]),
+                         np.array([[1.0, 0.8], [1.0, 0.8]]), 2)
+    assert rows.tolist() == [1, 2]  # photo 0: its second candidate; photo 1: its first
+
+
 def test_the_api_and_the_pipeline_take_the_same_pill_of_each_side_of_a_pair(
         crop_client: TestClient, crop_model: Path, sides: list[np.ndarray]):
     """A front/back pair whose front shows two pills: the service picks "the pill" of each
