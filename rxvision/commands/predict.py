@@ -47,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="inference backend (default torch)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--abstain-threshold", type=float, metavar="P",
-                   help="abstain below this top probability (default: the model card's)")
+                   help="abstain below this top probability (default: the model card's); "
+                        "given, it also rules answers with a typed imprint, the photo at "
+                        "full weight")
     p.add_argument("--ood-threshold", type=float, metavar="S",
                    help="flag unknown pills above this open-set score (default: the card's)")
     p.add_argument("--segmenter", metavar="DIR",
