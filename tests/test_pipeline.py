@@ -197,6 +197,34 @@ def test_typed_facts_describe_one_pill(crop_model: Path, sides: list[np.ndarray]
         pipeline.identify(_photo(sides, [(20, 30), (200, 140)]), typed=typed)
 
 
+def test_typed_facts_go_to_the_one_pill_the_pipeline_is_sure_of(crop_model: Path,
+                                                                 sides: list[np.ndarray]):
+    """Regions the pipeline never answers about (under the finder gate, too small) do not
+    make typed facts ambiguous; two pills it would answer about do."""
+    photo = _photo(sides, [(20, 30)], longest=40)
+    big = Image.fromarray(sides[1], "RGBA")
+    big = big.resize((110, round(110 * big.size[1] / big.size[0])))
+    photo.paste(big, (170, 90), big)
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    pills = pipeline.find(photo).pills
+    assert len(pills) == 2
+    with pytest.raises(IdentifierError, match="2 of them clearly pills"):
+        pipeline.typed_pill(pills)
+    pipeline.min_pill_px = 60  # the small pill spans ~40 px
+    assert pills[pipeline.typed_pill(pills)].box[0] > 120  # the large pill on the right
+    # The service keeps that pill's row of the batch (and its read) alone.
+    from rxvision.serve.service import Decoded, keep_typed_pill
+
+    rows = np.stack([pipeline.transform.array(p.crop) for p in pills])
+    decoded = Decoded(None, photo, rows, 0.0, pills=pills, reads=[None, None])  # type: ignore[arg-type]
+    keep_typed_pill(pipeline, decoded)
+    assert decoded.tensor.shape[0] == len(decoded.pills) == len(decoded.reads) == 1
+    assert decoded.pills[0].box[0] > 120
+    pipeline.min_finder_score = min(0.999999, max(p.finder_score for p in pills) + 1e-6)
+    with pytest.raises(IdentifierError, match="0 of them clearly pills"):
+        pipeline.typed_pill(pills)
+
+
 def test_front_and_back_fuse_into_one_answer(crop_model: Path, sides: list[np.ndarray],
                                              tmp_path: Path):
     pipeline = PillPipeline.load(crop_model, tta=1)

@@ -340,6 +340,22 @@ class PillPipeline:
         calibrated log-probabilities (n, C): :func:`pick_the_pill`, as evaluation picks."""
         return int(pick_the_pill(np.array([p.likeness for p in pills]), log_probs))
 
+    def typed_pill(self, pills: list[FoundPill]) -> int:
+        """The pill typed facts describe, of several regions found in one photo: the only one
+        the pipeline would answer about (finder score at the gate, not too small); regions
+        it doubts are never answered, so they do not make the facts ambiguous.
+
+        Raises:
+            IdentifierError: several pills pass (or none does): the facts fit none alone.
+        """
+        sure = [i for i, p in enumerate(pills)
+                if p.finder_score >= self.min_finder_score and not self.too_small(p)]
+        if len(sure) != 1:
+            raise IdentifierError(
+                f"the typed facts describe one pill, but the photo shows {len(pills)} "
+                f"regions, {len(sure)} of them clearly pills: photograph that pill alone")
+        return sure[0]
+
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
         x0, y0, x1, y1 = pill.box
@@ -359,9 +375,7 @@ class PillPipeline:
         if found.retake is not None:
             return PhotoAnswer([], found.retake, found.timings_ms, source)
         if typed is not None and len(found.pills) > 1:
-            raise IdentifierError(
-                f"the typed facts describe one pill, but the photo shows {len(found.pills)}: "
-                "photograph that pill alone")
+            found.pills = [found.pills[self.typed_pill(found.pills)]]
         t0 = time.perf_counter()
         lp, scores = self.classify(found.pills)
         t1 = time.perf_counter()

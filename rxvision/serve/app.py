@@ -40,7 +40,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ..data.decode import ImageDecodeError, ImageTooLargeError
-from ..identify.identifier import Identification, Identifier, ask_for_retake, retake_request
+from ..identify.identifier import (
+    Identification,
+    Identifier,
+    IdentifierError,
+    ask_for_retake,
+    retake_request,
+)
 from ..identify.pipeline import FoundPill
 from ..locate.presence import TOO_SMALL
 from .batcher import BatcherClosedError, BatchResult, QueueFullError
@@ -59,7 +65,7 @@ from .schemas import (
     ModelInfo,
     Timings,
 )
-from .service import Decoded, Service
+from .service import Decoded, Service, keep_typed_pill
 from .settings import ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -224,8 +230,7 @@ async def _identify(service: Service, form: IdentifyForm
         decoded = await service.decode(form.uploads, max_pills=1 if form.pair else None)
         if (service.pipeline is not None and form.typed is not None and not form.pair
                 and len(decoded[0].pills or []) > 1):
-            raise ApiError(422, f"imprint, color and shape describe one pill, but the photo "
-                                f"shows {len(decoded[0].pills)}: photograph that pill alone")
+            keep_typed_pill(service.pipeline, decoded[0])  # IdentifierError: a 422
         # A pair with a side where no pill was found is a retake: no forward pass.
         no_side = form.pair and any(not d.tensor.shape[0] for d in decoded)
         results = [] if no_side else await service.forward(decoded)
@@ -233,6 +238,8 @@ async def _identify(service: Service, form: IdentifyForm
         raise ApiError(413, str(exc), code="image_too_large") from None
     except ImageDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_image") from None
+    except IdentifierError as exc:  # typed facts for a photo of several pills
+        raise ApiError(422, f"imprint, color and shape describe one pill: {exc}") from None
     except QueueFullError as exc:
         raise ApiError(503, f"server busy: {exc}; retry shortly", code="queue_full",
                        headers={"Retry-After": str(service.settings.retry_after_s)}) from None

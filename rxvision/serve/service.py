@@ -224,6 +224,15 @@ class Service:
         return await loop.run_in_executor(self._pool, _data_urls, overlays)
 
 
+def keep_typed_pill(pipeline: PillPipeline, decoded: Decoded) -> None:
+    """Typed facts with several regions found: keep the one pill they can describe
+    (:meth:`PillPipeline.typed_pill`; IdentifierError when there is not exactly one)."""
+    pills = decoded.pills or []
+    k = pipeline.typed_pill(pills)
+    decoded.pills, decoded.tensor = pills[k:k + 1], decoded.tensor[k:k + 1]
+    decoded.reads = None if decoded.reads is None else decoded.reads[k:k + 1]
+
+
 def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndarray
               ) -> list[int]:
     """The row of "the pill" of each upload of a pair (:meth:`PillPipeline.the_pill`), its
