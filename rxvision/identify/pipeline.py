@@ -236,9 +236,13 @@ class PillPipeline:
                                 threads=finder_threads)
         return cls(identifier, finder, max_pills, imprint=evidence, min_finder_score=gate)
 
+    def doubts(self, pill: FoundPill) -> bool:
+        """Whether the finder is not sure the region is a pill (under the finder gate)."""
+        return pill.finder_score < self.min_finder_score
+
     def gate(self, result: Identification, *pills: FoundPill) -> None:
         """Hold back an answer about a region the finder is not sure is a pill."""
-        if not result.abstain and any(p.finder_score < self.min_finder_score for p in pills):
+        if not result.abstain and any(self.doubts(p) for p in pills):
             result.abstain, result.message = True, MESSAGE_UNSURE
 
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[Image.Image, float]:
@@ -340,6 +344,16 @@ class PillPipeline:
         calibrated log-probabilities (n, C): :func:`pick_the_pill`, as evaluation picks."""
         return int(pick_the_pill(np.array([p.likeness for p in pills]), log_probs))
 
+    @classmethod
+    def the_pill_rows(cls, views: list[list[FoundPill]], log_probs: np.ndarray) -> list[int]:
+        """For photos whose candidates were classified together, in order (``log_probs``
+        (sum of their counts, C)): the row of each photo's "the pill" (:meth:`the_pill`)."""
+        rows, start = [], 0
+        for pills in views:
+            rows.append(start + cls.the_pill(pills, log_probs[start:start + len(pills)]))
+            start += len(pills)
+        return rows
+
     def typed_pill(self, pills: list[FoundPill]) -> int:
         """The pill typed facts describe, of several regions found in one photo: the only one
         the pipeline would answer about (finder score at the gate, not too small); regions
@@ -348,8 +362,7 @@ class PillPipeline:
         Raises:
             IdentifierError: several pills pass (or none does): the facts fit none alone.
         """
-        sure = [i for i, p in enumerate(pills)
-                if p.finder_score >= self.min_finder_score and not self.too_small(p)]
+        sure = [i for i, p in enumerate(pills) if not self.doubts(p) and not self.too_small(p)]
         if len(sure) != 1:
             raise IdentifierError(
                 f"the typed facts describe one pill, but the photo shows {len(pills)} "
@@ -409,13 +422,10 @@ class PillPipeline:
                 source = f"{source_name(front)} + {source_name(back)}"
                 return PhotoAnswer([], f"{view}: {found.retake}", {}, source)
             views.append(found.pills)
-        lp_all, scores_all = self.classify(views[0] + views[1])
-        n = len(views[0])
-        picked, rows = [], []
-        for pills, offset in ((views[0], 0), (views[1], n)):
-            i = offset + self.the_pill(pills, lp_all[offset:offset + len(pills)])
-            picked.append(pills[i - offset])
-            rows.append(i)
+        candidates = views[0] + views[1]
+        lp_all, scores_all = self.classify(candidates)
+        rows = self.the_pill_rows(views, lp_all)
+        picked = [candidates[i] for i in rows]
         lp, scores = lp_all[rows], scores_all[rows]
         result = self.decide(fuse_log_probs(lp[0], lp[1]),
                              fuse_ood_scores(float(scores[0]), float(scores[1])),

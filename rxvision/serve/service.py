@@ -227,25 +227,26 @@ class Service:
 def keep_typed_pill(pipeline: PillPipeline, decoded: Decoded) -> None:
     """Typed facts with several regions found: keep the one pill they can describe
     (:meth:`PillPipeline.typed_pill`; IdentifierError when there is not exactly one)."""
-    pills = decoded.pills or []
-    k = pipeline.typed_pill(pills)
-    decoded.pills, decoded.tensor = pills[k:k + 1], decoded.tensor[k:k + 1]
+    keep_only(decoded, pipeline.typed_pill(decoded.pills or []))
+
+
+def keep_only(decoded: Decoded, k: int) -> None:
+    """Narrow a crop model's upload to its ``k``-th pill: the pill, its row and its read."""
+    decoded.pills, decoded.tensor = (decoded.pills or [])[k:k + 1], decoded.tensor[k:k + 1]
     decoded.reads = None if decoded.reads is None else decoded.reads[k:k + 1]
 
 
 def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndarray
               ) -> list[int]:
     """The row of "the pill" of each upload of a pair (:meth:`PillPipeline.the_pill`), its
-    rows being its candidates in order. Each upload then keeps only that pill (and its
+    rows being its candidates in order. Each upload then keeps only that pill (its row and
     read), so the answer's box and explanation are the picked pill's."""
-    picked, start = [], 0
-    for d in decoded:
-        pills = d.pills or []
-        k = pipeline.the_pill(pills, log_probs[start:start + len(pills)])
-        picked.append(start + k)
-        start += len(pills)
-        d.pills = pills[k:k + 1]
-        d.reads = None if d.reads is None else d.reads[k:k + 1]
+    picked = pipeline.the_pill_rows([d.pills or [] for d in decoded], log_probs)
+    start = 0
+    for d, row in zip(decoded, picked, strict=True):
+        count = len(d.pills or [])
+        keep_only(d, row - start)
+        start += count
     return picked
 
 
