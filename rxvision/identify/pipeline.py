@@ -345,7 +345,7 @@ class PillPipeline:
         return int(pick_the_pill(np.array([p.likeness for p in pills]), log_probs))
 
     @classmethod
-    def the_pill_rows(cls, views: list[list[FoundPill]], log_probs: np.ndarray) -> list[int]:
+    def the_pill_of_each(cls, views: list[list[FoundPill]], log_probs: np.ndarray) -> list[int]:
         """For photos whose candidates were classified together, in order (``log_probs``
         (sum of their counts, C)): the row of each photo's "the pill" (:meth:`the_pill`)."""
         rows, start = [], 0
@@ -424,7 +424,7 @@ class PillPipeline:
             views.append(found.pills)
         candidates = views[0] + views[1]
         lp_all, scores_all = self.classify(candidates)
-        rows = self.the_pill_rows(views, lp_all)
+        rows = self.the_pill_of_each(views, lp_all)
         picked = [candidates[i] for i in rows]
         lp, scores = lp_all[rows], scores_all[rows]
         result = self.decide(fuse_log_probs(lp[0], lp[1]),

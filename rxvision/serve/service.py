@@ -241,7 +241,7 @@ def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndar
     """The row of "the pill" of each upload of a pair (:meth:`PillPipeline.the_pill`), its
     rows being its candidates in order. Each upload then keeps only that pill (its row and
     read), so the answer's box and explanation are the picked pill's."""
-    picked = pipeline.the_pill_rows([d.pills or [] for d in decoded], log_probs)
+    picked = pipeline.the_pill_of_each([d.pills or [] for d in decoded], log_probs)
     start = 0
     for d, row in zip(decoded, picked, strict=True):
         count = len(d.pills or [])
