@@ -19,7 +19,7 @@ import torch
 
 from rxvision.artifact import read_card, update_card
 from rxvision.cli import main
-from rxvision.commands.calibrate import drop_typed_imprint_rule
+from rxvision.commands.calibrate import drop_same_photo_rule, drop_typed_imprint_rule
 from rxvision.identify.answers import CONTRADICTION, TypedFacts
 from rxvision.identify.identifier import Identifier, IdentifierError
 from rxvision.library.appearance import Appearance, nearest
@@ -296,6 +296,10 @@ def test_recalibrating_drops_the_typed_imprint_rule_fitted_for_the_old_threshold
     assert "refit it with benchmarks/typed_photo_power.py --write" in capsys.readouterr().out
     drop_typed_imprint_rule(identification)  # nothing to drop: nothing said
     assert capsys.readouterr().out == ""
+    identification["same_photo"] = {"temperature": 1.5, "prior": 0.5}
+    drop_same_photo_rule(identification)
+    assert identification == {"abstain_threshold": 0.9}
+    assert "benchmarks/fit_same_photo.py --write" in capsys.readouterr().out
 
 
 def test_typed_facts_are_checked() -> None:

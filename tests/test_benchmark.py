@@ -199,3 +199,21 @@ def test_artifact_source_reports_its_weights_file(sample_artifact: Path) -> None
     (r,) = report["results"]
     size = (sample_artifact / "model.safetensors").stat().st_size / 1e6
     assert r["size_source"] == "safetensors file" and r["size_mb"] == pytest.approx(size, abs=0.01)
+
+
+@pytest.mark.parametrize("script", ["fit_same_photo.py", "two_pill_photos.py"])
+def test_the_same_photo_benchmarks_start_and_refuse_bad_values(script: str) -> None:
+    """They import (the benchmarks folder is run as scripts) and check their values before
+    loading any model."""
+    import subprocess
+    import sys
+
+    path = REPO / "benchmarks" / script
+    help_run = subprocess.run([sys.executable, str(path), "--help"], capture_output=True,
+                              text=True, cwd=REPO / "benchmarks", timeout=120)
+    assert help_run.returncode == 0 and "usage:" in help_run.stdout
+    if script == "fit_same_photo.py":
+        bad = subprocess.run([sys.executable, str(path), "--model", "m", "--data", "d.csv",
+                              "--prior", "1.5"], capture_output=True, text=True,
+                             cwd=REPO / "benchmarks", timeout=120)
+        assert bad.returncode == 2 and "--prior must be in (0, 1)" in bad.stderr

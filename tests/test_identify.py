@@ -16,7 +16,13 @@ from rxvision.artifact import ArtifactError, update_card
 from rxvision.cli import main
 from rxvision.data import ImageDecodeError, load_dataset
 from rxvision.identify import bundled
-from rxvision.identify.fusion import fuse_log_probs, fuse_ood_scores
+from rxvision.identify.fusion import (
+    SamePhotoRule,
+    fuse_log_probs,
+    fuse_ood_scores,
+    fuse_same_photo,
+    same_pill_log_ratio,
+)
 from rxvision.identify.identifier import (
     MESSAGE_OK,
     MESSAGE_UNKNOWN,
@@ -189,6 +195,50 @@ def test_fusion_is_a_normalised_product_of_experts() -> None:
     assert fuse_ood_scores(-4.0, -2.0) == -3.0
     with pytest.raises(ValueError, match="disagree"):
         fuse_log_probs(front, back[:2])
+
+
+def test_two_pills_of_one_photo_are_weighed_by_how_likely_they_are_one_pill() -> None:
+    """p(same | a, b) = C sum p_a p_b odds against 'different' (uniform prior); the answer is
+    w * (product at T) + (1 - w) * own: two confident, agreeing regions sharpen each other,
+    two confident, different ones leave each its own answer."""
+    c = 50
+    sure = np.full(c, np.log(0.1 / (c - 1)))
+    sure[3] = np.log(0.9)  # 0.9 on class 3
+    other = np.roll(sure, 10)  # 0.9 on class 13
+    flat = np.full(c, -np.log(c))
+    assert math.isclose(float(same_pill_log_ratio(flat, flat)), 0.0, abs_tol=1e-5)  # no evidence
+    assert float(same_pill_log_ratio(sure, sure)) > np.log(30)
+    mixed, w = fuse_same_photo(sure, sure, temperature=1.0, prior=0.5)
+    assert float(w) > 0.97 and float(np.exp(mixed[3])) > 0.95 > 0.9  # sharper than alone
+    mixed, w = fuse_same_photo(sure, other, temperature=1.0, prior=0.5)
+    assert float(w) < 0.2  # C * sum p_a p_b = 0.19 here: 50 classes, 0.1 spread over each
+    assert int(np.argmax(mixed)) == 3 and 0.8 < float(np.exp(mixed[3])) <= 0.9
+    cooler, _ = fuse_same_photo(sure, sure, temperature=2.0, prior=0.5)
+    assert np.exp(cooler[3]) < np.exp(fuse_same_photo(sure, sure, 1.0, 0.5)[0][3])
+    batch = np.stack([sure, other])
+    mixed, w = fuse_same_photo(batch, batch[::-1], 1.5, 0.5)  # leading dimensions
+    assert mixed.shape == batch.shape and w.shape == (2,)
+    np.testing.assert_allclose(np.exp(mixed).sum(-1), 1.0, rtol=1e-5)
+    for bad in ((0.0, 0.5), (1.0, 0.0), (1.0, 1.0)):
+        with pytest.raises(ValueError, match="temperature > 0"):
+            fuse_same_photo(sure, sure, *bad)
+    with pytest.raises(ValueError, match="disagree"):
+        same_pill_log_ratio(sure, sure[:10])
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("1.5", "must be an object"),
+    ({"temperature": 1.5}, "numeric temperature and prior"),
+    ({"temperature": "warm", "prior": 0.5}, "numeric temperature and prior"),
+    ({"temperature": -1, "prior": 0.5}, "temperature > 0"),
+    ({"temperature": 1.5, "prior": 1.0}, "0 < prior < 1"),
+])
+def test_a_malformed_same_photo_rule_is_refused(entry: object, problem: str) -> None:
+    assert SamePhotoRule.from_card({}) is None  # no rule: regions answered alone
+    assert SamePhotoRule.from_card({"same_photo": {"temperature": 1.5, "prior": 0.5}}) == \
+        SamePhotoRule(1.5, 0.5)
+    with pytest.raises(ValueError, match=problem):
+        SamePhotoRule.from_card({"same_photo": entry})
 
 
 def test_identify_pair_fuses_both_views(ident: Identifier, images: list[Path]) -> None:

@@ -470,3 +470,22 @@ def test_card_rule_holds_back_what_the_finder_doubts_as_the_pipeline_does() -> N
     card["identification"]["min_finder_score"] = 0.9
     rule = card_rule_on_known(backend, pred)
     assert rule["answered_count"] == 4 and "held_by_finder" not in rule
+
+
+def test_card_rule_answers_a_weighed_pair_only_when_one_region_alone_is_sure() -> None:
+    """Predictions.alone_confidence (a photo's pill weighed with its other region): the
+    rule needs it at the threshold too, as PillPipeline.decide does."""
+    from types import SimpleNamespace
+
+    from rxvision.engine.evaluate import Predictions
+    from rxvision.engine.openset_eval import card_rule_on_known
+
+    logits = np.array([[9.0, 0, 0], [9.0, 0, 0], [0, 9.0, 0]], dtype=np.float32)
+    card = {"labels": ["a", "b", "c"], "identification": {"abstain_threshold": 0.6}}
+    backend = SimpleNamespace(card=card, temperature=1.0)
+    for alone, expected in (([np.nan, 0.9, 0.7], (3, 1)), ([np.nan, 0.5, 0.7], (2, 1)),
+                            ([np.nan, 0.9, 0.4], (2, 0))):
+        pred = Predictions(logits, np.array([0, 0, 0]), ["a"] * 3, ["p"] * 3,
+                           alone_confidence=np.array(alone))
+        rule = card_rule_on_known(backend, pred)
+        assert (rule["answered_count"], rule["wrong_count"]) == expected

@@ -209,9 +209,10 @@ def test_typed_facts_go_to_the_one_pill_the_pipeline_is_sure_of(crop_model: Path
     pills = pipeline.find(photo).pills
     assert len(pills) == 2
     with pytest.raises(IdentifierError, match="2 of them clearly pills"):
-        pipeline.typed_pill(pills)
+        pipeline.typed_candidates(pills)  # the card has no same-photo rule
     pipeline.min_pill_px = 60  # the small pill spans ~40 px
-    assert pills[pipeline.typed_pill(pills)].box[0] > 120  # the large pill on the right
+    (only,) = pipeline.typed_candidates(pills)
+    assert pills[only].box[0] > 120  # the large pill on the right
     # The service keeps that pill's row of the batch (and its read) alone.
     from rxvision.serve.service import Decoded, keep_typed_pill
 
@@ -222,7 +223,7 @@ def test_typed_facts_go_to_the_one_pill_the_pipeline_is_sure_of(crop_model: Path
     assert decoded.pills[0].box[0] > 120
     pipeline.min_finder_score = min(0.999999, max(p.finder_score for p in pills) + 1e-6)
     with pytest.raises(IdentifierError, match="0 of them clearly pills"):
-        pipeline.typed_pill(pills)
+        pipeline.typed_candidates(pills)
 
 
 def test_front_and_back_fuse_into_one_answer(crop_model: Path, sides: list[np.ndarray],
@@ -582,3 +583,134 @@ def test_a_photo_without_a_pill_is_one_shape_of_row(crop_model: Path, sides: lis
     pipeline = PillPipeline.load(crop_model, tta=1)
     answered = pill_rows("a.jpg", pipeline.identify(_photo(sides, [(120, 80)])))[0]
     assert set(answered) - set(row) == {"pill", "box", "finder_score"}
+
+
+def _with_same_photo_rule(model: Path, temperature: float, prior: float) -> None:
+    from rxvision.artifact import read_card, update_card
+
+    settings = read_card(model).get("identification") or {}
+    update_card(model, identification={**settings, "min_finder_score": 0.0,
+                                       "same_photo": {"temperature": temperature,
+                                                      "prior": prior}})
+
+
+def test_two_sure_pills_of_one_photo_are_weighed_as_one_pill(crop_model: Path,
+                                                             sides: list[np.ndarray]):
+    """With the card's same-photo rule each of the photo's two sure pills is answered from
+    the mixture of the pair's product and its own ranking (fusion.SamePhotoRule), in the
+    pipeline and in the service alike; without a rule each is answered alone."""
+    from rxvision.serve import ServeSettings, create_app
+
+    photo = _photo(sides, [(20, 30), (200, 140)])
+    _with_same_photo_rule(crop_model, 1.5, 0.5)
+    pipeline = PillPipeline.load(crop_model, tta=1)
+    labels = pipeline.identifier.labels
+    found = pipeline.find(photo).pills
+    assert sorted(p.rank for p in found) == [0, 1]
+    own, _ = pipeline.classify(found)
+    answer = pipeline.identify(photo, topk=len(labels))
+    assert [p.box for p in answer.pills] == [p.box for p in found]
+    rule = pipeline.identifier.same_photo
+    for i, pill in enumerate(answer.pills):
+        expected, w = rule.fuse(own[i], own[1 - i])
+        same = pill.identification.same_photo
+        assert same["with_box"] == found[1 - i].box
+        assert same["same_pill_probability"] == pytest.approx(float(w), abs=1e-4)
+        got = {c.label: c.probability for c in pill.identification.candidates}
+        np.testing.assert_allclose([got[lab] for lab in labels], np.exp(expected), atol=1e-5)
+    app = create_app(ServeSettings(model=crop_model, tta=1, warmup=False))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = client.post("/v1/identify", files={"image": ("two.png", _png(photo),
+                                                            "image/png")},
+                           data={"topk": str(len(labels))}).json()
+        info = client.get("/v1/model").json()
+    assert info["identification"]["same_photo"] == {"temperature": 1.5, "prior": 0.5}
+    for pill, api in zip(answer.pills, body["pills"], strict=True):
+        assert api["same_photo"] == pill.identification.same_photo
+        assert api["confidence"] == pytest.approx(pill.identification.confidence, abs=1e-4)
+    # A weighed answer needs the pill alone to be sure of it: in between, "not sure".
+    from rxvision.identify.pipeline import sure_on_its_own
+
+    weighed = rule.fuse(own[0], own[1])[0]
+    alone = float(np.exp(own[0][np.argmax(weighed)]))
+    assert float(np.exp(weighed.max())) > alone  # the pair is surer than the pill alone
+    between = (alone + float(np.exp(weighed.max()))) / 2
+    assert not sure_on_its_own(weighed, own[0], between)
+    assert sure_on_its_own(weighed, own[0], alone)
+    assert sure_on_its_own(np.stack([weighed, weighed]), own[:2], alone).tolist() == [
+        True, bool(np.exp(own[1][np.argmax(weighed)]) >= alone)]
+    pipeline.identifier.abstain_threshold, pipeline.identifier.ood_threshold = between, None
+    first = pipeline.identify(photo).pills[0].identification
+    assert first.abstain and first.message == "not sure"
+    pipeline.identifier.abstain_threshold = 0.0
+    assert not pipeline.identify(photo).pills[0].identification.abstain
+    pipeline.identifier.same_photo = None  # no rule: each pill alone
+    for i, pill in enumerate(pipeline.identify(photo, topk=len(labels)).pills):
+        assert pill.identification.same_photo is None
+        assert pill.identification.confidence == pytest.approx(float(np.exp(own[i].max())),
+                                                               abs=1e-5)
+
+
+def test_typed_facts_on_a_photo_of_one_pill_seen_twice(library_crop_model: Path,
+                                                       sample_dir: Path):
+    """Both sides of one capsule in one photo: typed facts describe them as one pill when
+    the photo makes that more likely than not; otherwise they stay an error (a 422)."""
+    from rxvision.serve import ServeSettings, create_app
+
+    photo, typed = _printed_photo(sample_dir), TypedFacts.parse("MYLAN 6440", None, None)
+    for prior, expect in ((1 - 1e-9, "one answer"), (1e-9, "error")):
+        _with_same_photo_rule(library_crop_model, 1.5, prior)
+        pipeline = PillPipeline.load(library_crop_model, tta=1)
+        pills = pipeline.find(photo).pills
+        assert len(pipeline.typed_candidates(pills)) == 2
+        app = create_app(ServeSettings(model=library_crop_model, tta=1, warmup=False,
+                                       imprint=False))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            resp = client.post("/v1/identify", files={"image": ("c.png", _png(photo),
+                                                                "image/png")},
+                               data={"imprint": "MYLAN 6440"})
+        if expect == "error":
+            with pytest.raises(IdentifierError, match="not look like the same one"):
+                pipeline.identify(photo, typed=typed)
+            assert resp.status_code == 422 and "same one" in resp.json()["detail"]
+            continue
+        (answer,) = pipeline.identify(photo, typed=typed).pills
+        same = answer.identification.same_photo
+        assert same["same_pill_probability"] > 0.5
+        assert answer.box in [p.box for p in pills] and same["with_box"] != answer.box
+        assert answer.identification.typed is not None
+        assert resp.status_code == 200, resp.text
+        (api,) = resp.json()["pills"]
+        assert api["box"] == answer.box and api["same_photo"] == same
+
+
+def test_evaluation_weighs_each_photos_pill_as_the_pipeline_does() -> None:
+    """evaluate keeps logits: a weighed photo's row is T * log p + c, the rule's
+    distribution at the photo's temperature, with the pill's own energy score."""
+    from rxvision.engine.evaluate import same_photo_logits
+    from rxvision.identify.fusion import SamePhotoRule
+    from rxvision.logmath import log_softmax, logsumexp
+
+    class Backend:
+        temperature = 2.0
+
+        def __init__(self, identification: dict[str, Any]) -> None:
+            self.card = {"identification": identification}
+
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(6, 7)) * 4).astype(np.float32)  # 3 photos x 2 candidates
+    px = np.full((3, 2), 100.0)
+    score = np.array([[0.9, 0.9], [0.9, 0.2], [0.9, 0.9]])  # photo 1: second doubted
+    likeness = np.array([[1.0, 0.8], [1.0, 0.8], [1.0, 0.0]])  # photo 2: one candidate
+    rows = np.array([1, 2, 4])
+    rule = {"min_finder_score": 0.5, "same_photo": {"temperature": 1.5, "prior": 0.5}}
+    kept, alone = same_photo_logits(Backend(rule), logits, px, score, likeness, 2, rows)
+    lp = log_softmax(logits / 2.0)
+    expected, _ = SamePhotoRule(1.5, 0.5).fuse(lp[1], lp[0])
+    np.testing.assert_allclose(log_softmax(kept[0] / 2.0), expected, atol=1e-4)
+    assert float(logsumexp(kept[0])) == pytest.approx(float(logsumexp(logits[1])), abs=1e-3)
+    top = int(np.argmax(expected))
+    assert alone[0] == pytest.approx(float(np.exp(lp[1, top])), rel=1e-5)  # the pill's own
+    np.testing.assert_allclose(kept[1:], logits[[2, 4]])  # not both sure: as they were
+    assert np.isnan(alone[1:]).all()
+    assert same_photo_logits(Backend({}), logits, px, score, likeness, 2, rows) is None

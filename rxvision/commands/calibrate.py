@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             fields["identification"] = {**backend.card.get("identification", {}),
                                         **identification}
             drop_typed_imprint_rule(fields["identification"])
+            drop_same_photo_rule(fields["identification"])
         update_card(args.model, **fields)
         print(f"wrote {' and '.join(fields)} into {args.model}/card.json")
     return 0
@@ -266,6 +267,14 @@ def drop_typed_imprint_rule(identification: dict[str, Any]) -> None:
         print("note: dropped the card's typed-imprint rule (typed_photo_power, "
               "typed_abstain_threshold), fitted for the old thresholds; refit it with "
               "benchmarks/typed_photo_power.py --write")
+
+
+def drop_same_photo_rule(identification: dict[str, Any]) -> None:
+    """The same-photo rule's temperature was fitted on the old calibration's probabilities:
+    drop it (a photo's pills are then answered alone) and say how to refit."""
+    if identification.pop("same_photo", None) is not None:
+        print("note: dropped the card's same-photo rule (identification.same_photo), fitted "
+              "on the old calibration; refit it with benchmarks/fit_same_photo.py --write")
 
 
 def _warn_stale_thresholds(card: dict[str, Any], temperature: float, by_size: bool) -> None:

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision, "tta_rotations": tta,
         "zoom": args.zoom or card_zoom(backend.preprocessing),
         "framing": framing, "segmenter": segmenter,
+        # a crop model's rule for two sure pills of one photo, applied above (None: none)
+        "same_photo": ((backend.card.get("identification") or {}).get("same_photo")
+                       if opts.get("same_photo") else None),
         **summarize(pred, backend.labels, temperature, group_by=args.group_by),
         "calibration": backend.card.get("calibration", {}),
         "seconds": round(seconds, 2), "images_per_second": round(len(pred) / seconds, 2),
@@ -135,6 +138,7 @@ def crop_transform(backend: Any, model_dir: Any, args: argparse.Namespace,
         raise IdentifierError("--corruptions is not implemented for models trained on pill "
                               "crops (augment.framing: crop) yet; evaluate without it")
     opts["transform"] = transform
+    opts["same_photo"] = True  # answers as users get them (the card's same-photo rule)
     return "crop", str(transform.segmenter_path)
 
 

@@ -12,7 +12,10 @@ Examples:
 
 A model trained on pill crops (augment.framing: crop) finds every pill in the photo first
 and answers each one ("photo.jpg, pill 2 of 3 at (x0, y0)-(x1, y1): ..."); a photo with no
-usable pill gets "retake the photo" and the cause instead of a guess.
+usable pill gets "retake the photo" and the cause instead of a guess. When the card has a
+same-photo rule, the photo's two most pill-like sure pills are each weighed with the other
+by how likely they are one pill seen twice ("weighed with the pill at ...: the same pill
+with p = 0.97"); typed facts then go to such a pair when the photo says it is one pill.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_head_precision_argument(p)
     typed = p.add_argument_group(
         "what you can read off the pill", "combined with the photo's probabilities (one pill: "
-        "one image, or one --pair); needs the model's drug library; see docs/identification.md")
+        "one image, or one --pair; a photo showing two sure pills only when they look like "
+        "one pill seen twice); needs the model's drug library; see docs/identification.md")
     typed.add_argument("--imprint", help='letters and digits on the pill, e.g. "M 411"; the '
                        "photo is then weighed by the card's typed_photo_power against it")
     typed.add_argument("--color", help='its colour(s), e.g. blue, "white, yellow"')

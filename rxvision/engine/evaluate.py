@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..artifact import ArtifactError
 from ..data import DatasetError, EvalDataset, ImageSet
 from ..io_utils import atomic_write_json, atomic_write_text
 from ..locate import EvalTransform
@@ -69,6 +70,10 @@ class Predictions:
     pill_px: np.ndarray | None = None
     # (N,) the finder's score for that pill (0: none found), from a crop transform
     finder_score: np.ndarray | None = None
+    # (N,) for a photo whose pill was weighed with its other region (same_photo_logits):
+    # the pill's own probability of the weighed answer, which the card's rule also requires
+    # to reach the threshold (pipeline.sure_on_its_own); NaN otherwise
+    alone_confidence: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -110,6 +115,7 @@ def predict(
     desc: str = "evaluate",
     zoom: str | None = None,
     transform: Callable[[Image.Image], torch.Tensor] | None = None,
+    same_photo: bool = False,
 ) -> Predictions:
     """Run ``backend`` over every image; decoding and preprocessing happen in workers.
 
@@ -131,6 +137,10 @@ def predict(
             returns its candidate regions per photo: inputs, pill sizes, finder scores and
             pill-likeness; one is kept per photo (:func:`the_pill_rows`), and its size and
             score land in ``Predictions.pill_px`` and ``Predictions.finder_score``).
+        same_photo: with such a transform, weigh each photo's pill with its other candidate
+            as the pipeline answers users (the card's ``identification.same_photo`` rule,
+            :func:`same_photo_logits`; nothing without a rule). Off for ``calibrate``, which
+            fits the temperature on each region's own logits.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0 (got {batch_size}, "
@@ -145,7 +155,7 @@ def predict(
     transform = transform or EvalTransform(backend.preprocessing, zoom)
     dataset = EvalDataset(images, transform, backend.labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, embeds, sizes, finder = [], [], [], []
+    logits, embeds, sizes, finder, alone = [], [], [], [], []
     with torch.inference_mode():
         for x, _ in batches(loader, progress, desc):
             candidates = None
@@ -164,7 +174,12 @@ def predict(
             if candidates is not None:  # keep "the pill" of each photo
                 k, px, score, likeness = candidates
                 rows = the_pill_rows(backend, lg.numpy(), px, likeness, k)
+                kept = (same_photo_logits(backend, lg.numpy(), px, score, likeness, k, rows)
+                        if same_photo else None)
                 lg, emb = lg[rows], None if emb is None else emb[rows]
+                if kept is not None:
+                    lg = torch.from_numpy(kept[0])
+                    alone.append(kept[1])
                 sizes.append(px.reshape(-1)[rows])
                 finder.append(score.reshape(-1)[rows])
             logits.append(lg)
@@ -180,6 +195,7 @@ def predict(
         embeddings=torch.cat(embeds).numpy() if embeds else None,
         pill_px=np.concatenate(sizes) if sizes else None,
         finder_score=np.concatenate(finder) if finder else None,
+        alone_confidence=np.concatenate(alone) if alone else None,
     )
 
 
@@ -197,6 +213,50 @@ def the_pill_rows(backend: Backend, logits: np.ndarray, pill_px: np.ndarray,
     temps = np.broadcast_to(np.asarray(temps, dtype=np.float32), (len(logits),))
     log_probs = log_softmax(logits / temps[:, None]).reshape(-1, k, logits.shape[-1])
     return np.arange(len(log_probs)) * k + pick_the_pill(likeness, log_probs)
+
+
+def same_photo_logits(backend: Backend, logits: np.ndarray, pill_px: np.ndarray,
+                      finder_score: np.ndarray, likeness: np.ndarray, k: int,
+                      rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept rows' logits (B, C), each photo's pill weighed with its other candidate
+    when both are pills the pipeline answers about (finder gate, >= MIN_PILL_PX), as
+    :meth:`rxvision.identify.pipeline.PillPipeline.weigh_same_photo` does, and per photo
+    the pill's own probability of the weighed answer (NaN where not weighed; see
+    ``Predictions.alone_confidence``); None when the card has no same-photo rule.
+
+    Evaluation keeps logits and divides them by each photo's temperature later, so a
+    weighed photo's row is written as ``T * log p + c``: the same calibrated distribution
+    after that division, with ``c`` chosen so that the energy score (``-logsumexp`` of the
+    logits) stays the pill's own."""
+    from ..identify.fusion import SamePhotoRule
+    from ..identify.pipeline import MIN_PILL_PX, card_finder_gate
+    from ..identify.temperature import SizeTemperature, row_temperatures
+    from ..logmath import log_softmax, logsumexp
+
+    try:
+        rule = SamePhotoRule.from_card(backend.card.get("identification") or {})
+    except ValueError as exc:
+        raise ArtifactError(f"the model's card: {exc}") from exc
+    kept = logits[rows]
+    if rule is None or k < 2:
+        return None
+    gate = card_finder_gate(backend.card)
+    temps = np.broadcast_to(np.asarray(row_temperatures(
+        backend.temperature, SizeTemperature.from_card(backend.card), pill_px.reshape(-1)),
+        dtype=np.float64), (len(logits),))
+    log_probs = log_softmax(logits.astype(np.float64) / temps[:, None])
+    sure = ((likeness.reshape(-1) > 0) & (finder_score.reshape(-1) >= gate)
+            & (pill_px.reshape(-1) >= MIN_PILL_PX)).reshape(-1, k)
+    first = np.arange(len(rows)) * k
+    other = np.where(rows == first, first + 1, first)  # the other of the first two
+    both = sure[:, 0] & sure[:, 1] & (rows - first < 2)
+    out, alone = kept.astype(np.float64), np.full(len(rows), np.nan)
+    for b in np.flatnonzero(both):
+        mixed, _ = rule.fuse(log_probs[rows[b]], log_probs[other[b]])
+        t, top = temps[rows[b]], int(np.argmax(mixed))
+        out[b] = t * mixed + (logsumexp(kept[b].astype(np.float64)) - logsumexp(t * mixed))
+        alone[b] = np.exp(log_probs[rows[b], top])
+    return out.astype(np.float32), alone
 
 
 def calibrated_temperature(backend: Backend, pred: Predictions) -> float | np.ndarray:

@@ -46,7 +46,8 @@ def independent_check(run: str | Path, data: str | Path, limit: int | None = Non
     images = subset(load_dataset(data), limit)
     transform = crop_transform_for(backend.card, Path(run))
     pred = predict(backend, images, batch_size=batch_size, workers=0, progress=True,
-                   transform=transform, desc="independent photos")
+                   transform=transform, desc="independent photos",
+                   same_photo=transform is not None)
     result = summarize(pred, backend.labels, calibrated_temperature(backend, pred))
     card = backend.card
     gap = own_renderer_gap(card, result["top1"]) or {}

@@ -198,7 +198,9 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     (``ood_threshold`` None in the result says so). For a crop model (predictions with
     finder scores) the pipeline's gates hold too: no answer where the finder found
     nothing, found a pill under ``MIN_PILL_PX`` or scored it under the card's
-    ``min_finder_score``; ``held_by_finder`` counts the answers they stopped.
+    ``min_finder_score``; ``held_by_finder`` counts the answers they stopped. A photo
+    whose pill was weighed with its other region is answered only when the pill alone is
+    sure of the answer too (``Predictions.alone_confidence``), as the pipeline does.
     """
     from ..identify.pipeline import MIN_PILL_PX, card_finder_gate
 
@@ -216,7 +218,11 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     probs = softmax(pred.logits[known],
                     rows_of(calibrated_temperature(backend, pred), known))
     correct = probs.argmax(axis=1) == pred.targets[known]
-    ok = answered(probs.max(axis=1), scores if scores is not None else 0.0,
+    confidence = probs.max(axis=1)
+    if pred.alone_confidence is not None:  # a weighed pill must be sure on its own too
+        alone = pred.alone_confidence[known]
+        confidence = np.where(np.isnan(alone), confidence, np.minimum(confidence, alone))
+    ok = answered(confidence, scores if scores is not None else 0.0,
                   thresholds["abstain_threshold"], ood)
     gates: dict[str, Any] = {}
     if pred.finder_score is not None and pred.pill_px is not None:

@@ -50,7 +50,7 @@ from ..locate import EvalTransform, ZoomResult
 from ..logmath import as_array, log_softmax, top_k
 from .answers import Answers, TypedFacts
 from .bundled import resolve_model_path
-from .fusion import fuse_log_probs, fuse_ood_scores
+from .fusion import SamePhotoRule, fuse_log_probs, fuse_ood_scores
 from .openset import (
     OOD_METHODS,
     class_centres_from_card,
@@ -126,6 +126,9 @@ class Identification:
     # A model that finds the pills first: the imprint read off this pill ("read", "" when
     # nothing was), whether the imprint or the appearance decided (.imprint_evidence).
     imprint: dict[str, Any] | None = None
+    # A model that finds the pills first: the photo's other sure region this answer was
+    # weighed with as possibly the same pill ("with_box", "same_pill_probability"), or None.
+    same_photo: dict[str, Any] | None = None
 
     @property
     def top(self) -> Candidate:
@@ -264,6 +267,10 @@ class Identifier:
                                   f"{self.abstain_threshold}")
         self.typed_photo_power, self.typed_abstain_threshold = typed_imprint_rule(
             settings, self.abstain_threshold, explicit=abstain_threshold is not None)
+        try:  # two sure regions of one photo weighed as one pill (fusion.py); None: never
+            self.same_photo = SamePhotoRule.from_card(settings)
+        except ValueError as exc:
+            raise IdentifierError(f"{path or 'the model'}: {exc}") from exc
         self.ood_method = ood_method or settings.get("ood_method", DEFAULT_OOD_METHOD)
         if self.ood_method not in OOD_METHODS:
             raise IdentifierError(f"unknown OOD method {self.ood_method!r}; "

@@ -60,6 +60,9 @@ MIN_PILL_PX = 36
 # classifier. Chosen on calibration renders (session 26, docs/locate.md): 0.580 -> 0.597
 # top-1 at 512 px, 0.617 -> 0.627 at 1024 px, no wrong answer added; 3 or 4 gained nothing.
 PICK_AMONG = 2
+# Typed facts on a photo of two sure regions describe them both only when the photo makes
+# it more likely than not that the two are one pill (SamePhotoRule's p(same pill)).
+TYPED_SAME_PILL = 0.5
 
 
 def model_framing(card: dict[str, Any]) -> str:
@@ -123,6 +126,9 @@ class FoundPill:
     # from, which the size temperature reads (a large JPEG is decoded reduced).
     detail_px: float = 0.0
     likeness: float = 0.0  # how much it looks like "the pill" of the photo (pill_likeness)
+    # Its place among the photo's PICK_AMONG most pill-like regions (0 first), else None:
+    # the first two are the candidates for "the pill" and for weighing as one (same_photo).
+    rank: int | None = None
 
 
 @dataclass
@@ -267,11 +273,13 @@ class PillPipeline:
         limit = max_pills or self.max_pills
         # One pill asked for (a front/back pair): the candidates evaluation weighs, most
         # pill-like first; the caller picks one once they are classified (the_pill).
-        regions = (most_pill_like_regions(regions, PICK_AMONG) if limit == 1
-                   else regions[:limit])
+        candidates = most_pill_like_regions(regions, PICK_AMONG)
+        rank = {id(r): k for k, r in enumerate(candidates)}
+        regions = candidates if limit == 1 else regions[:limit]
         found.pills = [FoundPill([round(v * scale) for v in r.box], round(r.score, 4),
                                  normalised_crop(img, r, self.crop_size),
-                                 self._detail(img, r), region_px(r), pill_likeness(r))
+                                 self._detail(img, r), region_px(r), pill_likeness(r),
+                                 rank.get(id(r)))
                        for r in regions]
         if not found.pills:
             found.retake = NO_PILL
@@ -307,13 +315,15 @@ class PillPipeline:
 
     def decide(self, log_probs: Any, ood_score: float, reads: list[ImprintRead | None],
                topk: int, typed: TypedFacts | None = None, *,
-               pills: Sequence[FoundPill]) -> Identification:
+               pills: Sequence[FoundPill], alone: Any = None) -> Identification:
         """:meth:`Identifier.decide` on the photo's log-probabilities fused with the
         pill's imprint reads (one, or front and back). An answer the read does not tell
         apart from another pill (``imprint["also_fits"]``) is "not sure" unless the photo
         alone clears the abstention threshold or the user typed the imprint; so is an
         answer about ``pills`` (the regions the row was cut from) the finder doubts
-        (:meth:`gate`; ``()`` leaves the gate to the caller)."""
+        (:meth:`gate`; ``()`` leaves the gate to the caller); so is an answer weighed with
+        the photo's other pill that this pill alone (``alone``: its own log-probabilities)
+        is not sure of (:func:`sure_on_its_own`)."""
         info = None
         typed_imprint = typed is not None and typed.imprint is not None  # the user read it
         if self.imprint is not None:
@@ -328,6 +338,10 @@ class PillPipeline:
                 and self.imprint.holds_back(info, self.identifier.abstain_threshold)):
             result.abstain, result.message = True, MESSAGE_UNSURE  # see ImprintEvidence
         self.gate(result, *pills)
+        if (alone is not None and not result.abstain and typed is None
+                and not (info is not None and info.get("changed"))
+                and not sure_on_its_own(log_probs, alone, self.identifier.abstain_threshold)):
+            result.abstain, result.message = True, MESSAGE_UNSURE
         return result
 
     def explain_crop(self, crop: Image.Image) -> dict[str, Image.Image]:
@@ -354,20 +368,78 @@ class PillPipeline:
             start += len(pills)
         return rows
 
-    def typed_pill(self, pills: list[FoundPill]) -> int:
-        """The pill typed facts describe, of several regions found in one photo: the only one
-        the pipeline would answer about (finder score at the gate, not too small); regions
-        it doubts are never answered, so they do not make the facts ambiguous.
+    def same_photo_pair(self, pills: list[FoundPill]) -> tuple[int, int] | None:
+        """The photo's two most pill-like regions (indices into ``pills``) when the card
+        has a same-photo rule and both are pills the pipeline would answer about (finder
+        gate, not too small); else None."""
+        ranked = {p.rank: i for i, p in enumerate(pills) if p.rank is not None}
+        if self.identifier.same_photo is None or 0 not in ranked or 1 not in ranked:
+            return None
+        pair = ranked[0], ranked[1]
+        if any(self.doubts(pills[i]) or self.too_small(pills[i]) for i in pair):
+            return None
+        return pair
+
+    def weigh_same_photo(self, pills: list[FoundPill], log_probs: np.ndarray
+                         ) -> tuple[np.ndarray, list[dict[str, Any] | None], list[Any]]:
+        """Each pill's log-probabilities (n, C), the photo's pair of sure regions
+        (:meth:`same_photo_pair`) each weighed with the other by how likely they are the
+        same pill (:class:`.fusion.SamePhotoRule`); per pill what it was weighed with
+        (``{"with_box", "same_pill_probability"}``) or None; and per weighed pill its own
+        log-probabilities (else None), for :meth:`decide`'s ``alone``."""
+        notes: list[dict[str, Any] | None] = [None] * len(pills)
+        alone: list[Any] = [None] * len(pills)
+        pair = self.same_photo_pair(pills)
+        if pair is None:
+            return log_probs, notes, alone
+        rule, (i, j) = self.identifier.same_photo, pair
+        out = np.array(log_probs, copy=True)
+        out[i], w = rule.fuse(log_probs[i], log_probs[j])
+        out[j], _ = rule.fuse(log_probs[j], log_probs[i])
+        for a, b in ((i, j), (j, i)):
+            notes[a] = {"with_box": pills[b].box, "same_pill_probability": round(float(w), 4)}
+            alone[a] = log_probs[a]
+        return out, notes, alone
+
+    def typed_candidates(self, pills: list[FoundPill]) -> list[int]:
+        """The pills typed facts may describe, of several regions found in one photo: the
+        only one the pipeline would answer about (finder score at the gate, not too small),
+        or the photo's two such regions when they may be one pill seen twice (the card's
+        same-photo rule; :meth:`typed_choice` decides once they are classified). Regions it
+        doubts are never answered, so they do not make the facts ambiguous.
 
         Raises:
-            IdentifierError: several pills pass (or none does): the facts fit none alone.
+            IdentifierError: more pills pass (or none does): the facts fit none alone.
         """
         sure = [i for i, p in enumerate(pills) if not self.doubts(p) and not self.too_small(p)]
-        if len(sure) != 1:
+        if len(sure) == 1 or (len(sure) == 2 and self.same_photo_pair(pills) is not None
+                              and set(sure) == set(self.same_photo_pair(pills) or ())):
+            return sure
+        raise IdentifierError(
+            f"the typed facts describe one pill, but the photo shows {len(pills)} "
+            f"regions, {len(sure)} of them clearly pills: photograph that pill alone")
+
+    def typed_choice(self, pills: list[FoundPill], log_probs: np.ndarray
+                     ) -> tuple[int, np.ndarray, dict[str, Any] | None]:
+        """Of :meth:`typed_candidates` (one pill, or a same-photo pair), classified
+        (``log_probs`` (n, C)): the pill the facts are about, its log-probabilities and
+        what it was weighed with. A pair is one pill only when the photo says so
+        (p(same pill) >= TYPED_SAME_PILL); the answer is then about "the pill" of the two
+        (:meth:`the_pill`), weighed with the other.
+
+        Raises:
+            IdentifierError: two regions that do not look like one pill.
+        """
+        if len(pills) == 1:
+            return 0, log_probs[0], None
+        weighed, notes, _ = self.weigh_same_photo(pills, log_probs)
+        same = notes[0]["same_pill_probability"] if notes[0] is not None else 0.0
+        if len(pills) != 2 or same < TYPED_SAME_PILL:
             raise IdentifierError(
-                f"the typed facts describe one pill, but the photo shows {len(pills)} "
-                f"regions, {len(sure)} of them clearly pills: photograph that pill alone")
-        return sure[0]
+                f"the typed facts describe one pill, but the photo shows two pills that do "
+                f"not look like the same one (p = {same:.2f}): photograph that pill alone")
+        k = self.the_pill(pills, log_probs)
+        return k, weighed[k], notes[k]
 
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
@@ -381,22 +453,34 @@ class PillPipeline:
         The photo check (:func:`rxvision.locate.presence.check_photo`) runs first: a dark,
         overexposed, blurred or empty photo gets a retake, not a guess. A pill spanning
         fewer than ``min_pill_px`` photo pixels gets its own retake ("pill too small").
-        ``typed`` facts describe one pill: with several pills found they are an error.
+        The photo's two most pill-like sure regions are each weighed with the other by how
+        likely they are one pill seen twice (:meth:`weigh_same_photo`). ``typed`` facts
+        describe one pill: with several pills found they are an error, unless the only two
+        sure ones look like the same pill (:meth:`typed_candidates`, :meth:`typed_choice`).
         """
         found = self.find(image, name)
         source = name or source_name(image)
         if found.retake is not None:
             return PhotoAnswer([], found.retake, found.timings_ms, source)
         if typed is not None and len(found.pills) > 1:
-            found.pills = [found.pills[self.typed_pill(found.pills)]]
+            found.pills = [found.pills[i] for i in self.typed_candidates(found.pills)]
         t0 = time.perf_counter()
         lp, scores = self.classify(found.pills)
+        if typed is not None:  # one pill, alone or seen twice in the photo
+            k, lp_k, note = self.typed_choice(found.pills, lp)
+            found.pills, lp, scores = [found.pills[k]], lp_k[None], scores[k:k + 1]
+            same: list[dict[str, Any] | None] = [note]
+            alone: list[Any] = [None]
+        else:
+            lp, same, alone = self.weigh_same_photo(found.pills, lp)
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
         t2 = time.perf_counter()
         results = [self.decide(lp[i], float(scores[i]), [reads[i]], topk, typed,
-                               pills=found.pills[i:i + 1])
+                               pills=found.pills[i:i + 1], alone=alone[i])
                    for i in range(len(found.pills))]
+        for result, note in zip(results, same, strict=True):
+            result.same_photo = note
         found.timings_ms["classify"] = ms(t1 - t0 + time.perf_counter() - t2)
         if self.imprint is not None:
             found.timings_ms["read_imprint"] = ms(t2 - t1)
@@ -433,6 +517,19 @@ class PillPipeline:
         result.source = f"{source_name(front)} + {source_name(back)}"
         result.timings_ms = {"total": ms(time.perf_counter() - t0)}
         return PillAnswer(picked[0].box, picked[0].finder_score, result)
+
+
+def sure_on_its_own(weighed: Any, own: Any, threshold: float) -> bool | np.ndarray:
+    """Whether a region weighed with the photo's other region gives the weighed answer (the
+    top of ``weighed``, (C,) or (B, C)) at least ``threshold`` on its own (``own``: its own
+    log-probabilities). The other region helps rank the candidates but never makes an
+    answer confident: two regions of one photo tend to make the same mistake (a sibling
+    strength named by both sides), which their product at a temperature fitted for NLL
+    over-states, and two different look-alike pills must not lend each other their names
+    (docs/identification.md, "Two pills of one photo")."""
+    weighed, own = np.asarray(weighed), np.asarray(own)
+    top = np.argmax(weighed, axis=-1)[..., None]
+    return np.exp(np.take_along_axis(own, top, axis=-1)[..., 0]) >= threshold
 
 
 def typed_ranking(answers: Answers, typed: TypedFacts, log_probs: np.ndarray) -> np.ndarray:

@@ -19,8 +19,10 @@ the row then has ``typed`` and, when they contradict the photo, ``library_hits``
 A model trained on pill crops (``augment.framing: crop``) finds the pills first
 (:class:`.pipeline.PillPipeline`) and gives one row per pill found, each with ``pill``
 (1-based, best first), ``pills`` (how many the photo shows), ``box`` ([x0, y0, x1, y1] in
-photo pixels) and ``finder_score``; a photo with no usable pill gives one row with
-``retake`` and no candidates.
+photo pixels) and ``finder_score`` (and ``same_photo``, ``{"with_box",
+"same_pill_probability"}``, when the answer was weighed with the photo's other sure pill;
+CSV: ``same_pill_probability``); a photo with no usable pill gives one row with ``retake``
+and no candidates.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def result_row(image: str, result: Identification | Exception,
     row["facts_source"] = d["facts_source"]
     if d["imprint"] is not None:
         row["imprint"] = d["imprint"]
+    if d["same_photo"] is not None:
+        row["same_photo"] = d["same_photo"]
     if d["typed"] is not None:
         row["typed"] = d["typed"]
         row["library_hits"] = d["library_hits"]
@@ -147,6 +151,8 @@ def format_text(row: dict[str, Any]) -> str:
     lines = [head]
     if row.get("imprint"):
         lines.append("  " + imprint_note(row["imprint"]))
+    if row.get("same_photo"):
+        lines.append("  " + same_photo_note(row["same_photo"]))
     typed = row.get("typed")
     if typed:
         lines.append(f"  typed: {typed['note']}")
@@ -160,6 +166,13 @@ def format_text(row: dict[str, Any]) -> str:
         lines.append(f"  {c['rank']}. {c['label']:<24} p={c['probability']:.3f}"
                      + (f"  {meta}" if meta else ""))
     return "\n".join(lines)
+
+
+def same_photo_note(same: dict[str, Any]) -> str:
+    """"weighed with the pill at (10, 20)-(90, 70): the same pill with p = 0.97"."""
+    x0, y0, x1, y1 = same["with_box"]
+    return (f"weighed with the pill at ({x0}, {y0})-({x1}, {y1}): the same pill with "
+            f"p = {same['same_pill_probability']:.2f}")
 
 
 def imprint_note(imprint: dict[str, Any]) -> str:
@@ -222,8 +235,8 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     has_truth = any("true_label" in r for r in rows)
     has_pills = any("pills" in r for r in rows)
     fields = ["image", *(["true_label"] if has_truth else []),
-              *(["pill", "pills", "box", "finder_score", "imprint_read", "decided_by"]
-                if has_pills else []), "error",
+              *(["pill", "pills", "box", "finder_score", "imprint_read", "decided_by",
+                 "same_pill_probability"] if has_pills else []), "error",
               "abstain", "unknown", "message", "retake", "confidence", "ood_score", "zoomed",
               "zoom_note"]
     for r in range(1, topk + 1):
@@ -234,10 +247,13 @@ def csv_text(rows: list[dict[str, Any]], topk: int) -> str:
     writer.writeheader()
     for row in rows:
         flat = {k: v for k, v in row.items()
-                if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes", "imprint")}
+                if k not in ("topk", "timings_ms", "zoomed_to", "zoom_notes", "imprint",
+                             "same_photo")}
         if row.get("imprint"):
             flat["imprint_read"] = row["imprint"]["read"]
             flat["decided_by"] = row["imprint"]["decided_by"]
+        if row.get("same_photo"):
+            flat["same_pill_probability"] = row["same_photo"]["same_pill_probability"]
         if row.get("box"):
             flat["box"] = " ".join(str(v) for v in row["box"])
         flat["zoomed"] = any(row.get("zoomed_to") or [])

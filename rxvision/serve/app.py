@@ -247,8 +247,11 @@ async def _identify(service: Service, form: IdentifyForm
         raise ApiError(503, str(exc), code="not_ready") from None
     t0 = time.perf_counter()
     # Off the event loop: attaching drug facts and fusing typed facts read the library.
-    idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair, form.typed,
-                                     decoded)
+    try:
+        idents = await asyncio.to_thread(service.decide, results, form.topk, form.pair,
+                                         form.typed, decoded)
+    except IdentifierError as exc:  # typed facts for two pills that are not one
+        raise ApiError(422, f"imprint, color and shape describe one pill: {exc}") from None
     answers = _answers(service, decoded, idents, form.pair)
     return decoded, results, answers, (time.perf_counter() - t0) * 1e3
 
@@ -302,7 +305,8 @@ def _out(ident: Identification, decoded: list[Decoded], pill: FoundPill | None =
         typed=ident.typed, library_hits=ident.library_hits,
         source=" + ".join(d.upload.filename or d.upload.view for d in decoded),
         zoomed_to=[d.zoomed_to for d in decoded], zoom_notes=[d.zoom_note for d in decoded],
-        imprint=ident.imprint, box=pill.box if pill is not None else None,
+        imprint=ident.imprint, same_photo=ident.same_photo,
+        box=pill.box if pill is not None else None,
         finder_score=pill.finder_score if pill is not None else None)
 
 

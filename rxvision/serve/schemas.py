@@ -60,6 +60,15 @@ class ImprintOut(BaseModel):
         None, description="the photo's own probability of the answer, before the imprint")
 
 
+class SamePhotoOut(BaseModel):
+    """The photo's other pill an answer was weighed with (the card's same-photo rule)."""
+
+    with_box: list[int] = Field(description="the other pill's [x0, y0, x1, y1] in photo pixels")
+    same_pill_probability: float = Field(
+        description="how likely the two are one pill (the same drug) given both crops; the "
+        "answer mixes the pair's joint ranking and this pill's own by it")
+
+
 class IdentificationOut(BaseModel):
     """The answer for one pill (one photo, or a fused front/back pair)."""
 
@@ -86,6 +95,10 @@ class IdentificationOut(BaseModel):
     imprint: ImprintOut | None = Field(
         None, description="a model that finds the pills first, with a drug library: the "
         "imprint read off this pill and whether it or the appearance decided")
+    same_photo: SamePhotoOut | None = Field(
+        None, description="a model that finds the pills first: the photo's other sure pill "
+        "this answer was weighed with as possibly the same pill seen twice (null: answered "
+        "alone)")
     box: list[int] | None = Field(
         None, description="a model that finds the pills first: where this pill lies in the "
         "photo, [x0, y0, x1, y1] in photo pixels (null for a whole-photo model)")
@@ -162,7 +175,9 @@ class ModelInfo(BaseModel):
     identification: dict[str, Any] = Field(description="abstain/open-set thresholds, the "
                                            "final layer's precision in use and, for a model "
                                            "that finds the pill first, its finder gate "
-                                           "(min_finder_score)")
+                                           "(min_finder_score) and its rule for two pills of "
+                                           "one photo (same_photo: temperature, prior; null: "
+                                           "each answered alone)")
     metrics: dict[str, Any]
     capabilities: dict[str, bool]
     limits: dict[str, int | float]

@@ -16,7 +16,7 @@ import io
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -181,8 +181,11 @@ class Service:
         The same decisions as ``Identifier.postprocess`` / ``identify_pair``, from the
         log-probabilities and open-set scores :meth:`_forward` computed per batch; with
         ``typed`` facts (one pill), combined with them; for a crop model, with each pill's
-        imprint read (``decoded``: the uploads the rows came from). Reads the drug library:
-        call it off the event loop.
+        imprint read (``decoded``: the uploads the rows came from) and the photo's two sure
+        pills weighed as one (:meth:`PillPipeline.weigh_same_photo`; with typed facts a
+        photo's two kept pills are narrowed to the one they describe,
+        :meth:`PillPipeline.typed_choice`, which raises IdentifierError when the two do not
+        look like one pill). Reads the drug library: call it off the event loop.
         """
         if not results:
             return []
@@ -196,10 +199,11 @@ class Service:
         lp = self.identifier.log_probs(logits, sizes)
 
         def decide(log_probs: np.ndarray, score: float, row_reads: list,
-                   row_pills: list[FoundPill]) -> Identification:
+                   row_pills: list[FoundPill], alone: Any = None) -> Identification:
             if pipeline is None:
                 return self.identifier.decide(log_probs, score, topk, typed)
-            return pipeline.decide(log_probs, score, row_reads, topk, typed, pills=row_pills)
+            return pipeline.decide(log_probs, score, row_reads, topk, typed, pills=row_pills,
+                                   alone=alone)
 
         if pair:  # a crop model's rows per upload are its candidates for the pill
             picked = [0, 1] if pipeline is None else the_pills(pipeline, decoded or [], lp)
@@ -207,8 +211,25 @@ class Service:
                            fuse_ood_scores(*(scores[i] for i in picked)),
                            [reads[i] for i in picked] if reads else [],
                            [pills[i] for i in picked] if pills else [])]
-        return [decide(lp[i], scores[i], reads[i:i + 1], pills[i:i + 1])
-                for i in range(len(lp))]
+        if pipeline is None:
+            return [decide(lp[i], scores[i], [], []) for i in range(len(lp))]
+        out, start = [], 0
+        for d in decoded or []:  # per photo: its pills, the same-photo rule, typed facts
+            rows = list(range(start, start + len(d.pills or [])))
+            start += len(rows)
+            if typed is not None and len(rows) > 1:  # a same-photo pair (keep_typed_pill)
+                k, lp_k, note = pipeline.typed_choice(d.pills or [], lp[rows])
+                row, weighed, notes, alone = rows[k], lp_k[None], [note], [None]
+                rows = [row]
+                keep_only(d, [k])
+            else:
+                weighed, notes, alone = pipeline.weigh_same_photo(d.pills or [], lp[rows])
+            for j, (i, note) in enumerate(zip(rows, notes, strict=True)):
+                ident = decide(weighed[j], scores[i], reads[i:i + 1], pills[i:i + 1],
+                               alone[j])
+                ident.same_photo = note
+                out.append(ident)
+        return out
 
     async def explain(self, image: Image.Image) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
@@ -225,15 +246,18 @@ class Service:
 
 
 def keep_typed_pill(pipeline: PillPipeline, decoded: Decoded) -> None:
-    """Typed facts with several regions found: keep the one pill they can describe
-    (:meth:`PillPipeline.typed_pill`; IdentifierError when there is not exactly one)."""
-    keep_only(decoded, pipeline.typed_pill(decoded.pills or []))
+    """Typed facts with several regions found: keep the pills they can describe, one or a
+    same-photo pair that :meth:`Service.decide` narrows to one once classified
+    (:meth:`PillPipeline.typed_candidates`; IdentifierError when none can be kept)."""
+    keep_only(decoded, pipeline.typed_candidates(decoded.pills or []))
 
 
-def keep_only(decoded: Decoded, k: int) -> None:
-    """Narrow a crop model's upload to its ``k``-th pill: the pill, its row and its read."""
-    decoded.pills, decoded.tensor = (decoded.pills or [])[k:k + 1], decoded.tensor[k:k + 1]
-    decoded.reads = None if decoded.reads is None else decoded.reads[k:k + 1]
+def keep_only(decoded: Decoded, keep: list[int]) -> None:
+    """Narrow a crop model's upload to the pills ``keep`` (indices): the pills, their rows
+    and their reads."""
+    decoded.pills = [(decoded.pills or [])[k] for k in keep]
+    decoded.tensor = decoded.tensor[keep]
+    decoded.reads = None if decoded.reads is None else [decoded.reads[k] for k in keep]
 
 
 def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndarray
@@ -245,7 +269,7 @@ def the_pills(pipeline: PillPipeline, decoded: list[Decoded], log_probs: np.ndar
     start = 0
     for d, row in zip(decoded, picked, strict=True):
         count = len(d.pills or [])
-        keep_only(d, row - start)
+        keep_only(d, [row - start])
         start += count
     return picked
 
@@ -310,7 +334,9 @@ def model_info(ident: Identifier, settings: ServeSettings, pipeline: PillPipelin
                            "head_precision": ident.head_precision,
                            "typed_photo_power": ident.typed_photo_power,
                            "typed_abstain_threshold": ident.typed_abstain_threshold,
-                           **({"min_finder_score": pipeline.min_finder_score}
+                           **({"min_finder_score": pipeline.min_finder_score,
+                               "same_photo": (None if ident.same_photo is None
+                                              else asdict(ident.same_photo))}
                               if pipeline is not None else {})},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,

@@ -118,6 +118,14 @@ function renderVerdict(result, pair) {
     }
     v.append(read);
   }
+  if (result.same_photo && !result.retake) {  // weighed with the photo's other pill
+    const same = document.createElement("small");
+    same.className = "same-photo";
+    const p = result.same_photo.same_pill_probability;
+    same.textContent = `Weighed with the other pill in the photo: ${percent(p)} likely the ` +
+      "same pill seen twice" + (p < 0.5 ? " (so this answer rests mostly on its own look)." : ".");
+    v.append(same);
+  }
   const zoomed = (result.zoomed_to || []).filter(Boolean).length;
   if (zoomed) {
     const z = document.createElement("small");
