@@ -4,8 +4,10 @@ For each labelled photo (a random, seeded subset), the model's calibrated log-pr
 are computed once, then decided with the typed facts a person might add, built from the
 true pill's library facts (its first reference). A whole-photo model sees the photo (the
 card's TTA and zoom); a crop model sees the crop of the pill its finder takes for the
-photo's pill (the most pill-like region, as evaluation does; one pass, its size
-temperature; a photo with no pill found counts as missed in every variant). The photo's
+photo's pill (as evaluation takes it, weighed with the photo's other sure pill by the card's
+same-photo rule; one pass, its size temperature; a photo with no pill found counts as
+missed in every variant; the product refuses typed facts for two sure pills that do not
+look like one, 4% of both-sides photos in session 27, which this benchmark does not). The photo's
 own imprint is not read here: the typed facts are the only text evidence. Decisions use
 the photo's open-set score (until session 13 they used 0, so no photo was "unknown").
 
@@ -22,8 +24,13 @@ the photo ("not sure"), how often the first library hit then offered is the righ
 the typed facts and the first offered hit is right. Photos of pills without an imprint
 get only ``photo``.
 
+With ``--read-imprint`` (a crop model) each pill's imprint is also read by the OCR and the
+decision is ``predict``'s own (:meth:`PillPipeline.decide`: the read weighed in, the finder
+gate, typed facts on top), as a user who types what they read gets it.
+
     python benchmarks/photo_plus_typed.py --data /work/views/indep-1k/manifest.csv \\
-        --limit 300 [--model models/rxvision-c3pi-4k] [--group-by mode] [--json out.json]
+        --limit 300 [--model models/rxvision-c3pi-4k] [--group-by mode] [--json out.json] \\
+        [--read-imprint]
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import string
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +52,8 @@ from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
 from rxvision.identify.answers import TypedFacts
 from rxvision.identify.identifier import Identifier
-from rxvision.identify.pipeline import PillPipeline, model_framing
+from rxvision.identify.pipeline import FoundPill, PillPipeline, model_framing, sure_on_its_own
+from rxvision.imprint import ImprintRead
 from rxvision.library.facts import DrugFacts
 from rxvision.library.groups import twin_labels
 
@@ -80,10 +89,14 @@ def typed_variants(
     return out
 
 
-def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
+def photo_log_probs(ident: Identifier, paths: list[Path], batch: int,
+                    own: list[np.ndarray | None] | None = None
                     ) -> tuple[list[np.ndarray | None], list[float]]:
     """Calibrated log-probabilities (C,) and the open-set score of each photo (None, 0.0:
-    a crop model's finder found no pill)."""
+    a crop model's finder found no pill). A crop model's pill is weighed with the photo's
+    other sure pill by the card's same-photo rule, as evaluation and the pipeline weigh
+    it; ``own``, when given, receives each photo's own row where it was weighed (else
+    None), for the condition on answers without typed facts (:func:`sure_on_its_own`)."""
     if model_framing(ident.card) == "crop":
         pipe = PillPipeline.around(ident, imprint=False)
         rows: list[np.ndarray | None] = []
@@ -93,11 +106,16 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
             if not pills:
                 rows.append(None)
                 scores.append(0.0)
+                alone = None
             else:
                 lp, score = pipe.classify(pills)
                 pick = pipe.the_pill(pills, lp)  # as evaluation takes "the pill"
-                rows.append(lp[pick])
+                weighed, _, alone_rows = pipe.weigh_same_photo(pills, lp)
+                rows.append(weighed[pick])
                 scores.append(float(score[pick]))
+                alone = alone_rows[pick]
+            if own is not None:
+                own.append(alone)
             print(f"\r{n}/{len(paths)} photos", end="", file=sys.stderr)
         print(file=sys.stderr)
         return rows, scores
@@ -115,10 +133,50 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int
 Counts = dict[str, dict[str, dict[str, float]]]
 
 
+@dataclass
+class ImprintReads:
+    """Per photo, the imprint read off its pill and the pill (None where none was found),
+    with the pipeline that reads and decides (``--read-imprint``)."""
+
+    pipeline: PillPipeline
+    reads: list[ImprintRead | None]
+    pills: list[FoundPill | None]
+
+
+def imprint_reads(ident: Identifier, paths: list[Path]) -> tuple[ImprintReads, list, list,
+                                                                  list]:
+    """A crop model's photos as ``predict`` sees them with the OCR on: per photo the pill's
+    read and the pill, its (weighed) log-probabilities, open-set score and own row."""
+    pipe = PillPipeline.around(ident, imprint=True)
+    reads, pills, rows, scores, own = [], [], [], [], []
+    for n, path in enumerate(paths, 1):
+        found = pipe.find(path, max_pills=1).pills
+        if not found:
+            reads.append(None)
+            pills.append(None)
+            rows.append(None)
+            scores.append(0.0)
+            own.append(None)
+        else:
+            lp, score = pipe.classify(found)
+            pick = pipe.the_pill(found, lp)
+            weighed, _, alone = pipe.weigh_same_photo(found, lp)
+            reads.append(pipe.read_imprints([found[pick]])[0])
+            pills.append(found[pick])
+            rows.append(weighed[pick])
+            scores.append(float(score[pick]))
+            own.append(alone[pick])
+        print(f"\r{n}/{len(paths)} photos (reading imprints)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return ImprintReads(pipe, reads, pills), rows, scores, own
+
+
 def count_decisions(
     ident: Identifier, samples: list[Any], log_probs: list[np.ndarray | None],
     scores: list[float], facts: dict[str, DrugFacts], twins: dict[str, frozenset[str]],
     rng: random.Random, group_by: str | None = None,
+    own_rows: list[np.ndarray | None] | None = None,
+    read: ImprintReads | None = None,
 ) -> tuple[Counts, list[float]]:
     """Decide every photo under each typed variant; counts per group ("all" and, with
     ``group_by``, one per value of that column) and variant, and each decision's time in ms.
@@ -127,11 +185,17 @@ def count_decisions(
     ``n``, ``top1``, ``top1_same_pill``, ``answered``, ``answered_right``, ``contradicted``
     ("not sure" because the typed facts match none of the likely pills), ``hit_right``
     (then the first library hit offered is the pill or an identical one), ``found``, ``no_pill``.
+    ``own_rows`` (from :func:`photo_log_probs`): a weighed photo without typed facts is
+    answered only when its pill alone is sure, as the pipeline answers it. ``read``
+    (:func:`imprint_reads`): decide as ``predict`` does, with each pill's imprint read by
+    OCR and its finder gate (:meth:`PillPipeline.decide`).
     """
     others = list(facts.values())
+    own_rows = own_rows or [None] * len(samples)
     counts: Counts = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     decide_ms: list[float] = []
-    for s, row, score in zip(samples, log_probs, scores, strict=True):
+    for k, (s, row, score, own) in enumerate(zip(samples, log_probs, scores, own_rows,
+                                                 strict=True)):
         groups = ["all"] + ([f"{group_by}={s.extra.get(group_by, '')}"] if group_by else [])
         for name, typed in typed_variants(facts[s.label], others, rng).items():
             if row is None:
@@ -140,7 +204,14 @@ def count_decisions(
                     counts[g][name]["no_pill"] += 1
                 continue
             t1 = time.perf_counter()
-            result = ident.decide(row, score, topk=5, typed=typed)
+            if read is not None:
+                result = read.pipeline.decide(row, score, [read.reads[k]], 5, typed,
+                                              pills=[read.pills[k]], alone=own)
+            else:
+                result = ident.decide(row, score, topk=5, typed=typed)
+                if (typed is None and own is not None and not result.abstain
+                        and not sure_on_its_own(row, own, ident.abstain_threshold)):
+                    result.abstain = True
             decide_ms.append((time.perf_counter() - t1) * 1e3)
             top = result.candidates[0].label
             right = top == s.label
@@ -170,6 +241,9 @@ def main() -> None:
     p.add_argument("--group-by", default=None, help="also report per value of this column")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--read-imprint", action="store_true",
+                   help="also read each pill's imprint (OCR) and decide as predict does, "
+                   "with the finder gate (a crop model)")
     args = p.parse_args()
 
     ident = Identifier.load(args.model)
@@ -181,13 +255,22 @@ def main() -> None:
     images = subset(images, args.limit, seed=SEED)
     samples = [s for s in images.samples if s.label in index]
     t0 = time.perf_counter()
-    lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size)
+    own: list[np.ndarray | None] = []
+    read = None
+    if args.read_imprint:
+        if model_framing(ident.card) != "crop":
+            raise SystemExit("--read-imprint needs a model that finds the pill first")
+        read, lp, ood_scores, own = imprint_reads(ident, [s.path for s in samples])
+    else:
+        lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size,
+                                         own)
     forward_s = time.perf_counter() - t0
     facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
     twins = twin_labels(lib)
     counts, decide_ms = count_decisions(ident, samples, lp, ood_scores, facts, twins,
-                                        random.Random(SEED), args.group_by)
+                                        random.Random(SEED), args.group_by, own, read)
     report: dict[str, Any] = {"model": str(ident.path), "data": args.data,
+                              "imprint_read": bool(args.read_imprint),
                               "photos": len(samples), "forward_seconds": round(forward_s, 1),
                               "decide_ms_median": sorted(decide_ms)[len(decide_ms) // 2],
                               "results": {}}
