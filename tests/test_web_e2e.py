@@ -423,3 +423,11 @@ def test_each_pill_found_is_boxed_and_can_be_picked(browser: object, crop_server
     read = driver.find_element(By.ID, "imprint-read").text
     assert "also fits 00093-7677-86 (TV 7677): check the whole imprint" in read, read
     assert "Not sure" in driver.find_element(By.ID, "verdict").text
+    # An answer weighed with the photo's other pill says so, and how likely they are one.
+    for p, tail in ((0.97, "same pill seen twice."), (0.2, "rests mostly on its own look).")):
+        driver.execute_script(f"""renderVerdict({{candidates: [{{label: "00093-7678-06",
+            probability: 0.99, facts: null}}], abstain: false, unknown: false, retake: null,
+            same_photo: {{with_box: [1, 2, 3, 4], same_pill_probability: {p}}}}}, false);""")
+        same = driver.find_element(By.CSS_SELECTOR, "#verdict .same-photo").text
+        assert same.startswith("Weighed with the other pill in the photo") and same.endswith(
+            tail), same
