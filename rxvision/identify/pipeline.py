@@ -412,8 +412,8 @@ class PillPipeline:
             IdentifierError: more pills pass (or none does): the facts fit none alone.
         """
         sure = [i for i, p in enumerate(pills) if not self.doubts(p) and not self.too_small(p)]
-        if len(sure) == 1 or (len(sure) == 2 and self.same_photo_pair(pills) is not None
-                              and set(sure) == set(self.same_photo_pair(pills) or ())):
+        pair = self.same_photo_pair(pills)
+        if len(sure) == 1 or (pair is not None and set(sure) == set(pair)):
             return sure
         raise IdentifierError(
             f"the typed facts describe one pill, but the photo shows {len(pills)} "
