@@ -421,17 +421,15 @@ class PillPipeline:
 
     def typed_choice(self, pills: list[FoundPill], log_probs: np.ndarray
                      ) -> tuple[int, np.ndarray, dict[str, Any] | None]:
-        """Of :meth:`typed_candidates` (one pill, or a same-photo pair), classified
-        (``log_probs`` (n, C)): the pill the facts are about, its log-probabilities and
-        what it was weighed with. A pair is one pill only when the photo says so
-        (p(same pill) >= TYPED_SAME_PILL); the answer is then about "the pill" of the two
+        """Of a same-photo pair :meth:`typed_candidates` kept, classified (``log_probs``
+        (2, C)): the pill the facts are about, its log-probabilities and what it was
+        weighed with. A pair is one pill only when the photo says so (p(same pill) >=
+        TYPED_SAME_PILL); the answer is then about "the pill" of the two
         (:meth:`the_pill`), weighed with the other.
 
         Raises:
             IdentifierError: two regions that do not look like one pill.
         """
-        if len(pills) == 1:
-            return 0, log_probs[0], None
         weighed, notes, _ = self.weigh_same_photo(pills, log_probs)
         same = notes[0]["same_pill_probability"] if notes[0] is not None else 0.0
         if len(pills) != 2 or same < TYPED_SAME_PILL:
@@ -440,6 +438,24 @@ class PillPipeline:
                 f"not look like the same one (p = {same:.2f}): photograph that pill alone")
         k = self.the_pill(pills, log_probs)
         return k, weighed[k], notes[k]
+
+    def weigh(self, pills: list[FoundPill], log_probs: np.ndarray,
+              typed: TypedFacts | None = None
+              ) -> tuple[list[int], np.ndarray, list[dict[str, Any] | None], list[Any]]:
+        """A photo's classified pills (``log_probs`` (n, C)) as they are answered: without
+        typed facts (or with one pill) every pill, the same-photo pair weighed
+        (:meth:`weigh_same_photo`); with typed facts on two kept pills
+        (:meth:`typed_candidates`) the one they describe (:meth:`typed_choice`). Returns
+        the indices kept and, per kept pill, its log-probabilities, what it was weighed
+        with and its own log-probabilities for :meth:`decide`'s ``alone``.
+
+        Raises:
+            IdentifierError: typed facts on two pills that do not look like one.
+        """
+        if typed is None or len(pills) < 2:
+            return list(range(len(pills))), *self.weigh_same_photo(pills, log_probs)
+        k, lp_k, note = self.typed_choice(pills, log_probs)
+        return [k], lp_k[None], [note], [None]
 
     def too_small(self, pill: FoundPill) -> bool:
         """Whether a pill spans too few photo pixels to be named (ask to move closer)."""
@@ -466,13 +482,8 @@ class PillPipeline:
             found.pills = [found.pills[i] for i in self.typed_candidates(found.pills)]
         t0 = time.perf_counter()
         lp, scores = self.classify(found.pills)
-        if typed is not None:  # one pill, alone or seen twice in the photo
-            k, lp_k, note = self.typed_choice(found.pills, lp)
-            found.pills, lp, scores = [found.pills[k]], lp_k[None], scores[k:k + 1]
-            same: list[dict[str, Any] | None] = [note]
-            alone: list[Any] = [None]
-        else:
-            lp, same, alone = self.weigh_same_photo(found.pills, lp)
+        keep, lp, same, alone = self.weigh(found.pills, lp, typed)
+        found.pills, scores = [found.pills[i] for i in keep], scores[keep]
         t1 = time.perf_counter()
         reads = self.read_imprints(found.pills)
         t2 = time.perf_counter()

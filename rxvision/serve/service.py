@@ -181,11 +181,10 @@ class Service:
         The same decisions as ``Identifier.postprocess`` / ``identify_pair``, from the
         log-probabilities and open-set scores :meth:`_forward` computed per batch; with
         ``typed`` facts (one pill), combined with them; for a crop model, with each pill's
-        imprint read (``decoded``: the uploads the rows came from) and the photo's two sure
-        pills weighed as one (:meth:`PillPipeline.weigh_same_photo`; with typed facts a
-        photo's two kept pills are narrowed to the one they describe,
-        :meth:`PillPipeline.typed_choice`, which raises IdentifierError when the two do not
-        look like one pill). Reads the drug library: call it off the event loop.
+        imprint read (``decoded``: the uploads the rows came from) and each photo's pills
+        as :meth:`PillPipeline.weigh` answers them (the same-photo pair weighed; with typed
+        facts, two kept pills narrowed to the one they describe, IdentifierError when the
+        two do not look like one pill). Reads the drug library: call it off the event loop.
         """
         if not results:
             return []
@@ -217,13 +216,10 @@ class Service:
         for d in decoded or []:  # per photo: its pills, the same-photo rule, typed facts
             rows = list(range(start, start + len(d.pills or [])))
             start += len(rows)
-            if typed is not None and len(rows) > 1:  # a same-photo pair (keep_typed_pill)
-                k, lp_k, note = pipeline.typed_choice(d.pills or [], lp[rows])
-                row, weighed, notes, alone = rows[k], lp_k[None], [note], [None]
-                rows = [row]
-                keep_only(d, [k])
-            else:
-                weighed, notes, alone = pipeline.weigh_same_photo(d.pills or [], lp[rows])
+            keep, weighed, notes, alone = pipeline.weigh(d.pills or [], lp[rows], typed)
+            if len(keep) < len(rows):  # typed facts: the one pill of a same-photo pair
+                rows = [rows[k] for k in keep]
+                keep_only(d, keep)
             for j, (i, note) in enumerate(zip(rows, notes, strict=True)):
                 ident = decide(weighed[j], scores[i], reads[i:i + 1], pills[i:i + 1],
                                alone[j])
