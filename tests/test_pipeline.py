@@ -329,13 +329,9 @@ def test_evaluation_keeps_the_row_of_each_photos_picked_candidate() -> None:
     """evaluate classifies PICK_AMONG crops per photo and keeps one row each."""
     from rxvision.engine.evaluate import the_pill_rows
 
-    class Backend:
-        temperature, card = 1.0, {}
-
     probs = [[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.5, 0.25, 0.25]]
-    rows = the_pill_rows(Backend(), np.log(np.array(probs, dtype=np.float32)),
-                         np.array([[100.0, 80.0], [100.0, 80.0]]),
-                         np.array([[1.0, 0.8], [1.0, 0.8]]), 2)
+    rows = the_pill_rows(np.log(np.array(probs, dtype=np.float32)),
+                         np.array([[1.0, 0.8], [1.0, 0.8]]))
     assert rows.tolist() == [1, 2]  # photo 0: its second candidate; photo 1: its first
 
 
@@ -687,7 +683,7 @@ def test_typed_facts_on_a_photo_of_one_pill_seen_twice(library_crop_model: Path,
 def test_evaluation_weighs_each_photos_pill_as_the_pipeline_does() -> None:
     """evaluate keeps logits: a weighed photo's row is T * log p + c, the rule's
     distribution at the photo's temperature, with the pill's own energy score."""
-    from rxvision.engine.evaluate import same_photo_logits
+    from rxvision.engine.evaluate import candidate_log_probs, same_photo_logits
     from rxvision.identify.fusion import SamePhotoRule
     from rxvision.logmath import log_softmax, logsumexp
 
@@ -704,7 +700,9 @@ def test_evaluation_weighs_each_photos_pill_as_the_pipeline_does() -> None:
     likeness = np.array([[1.0, 0.8], [1.0, 0.8], [1.0, 0.0]])  # photo 2: one candidate
     rows = np.array([1, 2, 4])
     rule = {"min_finder_score": 0.5, "same_photo": {"temperature": 1.5, "prior": 0.5}}
-    kept, alone = same_photo_logits(Backend(rule), logits, px, score, likeness, 2, rows)
+    log_probs, temps = candidate_log_probs(Backend(rule), logits, px)
+    kept, alone = same_photo_logits(Backend(rule), logits, log_probs, temps, px, score,
+                                    likeness, rows)
     lp = log_softmax(logits / 2.0)
     expected, _ = SamePhotoRule(1.5, 0.5).fuse(lp[1], lp[0])
     np.testing.assert_allclose(log_softmax(kept[0] / 2.0), expected, atol=1e-4)
@@ -713,4 +711,5 @@ def test_evaluation_weighs_each_photos_pill_as_the_pipeline_does() -> None:
     assert alone[0] == pytest.approx(float(np.exp(lp[1, top])), rel=1e-5)  # the pill's own
     np.testing.assert_allclose(kept[1:], logits[[2, 4]])  # not both sure: as they were
     assert np.isnan(alone[1:]).all()
-    assert same_photo_logits(Backend({}), logits, px, score, likeness, 2, rows) is None
+    assert same_photo_logits(Backend({}), logits, log_probs, temps, px, score, likeness,
+                             rows) is None

@@ -161,7 +161,7 @@ def predict(
             candidates = None
             if isinstance(x, list | tuple):  # a crop transform's candidate regions per photo
                 x, px, score, likeness = x  # (B, K, 3, H, W), (B, K) each
-                candidates = (x.shape[1], px.numpy(), score.numpy(), likeness.numpy())
+                candidates = (px.numpy(), score.numpy(), likeness.numpy())
                 x = x.flatten(0, 1)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, H, W), NHWC
@@ -172,10 +172,11 @@ def predict(
                 lg, emb = backend(x), None
             lg = lg.float().cpu()  # (B, C)
             if candidates is not None:  # keep "the pill" of each photo
-                k, px, score, likeness = candidates
-                rows = the_pill_rows(backend, lg.numpy(), px, likeness, k)
-                kept = (same_photo_logits(backend, lg.numpy(), px, score, likeness, k, rows)
-                        if same_photo else None)
+                px, score, likeness = candidates
+                log_probs, temps = candidate_log_probs(backend, lg.numpy(), px)
+                rows = the_pill_rows(log_probs, likeness)
+                kept = (same_photo_logits(backend, lg.numpy(), log_probs, temps, px, score,
+                                          likeness, rows) if same_photo else None)
                 lg, emb = lg[rows], None if emb is None else emb[rows]
                 if kept is not None:
                     lg = torch.from_numpy(kept[0])
@@ -199,64 +200,82 @@ def predict(
     )
 
 
-def the_pill_rows(backend: Backend, logits: np.ndarray, pill_px: np.ndarray,
-                  likeness: np.ndarray, k: int) -> np.ndarray:
-    """Rows of ``logits`` (B * K, C) to keep: per photo the candidate region
-    :func:`rxvision.identify.pipeline.pick_the_pill` takes for "the pill", its confidence
-    calibrated with the backend's card at the region's size."""
-    from ..identify.pipeline import pick_the_pill
+def candidate_log_probs(backend: Backend, logits: np.ndarray, pill_px: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate regions' calibrated log-probabilities (B * K, C), each at its pill's size
+    (the card's temperature by size), and those temperatures (B * K,)."""
     from ..identify.temperature import SizeTemperature, row_temperatures
     from ..logmath import log_softmax
 
     temps = row_temperatures(backend.temperature, SizeTemperature.from_card(backend.card),
                              pill_px.reshape(-1))
     temps = np.broadcast_to(np.asarray(temps, dtype=np.float32), (len(logits),))
-    log_probs = log_softmax(logits / temps[:, None]).reshape(-1, k, logits.shape[-1])
-    return np.arange(len(log_probs)) * k + pick_the_pill(likeness, log_probs)
+    return log_softmax(logits / temps[:, None]), temps
 
 
-def same_photo_logits(backend: Backend, logits: np.ndarray, pill_px: np.ndarray,
-                      finder_score: np.ndarray, likeness: np.ndarray, k: int,
-                      rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def the_pill_rows(log_probs: np.ndarray, likeness: np.ndarray) -> np.ndarray:
+    """Rows of the candidates' calibrated ``log_probs`` (B * K, C) to keep: per photo the
+    region :func:`rxvision.identify.pipeline.pick_the_pill` takes for "the pill"
+    (``likeness`` (B, K))."""
+    from ..identify.pipeline import pick_the_pill
+
+    k = likeness.shape[-1]
+    return (np.arange(len(likeness)) * k
+            + pick_the_pill(likeness, log_probs.reshape(-1, k, log_probs.shape[-1])))
+
+
+def answerable(gate: float, finder_score: np.ndarray, pill_px: np.ndarray) -> np.ndarray:
+    """Which regions the pipeline answers about: a finder score at the card's gate and a
+    pill of at least MIN_PILL_PX (as :meth:`PillPipeline.doubts` and ``too_small`` hold
+    back; evaluation reads the pill's size in decoded pixels)."""
+    from ..identify.pipeline import MIN_PILL_PX
+
+    return (finder_score >= gate) & (pill_px >= MIN_PILL_PX)
+
+
+def same_photo_logits(backend: Backend, logits: np.ndarray, log_probs: np.ndarray,
+                      temps: np.ndarray, pill_px: np.ndarray, finder_score: np.ndarray,
+                      likeness: np.ndarray, rows: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
     """The kept rows' logits (B, C), each photo's pill weighed with its other candidate
-    when both are pills the pipeline answers about (finder gate, >= MIN_PILL_PX), as
+    when both are pills the pipeline answers about (:func:`answerable`), as
     :meth:`rxvision.identify.pipeline.PillPipeline.weigh_same_photo` does, and per photo
     the pill's own probability of the weighed answer (NaN where not weighed; see
     ``Predictions.alone_confidence``); None when the card has no same-photo rule.
+    ``log_probs`` and ``temps`` are :func:`candidate_log_probs` of ``logits`` (B * K, C).
 
     Evaluation keeps logits and divides them by each photo's temperature later, so a
     weighed photo's row is written as ``T * log p + c``: the same calibrated distribution
     after that division, with ``c`` chosen so that the energy score (``-logsumexp`` of the
     logits) stays the pill's own."""
     from ..identify.fusion import SamePhotoRule
-    from ..identify.pipeline import MIN_PILL_PX, card_finder_gate
-    from ..identify.temperature import SizeTemperature, row_temperatures
-    from ..logmath import log_softmax, logsumexp
+    from ..identify.pipeline import card_finder_gate
+    from ..logmath import logsumexp
 
     try:
         rule = SamePhotoRule.from_card(backend.card.get("identification") or {})
     except ValueError as exc:
         raise ArtifactError(f"the model's card: {exc}") from exc
-    kept = logits[rows]
+    k = likeness.shape[-1]
     if rule is None or k < 2:
         return None
-    gate = card_finder_gate(backend.card)
-    temps = np.broadcast_to(np.asarray(row_temperatures(
-        backend.temperature, SizeTemperature.from_card(backend.card), pill_px.reshape(-1)),
-        dtype=np.float64), (len(logits),))
-    log_probs = log_softmax(logits.astype(np.float64) / temps[:, None])
-    sure = ((likeness.reshape(-1) > 0) & (finder_score.reshape(-1) >= gate)
-            & (pill_px.reshape(-1) >= MIN_PILL_PX)).reshape(-1, k)
+    sure = ((likeness.reshape(-1) > 0) & answerable(card_finder_gate(backend.card),
+                                                      finder_score.reshape(-1),
+                                                      pill_px.reshape(-1))).reshape(-1, k)
     first = np.arange(len(rows)) * k
     other = np.where(rows == first, first + 1, first)  # the other of the first two
-    both = sure[:, 0] & sure[:, 1] & (rows - first < 2)
-    out, alone = kept.astype(np.float64), np.full(len(rows), np.nan)
-    for b in np.flatnonzero(both):
-        mixed, _ = rule.fuse(log_probs[rows[b]], log_probs[other[b]])
-        t, top = temps[rows[b]], int(np.argmax(mixed))
-        out[b] = t * mixed + (logsumexp(kept[b].astype(np.float64)) - logsumexp(t * mixed))
-        alone[b] = np.exp(log_probs[rows[b], top])
-    return out.astype(np.float32), alone
+    both = np.flatnonzero(sure[:, 0] & sure[:, 1] & (rows - first < 2))
+    kept = logits[rows].astype(np.float64)
+    alone = np.full(len(rows), np.nan)
+    if both.size:
+        own = log_probs[rows[both]]
+        mixed, _ = rule.fuse(own, log_probs[other[both]])  # (n, C)
+        t = temps[rows[both]].astype(np.float64)[:, None]
+        shift = logsumexp(kept[both], axis=-1) - logsumexp(t * mixed, axis=-1)
+        kept[both] = t * mixed + shift[:, None]
+        top = np.argmax(mixed, axis=-1)[:, None]
+        alone[both] = np.exp(np.take_along_axis(own, top, axis=-1)[:, 0])
+    return kept.astype(np.float32), alone
 
 
 def calibrated_temperature(backend: Backend, pred: Predictions) -> float | np.ndarray:

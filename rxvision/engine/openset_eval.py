@@ -42,7 +42,7 @@ from ..identify.openset import (
     ood_scores,
     open_set_metrics,
 )
-from .evaluate import Predictions, calibrated_temperature, predict
+from .evaluate import Predictions, answerable, calibrated_temperature, predict
 from .metrics import rows_of, softmax
 
 if TYPE_CHECKING:  # the protocol lives with the backends; importing it loads onnxruntime
@@ -227,7 +227,7 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     gates: dict[str, Any] = {}
     if pred.finder_score is not None and pred.pill_px is not None:
         gate = card_finder_gate(backend.card, getattr(backend, "path", None))
-        held = ok & ((pred.finder_score[known] < gate) | (pred.pill_px[known] < MIN_PILL_PX))
+        held = ok & ~answerable(gate, pred.finder_score[known], pred.pill_px[known])
         ok = ok & ~held
         gates = {"min_finder_score": gate, "min_pill_px": MIN_PILL_PX,
                  "held_by_finder": int(held.sum()),
