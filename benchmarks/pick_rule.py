@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rxvision.identify.pipeline import MIN_PILL_PX, PillPipeline, region_px
+from rxvision.engine.evaluate import answerable
+from rxvision.identify.pipeline import PillPipeline, region_px
 from rxvision.locate import normalised_crop
 from rxvision.locate.segmenter import most_pill_like_regions, pill_likeness
 
@@ -77,8 +78,8 @@ def main() -> None:
         confidence = np.exp(log_probs.max(axis=1))
         right = log_probs.argmax(axis=1) == index.get(row["label"], -1)
         finder = np.array([r.score for r in regions])
-        answers = ((confidence >= ident.abstain_threshold) & (finder >= pipe.min_finder_score)
-                   & (px >= MIN_PILL_PX))
+        answers = ((confidence >= ident.abstain_threshold)
+                   & answerable(pipe.min_finder_score, finder, px))
         if ident.ood_threshold is not None:
             answers &= energy <= ident.ood_threshold
         likeness = np.array([pill_likeness(r) for r in regions])
