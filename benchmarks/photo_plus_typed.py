@@ -89,6 +89,28 @@ def typed_variants(
     return out
 
 
+ThePill = tuple[FoundPill, np.ndarray, float, "np.ndarray | None"]
+
+
+def the_pills(pipe: PillPipeline, paths: list[Path], note: str = "") -> list[ThePill | None]:
+    """Per photo "the pill" as evaluation takes it (None: none found): the pill, its
+    log-probabilities weighed with the photo's other sure pill (the card's same-photo
+    rule), its open-set score and its own row where it was weighed (else None)."""
+    out: list[ThePill | None] = []
+    for n, path in enumerate(paths, 1):
+        pills = pipe.find(path, max_pills=1).pills
+        if not pills:
+            out.append(None)
+        else:
+            lp, score = pipe.classify(pills)
+            pick = pipe.the_pill(pills, lp)
+            weighed, _, alone = pipe.weigh_same_photo(pills, lp)
+            out.append((pills[pick], weighed[pick], float(score[pick]), alone[pick]))
+        print(f"\r{n}/{len(paths)} photos{note}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return out
+
+
 def photo_log_probs(ident: Identifier, paths: list[Path], batch: int,
                     own: list[np.ndarray | None] | None = None
                     ) -> tuple[list[np.ndarray | None], list[float]]:
@@ -98,27 +120,10 @@ def photo_log_probs(ident: Identifier, paths: list[Path], batch: int,
     it; ``own``, when given, receives each photo's own row where it was weighed (else
     None), for the condition on answers without typed facts (:func:`sure_on_its_own`)."""
     if model_framing(ident.card) == "crop":
-        pipe = PillPipeline.around(ident, imprint=False)
-        rows: list[np.ndarray | None] = []
-        scores: list[float] = []
-        for n, path in enumerate(paths, 1):
-            pills = pipe.find(path, max_pills=1).pills
-            if not pills:
-                rows.append(None)
-                scores.append(0.0)
-                alone = None
-            else:
-                lp, score = pipe.classify(pills)
-                pick = pipe.the_pill(pills, lp)  # as evaluation takes "the pill"
-                weighed, _, alone_rows = pipe.weigh_same_photo(pills, lp)
-                rows.append(weighed[pick])
-                scores.append(float(score[pick]))
-                alone = alone_rows[pick]
-            if own is not None:
-                own.append(alone)
-            print(f"\r{n}/{len(paths)} photos", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        return rows, scores
+        found = the_pills(PillPipeline.around(ident, imprint=False), paths)
+        if own is not None:
+            own += [f[3] if f else None for f in found]
+        return [f[1] if f else None for f in found], [f[2] if f else 0.0 for f in found]
     out = []
     for start in range(0, len(paths), batch):
         x = np.stack([ident.preprocess(p) for p in paths[start : start + batch]])
@@ -148,27 +153,11 @@ def imprint_reads(ident: Identifier, paths: list[Path]) -> tuple[ImprintReads, l
     """A crop model's photos as ``predict`` sees them with the OCR on: per photo the pill's
     read and the pill, its (weighed) log-probabilities, open-set score and own row."""
     pipe = PillPipeline.around(ident, imprint=True)
-    reads, pills, rows, scores, own = [], [], [], [], []
-    for n, path in enumerate(paths, 1):
-        found = pipe.find(path, max_pills=1).pills
-        if not found:
-            reads.append(None)
-            pills.append(None)
-            rows.append(None)
-            scores.append(0.0)
-            own.append(None)
-        else:
-            lp, score = pipe.classify(found)
-            pick = pipe.the_pill(found, lp)
-            weighed, _, alone = pipe.weigh_same_photo(found, lp)
-            reads.append(pipe.read_imprints([found[pick]])[0])
-            pills.append(found[pick])
-            rows.append(weighed[pick])
-            scores.append(float(score[pick]))
-            own.append(alone[pick])
-        print(f"\r{n}/{len(paths)} photos (reading imprints)", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    return ImprintReads(pipe, reads, pills), rows, scores, own
+    found = the_pills(pipe, paths, " (reading imprints)")
+    pills = [f[0] if f else None for f in found]
+    reads = [pipe.read_imprints([p])[0] if p is not None else None for p in pills]
+    return (ImprintReads(pipe, reads, pills), [f[1] if f else None for f in found],
+            [f[2] if f else 0.0 for f in found], [f[3] if f else None for f in found])
 
 
 def count_decisions(
