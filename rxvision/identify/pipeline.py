@@ -394,8 +394,9 @@ class PillPipeline:
             return log_probs, notes, alone
         rule, (i, j) = self.identifier.same_photo, pair
         out = np.array(log_probs, copy=True)
-        out[i], w = rule.fuse(log_probs[i], log_probs[j])
-        out[j], _ = rule.fuse(log_probs[j], log_probs[i])
+        px = min(pills[i].detail_px, pills[j].detail_px)  # the softer crop limits the pair
+        out[i], w = rule.fuse(log_probs[i], log_probs[j], px)
+        out[j], _ = rule.fuse(log_probs[j], log_probs[i], px)
         for a, b in ((i, j), (j, i)):
             notes[a] = {"with_box": pills[b].box, "same_pill_probability": round(float(w), 4)}
             alone[a] = log_probs[a]
