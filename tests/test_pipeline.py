@@ -446,6 +446,39 @@ def test_the_api_and_page_fields_carry_the_imprint_read(library_crop_model: Path
             assert reads == [None] * len(reads)
 
 
+def test_a_pair_reads_the_imprint_of_each_sides_picked_pill_only(
+        library_crop_model: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A front/back pair through the API: each side's candidates are classified, "the
+    pill" of each is picked, and only those two are read (OCR is the slow part); the
+    answer's imprint is what identify_pair reads and decides."""
+    from rxvision.serve import ServeSettings, create_app
+
+    photo = _printed_photo(sample_dir)  # two regions: both are candidates for "the pill"
+    expected = PillPipeline.load(library_crop_model, imprint=True, tta=1).identify_pair(
+        photo, photo, topk=3)
+    read_counts: list[int] = []
+    original = PillPipeline.read_imprints
+
+    def counting(self: PillPipeline, pills: list) -> list:
+        read_counts.append(len(pills))
+        return original(self, pills)
+
+    monkeypatch.setattr(PillPipeline, "read_imprints", counting)
+    app = create_app(ServeSettings(model=library_crop_model, tta=1, warmup=False))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        resp = client.post("/v1/identify", data={"topk": "3"}, files={
+            "front": ("f.png", _png(photo), "image/png"),
+            "back": ("b.png", _png(photo), "image/png")})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()["result"]
+    assert sum(read_counts) == 2, read_counts  # not the four candidates
+    assert result["box"] == expected.box
+    assert result["imprint"]["read"] == expected.identification.imprint["read"]
+    assert result["imprint"]["decided_by"] == expected.identification.imprint["decided_by"]
+    assert [c["label"] for c in result["candidates"]] == [
+        c.label for c in expected.identification.candidates]
+
+
 def test_an_answer_the_read_does_not_separate_from_a_sibling_is_not_sure(
         library_crop_model: Path):
     """Only "M" read: M EC5 and M EC 10 (both white and round) fit it, so the photo alone

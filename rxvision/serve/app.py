@@ -227,7 +227,9 @@ async def _identify(service: Service, form: IdentifyForm
 
     Library and image errors become HTTP errors."""
     try:
-        decoded = await service.decode(form.uploads, max_pills=1 if form.pair else None)
+        # A pair reads the imprints of the two pills it picks, not of every candidate.
+        decoded = await service.decode(form.uploads, max_pills=1 if form.pair else None,
+                                       read_imprints=not form.pair)
         if (service.pipeline is not None and form.typed is not None and not form.pair
                 and len(decoded[0].pills or []) > 1):
             keep_typed_pill(service.pipeline, decoded[0])  # IdentifierError: a 422

@@ -134,14 +134,16 @@ class Service:
         logits, emb = ident.forward(ident.transform.normalize(batch))
         return logits, ident.ood(logits, emb), emb
 
-    def _decode_one(self, upload: Upload, max_pills: int | None = None) -> Decoded:
+    def _decode_one(self, upload: Upload, max_pills: int | None = None,
+                    read_imprints: bool = True) -> Decoded:
         t0 = time.perf_counter()
         if self.pipeline is not None:  # a crop model: find the pills, crop each
             found = self.pipeline.find(upload.data, upload.label, max_pills)
             h, w = self.identifier.transform.size
             rows = [self.pipeline.transform.array(p.crop) for p in found.pills]
             tensor = np.stack(rows) if rows else np.zeros((0, 3, h, w), np.uint8)
-            reads = self.pipeline.read_imprints(found.pills)  # OCR: here, off the model thread
+            # OCR: here, off the model thread (a pair's sides: once the pill is picked)
+            reads = self.pipeline.read_imprints(found.pills) if read_imprints else None
             return Decoded(upload, found.image, tensor, (time.perf_counter() - t0) * 1e3,
                            retake=found.retake, pills=found.pills, reads=reads)
         # PIL + NumPy only: a JPEG decoded no larger than needed, the photo check and the
@@ -151,12 +153,15 @@ class Service:
         return Decoded(upload, image, tensor[None], (time.perf_counter() - t0) * 1e3,
                        zoom.crop, zoom.note, zoom.retake)
 
-    async def decode(self, uploads: list[Upload], max_pills: int | None = None
-                     ) -> list[Decoded]:
+    async def decode(self, uploads: list[Upload], max_pills: int | None = None,
+                     read_imprints: bool = True) -> list[Decoded]:
         """Decode and letterbox uploads in the decode pool (a crop model: find and crop
-        at most ``max_pills`` pills of each); ImageDecodeError names the file."""
+        at most ``max_pills`` pills of each and, with ``read_imprints``, read their
+        imprints; without, :meth:`decide` reads a pair's picked pills only);
+        ImageDecodeError names the file."""
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._pool, self._decode_one, u, max_pills)
+        jobs = [loop.run_in_executor(self._pool, self._decode_one, u, max_pills,
+                                     read_imprints)
                 for u in uploads]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for r in results:  # the first bad file, in upload order, is the one reported
@@ -206,6 +211,8 @@ class Service:
 
         if pair:  # a crop model's rows per upload are its candidates for the pill
             picked = [0, 1] if pipeline is None else the_pills(pipeline, decoded or [], lp)
+            if pipeline is not None and any(d.reads is None for d in decoded or []):
+                reads = self.read_picked(decoded or [], picked)
             return [decide(fuse_log_probs(lp[picked[0]], lp[picked[1]]),
                            fuse_ood_scores(*(scores[i] for i in picked)),
                            [reads[i] for i in picked] if reads else [],
@@ -226,6 +233,20 @@ class Service:
                 ident.same_photo = note
                 out.append(ident)
         return out
+
+    def read_picked(self, decoded: list[Decoded], picked: list[int]
+                    ) -> list[ImprintRead | None]:
+        """The imprints of a pair's picked pills, both sides at once in the decode pool,
+        as rows of the pair's candidates (``picked``); each upload keeps its read."""
+        pipeline = self.pipeline
+        assert pipeline is not None
+        for d, read in zip(decoded, self._pool.map(
+                lambda d: pipeline.read_imprints(d.pills or []), decoded), strict=True):
+            d.reads = read
+        reads: list[ImprintRead | None] = [None] * (max(picked) + 1)
+        for d, row in zip(decoded, picked, strict=True):
+            reads[row] = (d.reads or [None])[0]
+        return reads
 
     async def explain(self, image: Image.Image) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
