@@ -116,6 +116,30 @@ def test_open_set_study_on_known_values() -> None:
     assert np.all(np.diff(curve["unknown_accepted"]) >= 0)
 
 
+def test_the_studys_answers_follow_the_pipeline_conditions() -> None:
+    """A weighed pill is answered only when it alone is sure (alone_confidence), and only
+    photos the finder's gates pass are answered, on the known and the unknown side."""
+    from rxvision.engine.evaluate import Predictions
+    from rxvision.engine.openset_eval import score_predictions
+
+    logits = np.log(np.array([[0.9, 0.05, 0.05]] * 4, np.float32))  # each 0.9 sure of 0
+    known = Predictions(logits, np.array([0, 0, 0, 0]), ["a"] * 4, ["p"] * 4,
+                        alone_confidence=np.array([np.nan, 0.5, 0.95, np.nan]))
+    unknown = Predictions(logits, np.array([-1, -1, -1, -1]), ["u"] * 4, ["q"] * 4,
+                          alone_confidence=np.array([0.3, np.nan, np.nan, np.nan]))
+    s = score_predictions(known, unknown, 1.0)
+    np.testing.assert_allclose(s.known_confidence, [0.9, 0.5, 0.9, 0.9], rtol=1e-5)
+    np.testing.assert_allclose(s.unknown_confidence, [0.3, 0.9, 0.9, 0.9], rtol=1e-5)
+    thr = {"ood_method": "energy", "abstain_threshold": 0.8, "ood_threshold": None}
+    ab = open_set_study(s, thr, sweep=(1.0,))["abstention"]
+    assert ab["known_answered"] == 0.75 and ab["unknown_answered"] == 0.75
+    s.known_answerable = np.array([True, True, True, False])  # the finder doubts the last
+    s.unknown_answerable = np.array([True, False, False, True])
+    ab = open_set_study(s, thr, sweep=(1.0,))["abstention"]
+    assert ab["known_answered"] == 0.5 and ab["unknown_answered"] == 0.25
+    assert ab["precision_with_unknowns"] == pytest.approx(2 / 3)
+
+
 def test_card_thresholds_follow_the_identifier_rules() -> None:
     assert card_thresholds({}) == {"ood_method": "energy", "abstain_threshold": 0.5,
                                    "ood_threshold": None,

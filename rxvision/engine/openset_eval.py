@@ -10,9 +10,11 @@ and measures:
 - the accuracy/coverage trade-off of thresholding that score: for a sweep of thresholds
   (and the card's own), the share of known photos still answered, top-1 on them, and the
   share of unknown photos rejected;
-- the card's abstention rule as the Identifier applies it (answer only when the calibrated
-  confidence reaches ``abstain_threshold`` and the score does not exceed
-  ``ood_threshold``): known photos answered, accuracy on them, unknown photos answered.
+- the card's abstention rule as the pipeline applies it (answer only when the calibrated
+  confidence reaches ``abstain_threshold``, for a pill weighed with its photo's other
+  region the pill's own too, the score does not exceed ``ood_threshold`` and, for a crop
+  model, the finder's gates pass): known photos answered, accuracy on them, unknown
+  photos answered.
 
 Example:
     >>> scores = score_predictions(pred_known, pred_unknown, T, "energy")
@@ -61,8 +63,14 @@ class OpenSetScores:
     known: np.ndarray  # (N,) scores of photos whose label the model knows
     unknown: np.ndarray  # (M,) scores of photos of pills the model does not know
     known_correct: np.ndarray  # (N,) bool, top-1 right
-    known_confidence: np.ndarray  # (N,) calibrated probability of the top answer
+    # (N,) calibrated probability of the top answer; a pill weighed with its photo's other
+    # region: the smaller of that and the pill's own (the pipeline's "alone" condition)
+    known_confidence: np.ndarray
     unknown_confidence: np.ndarray  # (M,)
+    # (N,), (M,) bool: the pipeline's finder gates let the photo be answered at all (a crop
+    # model; None: no gates, every photo may be answered)
+    known_answerable: np.ndarray | None = None
+    unknown_answerable: np.ndarray | None = None
 
 
 def card_thresholds(card: dict[str, Any], method: str | None = None) -> dict[str, Any]:
@@ -147,9 +155,34 @@ def score_predictions(
         known=_scores(known, k_mask, method, prototypes, class_centres),
         unknown=_scores(unknown, u_mask, method, prototypes, class_centres),
         known_correct=k_probs.argmax(axis=1) == known.targets[k_mask],
-        known_confidence=k_probs.max(axis=1),
-        unknown_confidence=u_probs.max(axis=1),
+        known_confidence=answer_confidence(known, k_mask, k_probs),
+        unknown_confidence=answer_confidence(unknown, u_mask, u_probs),
     )
+
+
+def answer_confidence(pred: Predictions, mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The confidence the answer rule reads for the photos ``mask`` selects (``probs``
+    their calibrated probabilities): the top probability, and for a pill weighed with its
+    photo's other region no more than the pill's own probability of that answer
+    (``Predictions.alone_confidence``), as the pipeline answers."""
+    confidence = probs.max(axis=1)
+    if pred.alone_confidence is None:
+        return confidence
+    alone = pred.alone_confidence[mask]
+    return np.where(np.isnan(alone), confidence, np.minimum(confidence, alone))
+
+
+def finder_answerable(backend: Backend, pred: Predictions, mask: np.ndarray
+                      ) -> np.ndarray | None:
+    """For a crop model's predictions (with finder scores and pill sizes): which photos of
+    ``mask`` the pipeline's gates let be answered (:func:`~.evaluate.answerable`); None
+    for a whole-photo model."""
+    from ..identify.pipeline import card_finder_gate
+
+    if pred.finder_score is None or pred.pill_px is None:
+        return None
+    gate = card_finder_gate(backend.card, getattr(backend, "path", None))
+    return answerable(gate, pred.finder_score[mask], pred.pill_px[mask])
 
 
 def _at_threshold(s: OpenSetScores, threshold: float) -> dict[str, float | None]:
@@ -178,6 +211,10 @@ def abstention(s: OpenSetScores, abstain_threshold: float, ood_threshold: float 
     how well. Every answered unknown photo is a wrong answer."""
     k = answered(s.known_confidence, s.known, abstain_threshold, ood_threshold)
     u = answered(s.unknown_confidence, s.unknown, abstain_threshold, ood_threshold)
+    if s.known_answerable is not None:  # the finder's gates (a crop model)
+        k = k & s.known_answerable
+    if s.unknown_answerable is not None:
+        u = u & s.unknown_answerable
     n_answered = int(k.sum() + u.sum())
     return {
         "known_answered": float(k.mean()),
@@ -218,18 +255,16 @@ def card_rule_on_known(backend: Backend, pred: Predictions) -> dict[str, Any] | 
     probs = softmax(pred.logits[known],
                     rows_of(calibrated_temperature(backend, pred), known))
     correct = probs.argmax(axis=1) == pred.targets[known]
-    confidence = probs.max(axis=1)
-    if pred.alone_confidence is not None:  # a weighed pill must be sure on its own too
-        alone = pred.alone_confidence[known]
-        confidence = np.where(np.isnan(alone), confidence, np.minimum(confidence, alone))
-    ok = answered(confidence, scores if scores is not None else 0.0,
+    ok = answered(answer_confidence(pred, known, probs), scores if scores is not None else 0.0,
                   thresholds["abstain_threshold"], ood)
     gates: dict[str, Any] = {}
-    if pred.finder_score is not None and pred.pill_px is not None:
-        gate = card_finder_gate(backend.card, getattr(backend, "path", None))
-        held = ok & ~answerable(gate, pred.finder_score[known], pred.pill_px[known])
+    can_answer = finder_answerable(backend, pred, known)
+    if can_answer is not None:
+        held = ok & ~can_answer
         ok = ok & ~held
-        gates = {"min_finder_score": gate, "min_pill_px": MIN_PILL_PX,
+        gates = {"min_finder_score": card_finder_gate(backend.card,
+                                                      getattr(backend, "path", None)),
+                 "min_pill_px": MIN_PILL_PX,
                  "held_by_finder": int(held.sum()),
                  "held_by_finder_wrong": int((held & ~correct).sum())}
     return {"abstain_threshold": thresholds["abstain_threshold"], "ood_method": method,
@@ -354,6 +389,8 @@ def evaluate_open_set(
     scores = score_predictions(known, pred, calibrated_temperature(backend, known), method,
                                prototypes, centres,
                                unknown_temperature=calibrated_temperature(backend, pred))
+    scores.known_answerable = finder_answerable(backend, known, known.known)
+    scores.unknown_answerable = finder_answerable(backend, pred, ~pred.known)
     study = open_set_study(scores, thresholds)
     study["skipped_known_labels"] = int(pred.known.sum())
     return scores, study
