@@ -26,8 +26,7 @@ With ``--write`` the rule goes into the card's ``identification.same_photo``. Ru
 calibration renders only (the model is measured on others).
 
     python benchmarks/fit_same_photo.py --model models/rxvision-c3pi-4k \\
-        --data views/s17/cal-s20.csv --limit 1600 [--temperature 2] [--prior 0.5] \\
-        [--by-size] [--write]
+        --data views/s17/cal-s20.csv --limit 1600 [--temperature 2] [--prior 0.5] [--write]
 """
 
 from __future__ import annotations
@@ -42,10 +41,8 @@ from PIL import Image
 from scipy.optimize import minimize_scalar
 
 from rxvision.artifact import read_card, update_card
-from rxvision.engine.calibration import fit_size_temperature
 from rxvision.identify.fusion import SamePhotoRule
-from rxvision.identify.pipeline import PillPipeline, size_temperature_range, sure_on_its_own
-from rxvision.identify.temperature import SizeTemperature, row_temperatures
+from rxvision.identify.pipeline import PillPipeline, sure_on_its_own
 from rxvision.logmath import log_softmax
 
 TEMPERATURES = (0.5, 5.0)  # the search range of the product's temperature
@@ -74,8 +71,6 @@ def collect(pipe: PillPipeline, root: Path, rows: list[dict[str, str]]) -> list[
         out.append({"y": index[row["label"]], "mode": row.get("mode", ""),
                     "look": (row.get("color", ""), row.get("shape", "")),
                     "own": lp[k], "other": lp[1 - k] if pair else None,
-                    "px": min(p.detail_px for p in pills[:2]) if pair else 0.0,
-                    "own_px": pills[k].detail_px,
                     "sure": not pipe.doubts(pills[k]) and not pipe.too_small(pills[k])})
     return out
 
@@ -93,25 +88,11 @@ def fit_temperature(pairs: list[dict]) -> tuple[float, float, float]:
     return float(best.x), float(best.fun), nll(1.0)
 
 
-def fit_by_size(pairs: list[dict], px_range: tuple[float, float]
-                ) -> tuple[SizeTemperature, float]:
-    """The product's temperature by the pair's smaller region (the softer crop) minimising
-    NLL over one-pill-twice photos, in the form and range of the card's own size
-    temperature; and the NLL at it."""
-    sums = np.stack([p["own"].astype(np.float64) + p["other"] for p in pairs])
-    y = np.array([p["y"] for p in pairs])
-    px = np.array([p["px"] for p in pairs])
-    by_size = fit_size_temperature(sums, y, px, *px_range)
-    t = row_temperatures(1.0, by_size, px)[:, None]
-    return by_size, float(-log_softmax(sums / t)[np.arange(len(y)), y].mean())
-
-
 def tally(rule: SamePhotoRule, photos: list[dict], threshold: float) -> str:
     """"| n | top-1 alone | weighed | answered (wrong) alone | weighed |" cells."""
     alone, weighed = [], []
     for p in photos:
-        mixed = (rule.fuse(p["own"], p["other"], p["px"])[0] if p["other"] is not None
-                 else p["own"])
+        mixed = rule.fuse(p["own"], p["other"])[0] if p["other"] is not None else p["own"]
         for log_probs, into in ((p["own"], alone), (mixed, weighed)):
             sure = float(np.exp(log_probs.max())) >= threshold
             if into is weighed and p["other"] is not None:  # as PillPipeline.decide answers
@@ -139,7 +120,7 @@ def different_pills(rule: SamePhotoRule, photos: list[dict], threshold: float, s
         if not others:
             continue
         q = rng.choice(others)
-        mixed, w = rule.fuse(p["own"], q["own"], min(p["own_px"], q["own_px"]))
+        mixed, w = rule.fuse(p["own"], q["own"])
         n += 1
         over_half += float(w) > 0.5
         for log_probs, wrong in ((p["own"], "alone"), (mixed, "weighed")):
@@ -168,9 +149,6 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=None,
                     help="store this product temperature instead of the NLL fit (2 = the "
                     "geometric mean: the two regions count as one piece of evidence)")
-    ap.add_argument("--by-size", action="store_true",
-                    help="also fit the product's temperature by the pair's smaller region "
-                    "(the card's size-temperature form and range), used where sizes are known")
     ap.add_argument("--write", action="store_true", help="store the rule in the card")
     args = ap.parse_args()
     if args.temperature is not None and not args.temperature > 0:
@@ -187,11 +165,7 @@ def main() -> None:
                          "need 100 to fit")
     fitted, nll_t, nll_1 = fit_temperature(twice)
     chosen = args.temperature if args.temperature is not None else round(fitted, 4)
-    by_size = None
-    if args.by_size:
-        by_size, nll_s = fit_by_size(twice, size_temperature_range(pipe.identifier.preprocessing))
-        print(f"by size: {by_size.describe()} (NLL {nll_s:.3f} against {nll_t:.3f} with one T)")
-    rule = SamePhotoRule(chosen, args.prior, by_size)
+    rule = SamePhotoRule(chosen, args.prior)
     threshold = pipe.identifier.abstain_threshold
     print(f"{len(photos)} photos, {len(twice)} showing one pill twice as a sure pair: "
           f"product temperature by NLL {fitted:.4f} (NLL {nll_1:.3f} at 1 -> {nll_t:.3f}); "
@@ -210,8 +184,6 @@ def main() -> None:
         settings = {**(read_card(args.model).get("identification") or {}),
                     "same_photo": {"temperature": rule.temperature, "prior": rule.prior,
                                    "temperature_by_nll": round(fitted, 4),
-                                   **({"size_temperature": by_size.to_dict()} if by_size
-                                      else {}),
                                    "pairs": len(twice), "fitted_on": str(args.data)}}
         update_card(args.model, identification=settings)
         print(f"wrote identification.same_photo into {args.model}/card.json")

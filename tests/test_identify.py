@@ -232,11 +232,6 @@ def test_two_pills_of_one_photo_are_weighed_by_how_likely_they_are_one_pill() ->
     ({"temperature": "warm", "prior": 0.5}, "numeric temperature and prior"),
     ({"temperature": -1, "prior": 0.5}, "temperature > 0"),
     ({"temperature": 1.5, "prior": 1.0}, "0 < prior < 1"),
-    ({"temperature": 1.5, "prior": 0.5, "size_temperature": {"log_t": 0.1}},
-     "same_photo.size_temperature"),
-    ({"temperature": 1.5, "prior": 0.5,
-      "size_temperature": {"log_t": 0.1, "slope": 0.2, "px_min": 90, "px_max": 40}},
-     "px_min < px_max"),
 ])
 def test_a_malformed_same_photo_rule_is_refused(entry: object, problem: str) -> None:
     assert SamePhotoRule.from_card({}) is None  # no rule: regions answered alone
@@ -380,29 +375,3 @@ def test_onnx_backend_matches_torch(sample_artifact: Path, sample_dir: Path, ima
         Identifier.load(tmp_path / "onnx", backend="onnx", ood_method="cosine")
     with pytest.raises(ArtifactError, match="is an ONNX export"):
         Identifier.load(tmp_path / "onnx")
-
-
-def test_the_same_photo_product_temperature_can_follow_the_pill_size() -> None:
-    """With ``size_temperature`` the pair's product is taken at T(smaller region's px),
-    clipped to its range; without a size (or without a size model) at the single T."""
-    from rxvision.identify.temperature import SizeTemperature
-    from rxvision.logmath import log_softmax
-
-    by_size = SizeTemperature(0.4, 0.5, 40.0, 160.0)  # T(100 px) = e^0.4
-    entry = {"temperature": 1.444, "prior": 0.5, "size_temperature": by_size.to_dict()}
-    rule = SamePhotoRule.from_card({"same_photo": entry})
-    assert rule == SamePhotoRule(1.444, 0.5, by_size)
-    assert rule.temperatures(None) == 1.444 and rule.temperatures(0.0) == 1.444
-    assert rule.temperatures(100.0) == pytest.approx(math.exp(0.4))
-    np.testing.assert_allclose(rule.temperatures(np.array([10.0, 400.0])),  # clipped
-                               [math.exp(0.4) * 0.4 ** 0.5, math.exp(0.4) * 1.6 ** 0.5])
-    rng = np.random.default_rng(3)
-    a, b = log_softmax(rng.normal(size=(2, 9)) * 3), log_softmax(rng.normal(size=(2, 9)) * 3)
-    px = np.array([50.0, 150.0])
-    mixed, w = rule.fuse(a, b, px)
-    for i in range(2):
-        one, w_one = fuse_same_photo(a[i], b[i], float(by_size(px[i])), 0.5)
-        np.testing.assert_allclose(mixed[i], one, atol=1e-6)
-        assert w[i] == pytest.approx(float(w_one))
-    assert not np.allclose(mixed[0], fuse_same_photo(a[0], b[0], 1.444, 0.5)[0])
-    assert "50 px" in rule.describe() and "prior 0.5" in rule.describe()

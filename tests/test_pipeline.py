@@ -673,17 +673,6 @@ def test_two_sure_pills_of_one_photo_are_weighed_as_one_pill(crop_model: Path,
     assert first.abstain and first.message == "not sure"
     pipeline.identifier.abstain_threshold = 0.0
     assert not pipeline.identify(photo).pills[0].identification.abstain
-    # A product temperature by size: at the smaller of the two pills' decoded sizes.
-    from rxvision.identify.fusion import SamePhotoRule
-    from rxvision.identify.temperature import SizeTemperature
-
-    sized = SamePhotoRule(1.5, 0.5, SizeTemperature(1.0, 0.8, 10.0, 400.0))
-    pipeline.identifier.same_photo, pipeline.identifier.abstain_threshold = sized, 0.0
-    px = min(p.detail_px for p in found)
-    for i, pill in enumerate(pipeline.identify(photo, topk=len(labels)).pills):
-        expected, _ = sized.fuse(own[i], own[1 - i], px)
-        got = {c.label: c.probability for c in pill.identification.candidates}
-        np.testing.assert_allclose([got[lab] for lab in labels], np.exp(expected), atol=1e-5)
     pipeline.identifier.same_photo = None  # no rule: each pill alone
     for i, pill in enumerate(pipeline.identify(photo, topk=len(labels)).pills):
         assert pill.identification.same_photo is None
@@ -757,15 +746,3 @@ def test_evaluation_weighs_each_photos_pill_as_the_pipeline_does() -> None:
     assert np.isnan(alone[1:]).all()
     assert same_photo_logits(Backend({}), logits, log_probs, temps, px, score, likeness,
                              rows) is None
-    # A product temperature by size is taken at the pair's smaller region, as the pipeline.
-    from rxvision.identify.temperature import SizeTemperature
-
-    by_size = SizeTemperature(0.3, 0.6, 36.0, 180.0)
-    sized = {**rule, "same_photo": {**rule["same_photo"], "size_temperature": by_size.to_dict()}}
-    px = np.array([[150.0, 60.0], [100.0, 100.0], [100.0, 100.0]])
-    log_probs, temps = candidate_log_probs(Backend(sized), logits, px)
-    kept, _ = same_photo_logits(Backend(sized), logits, log_probs, temps, px, score,
-                                likeness, rows)
-    expected, _ = SamePhotoRule(1.5, 0.5, by_size).fuse(lp[1], lp[0], 60.0)
-    np.testing.assert_allclose(log_softmax(kept[0] / 2.0), expected, atol=1e-4)
-    assert not np.allclose(expected, SamePhotoRule(1.5, 0.5).fuse(lp[1], lp[0])[0], atol=1e-3)

@@ -269,9 +269,7 @@ def same_photo_logits(backend: Backend, logits: np.ndarray, log_probs: np.ndarra
     alone = np.full(len(rows), np.nan)
     if both.size:
         own = log_probs[rows[both]]
-        flat_px = pill_px.reshape(-1)
-        pair_px = np.minimum(flat_px[rows[both]], flat_px[other[both]])  # as the pipeline
-        mixed, _ = rule.fuse(own, log_probs[other[both]], pair_px)  # (n, C)
+        mixed, _ = rule.fuse(own, log_probs[other[both]])  # (n, C)
         t = temps[rows[both]].astype(np.float64)[:, None]
         shift = logsumexp(kept[both], axis=-1) - logsumexp(t * mixed, axis=-1)
         kept[both] = t * mixed + shift[:, None]

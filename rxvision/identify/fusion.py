@@ -28,9 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import ArtifactError
 from ..logmath import as_array, log_softmax, logsumexp
-from .temperature import SizeTemperature, row_temperatures
 
 
 def fuse_log_probs(*log_probs: Any) -> np.ndarray:
@@ -80,18 +78,17 @@ def same_pill_log_ratio(log_probs_a: Any, log_probs_b: Any) -> np.ndarray:
     return np.log(a.shape[-1]) + logsumexp(a.astype(np.float64) + b, axis=-1)
 
 
-def fuse_same_photo(log_probs_a: Any, log_probs_b: Any, temperature: Any, prior: float
+def fuse_same_photo(log_probs_a: Any, log_probs_b: Any, temperature: float, prior: float
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Region a's log-probabilities (..., C) given region b of the same photo: the mixture
-    above, with the two regions' product at ``temperature`` (a number, or one per leading
-    index) and ``prior`` = p(same) before looking; and w = p(same pill | a, b) (...,)."""
-    temps = np.asarray(temperature, dtype=np.float64)
-    if not np.all(np.isfinite(temps) & (temps > 0)) or not 0.0 < prior < 1.0:
+    above, with the two regions' product at ``temperature`` and ``prior`` = p(same) before
+    looking; and w = p(same pill | a, b) (...,)."""
+    if not temperature > 0 or not 0.0 < prior < 1.0:
         raise ValueError(f"need temperature > 0 and 0 < prior < 1, got {temperature}, {prior}")
     a, b = as_array(log_probs_a), as_array(log_probs_b)
     log_odds = same_pill_log_ratio(a, b) + np.log(prior / (1.0 - prior))
     log_w, log_not_w = -np.logaddexp(0.0, -log_odds), -np.logaddexp(0.0, log_odds)
-    fused = log_softmax((a.astype(np.float64) + b) / temps[..., None])
+    fused = log_softmax((a.astype(np.float64) + b) / temperature)
     mixed = np.logaddexp(log_w[..., None] + fused, log_not_w[..., None] + a)  # log(w f + (1-w) a)
     return mixed.astype(a.dtype), np.exp(log_w)
 
@@ -99,13 +96,10 @@ def fuse_same_photo(log_probs_a: Any, log_probs_b: Any, temperature: Any, prior:
 @dataclass(frozen=True)
 class SamePhotoRule:
     """The card's rule for two sure regions of one photo (``identification.same_photo``:
-    ``temperature`` of their product, ``prior`` p(same pill) before looking, and optionally
-    ``size_temperature``: the product's temperature by the smaller region's size, as
-    :class:`.temperature.SizeTemperature`, used where that size is known)."""
+    ``temperature`` of their product, ``prior`` p(same pill) before looking)."""
 
     temperature: float
     prior: float
-    by_size: SizeTemperature | None = None
 
     @classmethod
     def from_card(cls, identification: dict[str, Any]) -> SamePhotoRule | None:
@@ -121,44 +115,16 @@ class SamePhotoRule:
         if not isinstance(entry, dict):
             raise ValueError(f"identification.same_photo must be an object, got {entry!r}")
         try:
-            temperature, prior = float(entry["temperature"]), float(entry["prior"])
+            rule = cls(float(entry["temperature"]), float(entry["prior"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"identification.same_photo needs numeric temperature and prior, "
                              f"got {entry!r}") from exc
-        if not (np.isfinite(temperature) and temperature > 0 and 0.0 < prior < 1.0):
+        if not (np.isfinite(rule.temperature) and rule.temperature > 0
+                and 0.0 < rule.prior < 1.0):
             raise ValueError(f"identification.same_photo needs temperature > 0 and "
-                             f"0 < prior < 1, got {temperature} and {prior}")
-        by_size = None
-        if entry.get("size_temperature") is not None:
-            try:
-                by_size = SizeTemperature.from_dict(entry["size_temperature"])
-            except ArtifactError as exc:
-                raise ValueError(f"identification.same_photo.size_temperature: {exc}") from exc
-        return cls(temperature, prior, by_size)
+                             f"0 < prior < 1, got {rule.temperature} and {rule.prior}")
+        return rule
 
-    def temperatures(self, pill_px: Any | None = None) -> float | np.ndarray:
-        """The product's temperature for pairs whose smaller region spans ``pill_px`` photo
-        pixels (a number or (N,)); the single ``temperature`` without a size model or
-        where the size is unknown."""
-        if pill_px is None or self.by_size is None:
-            return self.temperature
-        temps = row_temperatures(self.temperature, self.by_size, pill_px)
-        return float(temps[0]) if np.ndim(pill_px) == 0 else temps
-
-    def fuse(self, log_probs_a: Any, log_probs_b: Any, pill_px: Any | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`fuse_same_photo` with this rule; ``pill_px``: the smaller region's size
-        per pair (see :meth:`temperatures`)."""
-        return fuse_same_photo(log_probs_a, log_probs_b, self.temperatures(pill_px),
-                               self.prior)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The card's form of the rule (``size_temperature`` only when it has one)."""
-        return {"temperature": self.temperature, "prior": self.prior,
-                **({"size_temperature": self.by_size.to_dict()} if self.by_size else {})}
-
-    def describe(self) -> str:
-        """E.g. "product T 1.44, prior 0.5" or "product T 1.5 at 50 px .. 1.6 at 179 px ..."."""
-        temps = (f"product T {self.temperature:.3g}" if self.by_size is None
-                 else f"product {self.by_size.describe()}")
-        return f"{temps}, prior {self.prior:g}"
+    def fuse(self, log_probs_a: Any, log_probs_b: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`fuse_same_photo` with this rule."""
+        return fuse_same_photo(log_probs_a, log_probs_b, self.temperature, self.prior)

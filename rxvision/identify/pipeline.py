@@ -394,9 +394,8 @@ class PillPipeline:
             return log_probs, notes, alone
         rule, (i, j) = self.identifier.same_photo, pair
         out = np.array(log_probs, copy=True)
-        px = min(pills[i].detail_px, pills[j].detail_px)  # the softer crop limits the pair
-        out[i], w = rule.fuse(log_probs[i], log_probs[j], px)
-        out[j], _ = rule.fuse(log_probs[j], log_probs[i], px)
+        out[i], w = rule.fuse(log_probs[i], log_probs[j])
+        out[j], _ = rule.fuse(log_probs[j], log_probs[i])
         for a, b in ((i, j), (j, i)):
             notes[a] = {"with_box": pills[b].box, "same_pill_probability": round(float(w), 4)}
             alone[a] = log_probs[a]

@@ -72,23 +72,11 @@ class SizeTemperature:
         if entry is None:
             return None
         try:
-            return cls.from_dict(entry)
-        except ArtifactError as exc:
-            raise ArtifactError(f"card calibration.size_temperature: {exc}; "
-                                "rerun `rxvision calibrate`") from exc
-
-    @classmethod
-    def from_dict(cls, entry: Any) -> SizeTemperature:
-        """From :meth:`to_dict`'s fields (extra fields ignored).
-
-        Raises:
-            ArtifactError: missing, non-numeric or out-of-range fields.
-        """
-        try:
             return cls(float(entry["log_t"]), float(entry["slope"]), float(entry["px_min"]),
                        float(entry["px_max"]), float(entry.get("px_ref", PX_REF)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactError(f"malformed size temperature {entry!r} ({exc!r})") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"card calibration.size_temperature is malformed ({exc!r}); "
+                                "rerun `rxvision calibrate`") from exc
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in asdict(self).items()}

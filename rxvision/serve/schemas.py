@@ -176,10 +176,8 @@ class ModelInfo(BaseModel):
                                            "final layer's precision in use and, for a model "
                                            "that finds the pill first, its finder gate "
                                            "(min_finder_score) and its rule for two pills of "
-                                           "one photo (same_photo: temperature, prior and "
-                                           "optionally size_temperature, the product's T by "
-                                           "the smaller pill's size; null: each answered "
-                                           "alone)")
+                                           "one photo (same_photo: temperature, prior; null: "
+                                           "each answered alone)")
     metrics: dict[str, Any]
     capabilities: dict[str, bool]
     limits: dict[str, int | float]

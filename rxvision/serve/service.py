@@ -16,7 +16,7 @@ import io
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -353,7 +353,7 @@ def model_info(ident: Identifier, settings: ServeSettings, pipeline: PillPipelin
                            "typed_abstain_threshold": ident.typed_abstain_threshold,
                            **({"min_finder_score": pipeline.min_finder_score,
                                "same_photo": (None if ident.same_photo is None
-                                              else ident.same_photo.to_dict())}
+                                              else asdict(ident.same_photo))}
                               if pipeline is not None else {})},
         "metrics": card.get("metrics", {}),
         "capabilities": {"single": True, "pair": True, "batch": True,
