@@ -213,6 +213,22 @@ def test_an_exactly_typed_imprint_outweighs_a_photo_fifty_times_surer() -> None:
     assert match / nothing > 50 and nothing > 0  # strong evidence, never proof
 
 
+def test_an_imprint_sharing_one_token_with_the_typed_one_is_weak_evidence_for_it() -> None:
+    """Sharpness 4 (session 28): an imprint one character off keeps ~40% of an exact
+    match's weight; one that shares only a labeler's token ("93 148" typed, "93 7251") ~3%,
+    so it cannot lift a photo's wrong favourite over the pill whose imprint was typed (at
+    sharpness 2 it kept 64% and 15%)."""
+    from rxvision.library.evidence import field_likelihood
+    from rxvision.library.search import imprint_match
+
+    exact = field_likelihood("imprint", imprint_match(("93", "148"), ("93", "148"))[0])
+    one_off = field_likelihood("imprint", imprint_match(("93", "149"), ("93", "148"))[0])
+    shared = field_likelihood("imprint", imprint_match(("93", "148"), ("93", "7251"))[0])
+    assert exact == pytest.approx(1.0)
+    assert 0.25 < one_off / exact < 0.6
+    assert shared / exact < 0.05 and shared / one_off < 0.15
+
+
 def test_typed_facts_that_contradict_every_likely_pill_answer_not_sure(
     ident: Identifier,
 ) -> None:

@@ -11,15 +11,20 @@ where ``match_f`` in [0, 1] is the library search's match of that field (:mod:`.
 shape, size within 1-2 mm, score), and ``L = prod_f L_f``. The floor keeps a typed fact
 that matches nothing from ruling a label out: imprints are misread and colours are named
 differently, so a mismatch is strong evidence against a label, never proof. The imprint
-match is squared (``sharpness`` 2): a one-character-off imprint (match about 0.75) keeps
-about half the weight of an exact one, because most people type what they read right.
-A label with several reference photographs (parts, a former imprint) takes its best one.
+match is raised to the fourth power (``sharpness`` 4): a one-character-off imprint (match
+about 0.8) keeps about 40% of the weight of an exact one, because most people type what
+they read right, and an imprint that shares only a token with the typed one (a labeler's
+"93", match about 0.4) about 2%, not the 15% that squaring gave it: on calibration photos
+that 15% let the photo's confidently wrong favourite outweigh the exact imprint typed in
+all 55 misses looked at (session 28). A label with several reference photographs (parts, a
+former imprint) takes its best one.
 
 The constants were set by hand from these arguments, not fitted: no data of what people
 type exists here. The imprint's floor was 0.05 until session 21; on calibration photos
 (pills in no measurement set; docs/identification.md) 0.01 put the right pill first for 5-7
 points more photos with the exact or a one-off imprint typed, and another pill's imprint
-typed still led to no wrong answer (it did at 0.002). :mod:`rxvision.identify.answers`
+typed still led to no wrong answer (it did at 0.002). The imprint's sharpness was 2 until
+session 28 (docs/library.md, "Session 28"). :mod:`rxvision.identify.answers`
 combines these likelihoods with the photo's probabilities.
 
 Example:
@@ -38,7 +43,7 @@ from .query import Query, color_match, size_match
 from .search import _Candidate, _explain, imprint_match
 
 FLOOR = {"imprint": 0.01, "color": 0.2, "shape": 0.2, "size": 0.2, "score": 0.3}
-SHARPNESS = {"imprint": 2.0, "color": 1.0, "shape": 1.0, "size": 1.0, "score": 1.0}
+SHARPNESS = {"imprint": 4.0, "color": 1.0, "shape": 1.0, "size": 1.0, "score": 1.0}
 
 
 @dataclass(frozen=True)
