@@ -189,7 +189,9 @@ class Service:
         imprint read (``decoded``: the uploads the rows came from) and each photo's pills
         as :meth:`PillPipeline.weigh` answers them (the same-photo pair weighed; with typed
         facts, two kept pills narrowed to the one they describe, IdentifierError when the
-        two do not look like one pill). Reads the drug library: call it off the event loop.
+        two do not look like one pill). A pair decoded without reads has its two picked
+        pills' imprints read here (:meth:`read_picked`). Reads the drug library and runs
+        OCR: call it off the event loop.
         """
         if not results:
             return []
