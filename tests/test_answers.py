@@ -242,6 +242,30 @@ def test_typed_facts_that_contradict_every_likely_pill_answer_not_sure(
     assert nothing.abstain and nothing.typed["contradicted"]
 
 
+def test_offered_hits_that_match_the_typed_text_equally_follow_the_photo(
+    ident: Identifier,
+) -> None:
+    """"TEVA" typed, the photo sure of temazepam: the facts contradict it, and the library
+    pills offered are the TEVA ones; those the text matches equally well come in the order
+    the photo prefers them (irbesartan before olanzapine here), not in label order."""
+    from rxvision.library.search import search
+
+    lib = ident.answers.library
+    teva = search(lib, imprint="TEVA", limit=50)
+    scores = {h.facts.label: h.score for h in teva}
+    assert scores[OLANZAPINE] == scores[IRBESARTAN]  # a tie on the text alone
+    assert OLANZAPINE < IRBESARTAN  # label order would offer olanzapine first
+    for preferred, other in ((IRBESARTAN, OLANZAPINE), (OLANZAPINE, IRBESARTAN)):
+        lp = _log_probs(ident, {TEMAZEPAM: 0.99, preferred: 1e-3, other: 1e-6})
+        result = ident.decide(lp, 0.0, typed=TypedFacts.parse(imprint="TEVA"))
+        assert result.typed["contradicted"]
+        offered = [h["label"] for h in result.library_hits]
+        assert [h["rank"] for h in result.library_hits] == list(range(1, len(offered) + 1))
+        assert offered.index(preferred) < offered.index(other)
+        best = max(scores.values())
+        assert all(scores[lab] == best for lab in offered[:2])  # still best text match first
+
+
 def _with_typed_rule(library_model: Path, tmp_path: Path, **rule: object) -> Path:
     """A copy of the library model whose card has the given typed-imprint settings."""
     model = tmp_path / "typed-rule"

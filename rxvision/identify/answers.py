@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 SHORTLIST = 50  # photo candidates whose typed-fact likelihood is computed exactly
 CONTRADICTION = 0.1  # best fused candidate's L below this: the typed facts contradict
 OFFERED_HITS = 5  # library hits offered when the typed facts contradict the photo
+# ... chosen among the search's first OFFERED_POOL: equal text matches in the photo's order
+OFFERED_POOL = 50
 _CACHE_SIZE = 4096
 
 
@@ -262,11 +264,24 @@ class Answers:
         result.typed = {"fields": fusion.typed.to_dict(), "contradicted": contradicted,
                         "top_likelihood": top_l, "threshold": CONTRADICTION,
                         "photo_power": fusion.photo_power, "note": note}
-        result.library_hits = [] if not contradicted else [
-            _hit_dict(h) for h in search(self.library, imprint=fusion.typed.imprint,
-                                         color=fusion.typed.color, shape=fusion.typed.shape,
-                                         limit=OFFERED_HITS)]
+        result.library_hits = self.offered_hits(fusion) if contradicted else []
         return contradicted
+
+    def offered_hits(self, fusion: TypedFusion) -> list[dict[str, Any]]:
+        """The library pills to offer when typed facts contradict the photo: the search's
+        best text matches first, and pills the text matches equally well (several imprints
+        one character from a typo) in the order the photo prefers them, not by label."""
+        typed = fusion.typed
+        hits = search(self._require_library(), imprint=typed.imprint, color=typed.color,
+                      shape=typed.shape, limit=OFFERED_POOL)
+        photo = fusion.photo_log_probs
+
+        def photo_lp(label: str) -> float:
+            i = self._index.get(label)
+            return float(photo[i]) if i is not None else -math.inf
+
+        hits.sort(key=lambda h: (-h.score, -photo_lp(h.facts.label)))  # stable: search order
+        return [{**_hit_dict(h), "rank": k} for k, h in enumerate(hits[:OFFERED_HITS], 1)]
 
     def _blocks_for(self, labels: list[str]) -> dict[str, dict[str, Any]]:
         """Per label: facts, look-alikes and identical pills (computed once, then cached)."""
