@@ -213,11 +213,11 @@ class Service:
 
         if pair:  # a crop model's rows per upload are its candidates for the pill
             picked = [0, 1] if pipeline is None else the_pills(pipeline, decoded or [], lp)
-            if pipeline is not None and any(d.reads is None for d in decoded or []):
-                reads = self.read_picked(decoded or [], picked)
+            if pipeline is not None:  # each upload now holds its picked pill alone
+                self.read_picked(decoded or [])
             return [decide(fuse_log_probs(lp[picked[0]], lp[picked[1]]),
                            fuse_ood_scores(*(scores[i] for i in picked)),
-                           [reads[i] for i in picked] if reads else [],
+                           [r for d in decoded or [] for r in d.reads or []],
                            [pills[i] for i in picked] if pills else [])]
         if pipeline is None:
             return [decide(lp[i], scores[i], [], []) for i in range(len(lp))]
@@ -236,19 +236,14 @@ class Service:
                 out.append(ident)
         return out
 
-    def read_picked(self, decoded: list[Decoded], picked: list[int]
-                    ) -> list[ImprintRead | None]:
-        """The imprints of a pair's picked pills, both sides at once in the decode pool,
-        as rows of the pair's candidates (``picked``); each upload keeps its read."""
-        pipeline = self.pipeline
+    def read_picked(self, decoded: list[Decoded]) -> None:
+        """Read the imprints of a pair's picked pills that decoding left unread, both
+        sides at once in the decode pool (each upload holds its picked pill alone)."""
+        pipeline, unread = self.pipeline, [d for d in decoded if d.reads is None]
         assert pipeline is not None
-        for d, read in zip(decoded, self._pool.map(
-                lambda d: pipeline.read_imprints(d.pills or []), decoded), strict=True):
-            d.reads = read
-        reads: list[ImprintRead | None] = [None] * (max(picked) + 1)
-        for d, row in zip(decoded, picked, strict=True):
-            reads[row] = (d.reads or [None])[0]
-        return reads
+        for d, reads in zip(unread, self._pool.map(
+                lambda d: pipeline.read_imprints(d.pills or []), unread), strict=True):
+            d.reads = reads
 
     async def explain(self, image: Image.Image) -> dict[str, str]:
         """Attention, Grad-CAM and occlusion overlays as PNG data URLs: of a decoded photo,
