@@ -249,7 +249,7 @@ def same_photo_logits(backend: Backend, logits: np.ndarray, log_probs: np.ndarra
     after that division, with ``c`` chosen so that the energy score (``-logsumexp`` of the
     logits) stays the pill's own."""
     from ..identify.fusion import SamePhotoRule
-    from ..identify.pipeline import card_finder_gate
+    from ..identify.pipeline import card_finder_gate, own_probability_of_answer
     from ..logmath import logsumexp
 
     try:
@@ -273,8 +273,7 @@ def same_photo_logits(backend: Backend, logits: np.ndarray, log_probs: np.ndarra
         t = temps[rows[both]].astype(np.float64)[:, None]
         shift = logsumexp(kept[both], axis=-1) - logsumexp(t * mixed, axis=-1)
         kept[both] = t * mixed + shift[:, None]
-        top = np.argmax(mixed, axis=-1)[:, None]
-        alone[both] = np.exp(np.take_along_axis(own, top, axis=-1)[:, 0])
+        alone[both] = own_probability_of_answer(mixed, own)
     return kept.astype(np.float32), alone
 
 

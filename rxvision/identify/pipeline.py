@@ -538,9 +538,15 @@ def sure_on_its_own(weighed: Any, own: Any, threshold: float) -> bool | np.ndarr
     strength named by both sides), which their product at a temperature fitted for NLL
     over-states, and two different look-alike pills must not lend each other their names
     (docs/identification.md, "Two pills of one photo")."""
+    return own_probability_of_answer(weighed, own) >= threshold
+
+
+def own_probability_of_answer(weighed: Any, own: Any) -> np.ndarray:
+    """The region's own probability (``own``: its log-probabilities) of the weighed
+    answer (the top of ``weighed``), per leading index of the (..., C) rows."""
     weighed, own = np.asarray(weighed), np.asarray(own)
     top = np.argmax(weighed, axis=-1)[..., None]
-    return np.exp(np.take_along_axis(own, top, axis=-1)[..., 0]) >= threshold
+    return np.exp(np.take_along_axis(own, top, axis=-1)[..., 0])
 
 
 def typed_ranking(answers: Answers, typed: TypedFacts, log_probs: np.ndarray) -> np.ndarray:
