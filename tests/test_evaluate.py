@@ -238,7 +238,12 @@ def test_evaluate_command_end_to_end(sample_artifact: Path, sample_dir: Path, ma
     page = (tmp_path / "rep" / "index.html").read_text()
     for name in re.findall(r'<img src="([^"]+)"', page):
         assert (tmp_path / "rep" / name).is_file()
-    assert "top1" in capsys.readouterr().out
+    assert "ece if calibrated" in page
+    out = capsys.readouterr().out
+    assert "top1" in out
+    floor = doc["ece_if_calibrated"]
+    assert 0 < floor["mean"] <= floor["p95"]
+    assert f"would score ece {floor['mean']:.4f} on {doc['n']} photos" in out
 
 
 def test_evaluate_command_reports_missing_group_column(sample_artifact: Path, manifest: Path,

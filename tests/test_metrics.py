@@ -186,3 +186,31 @@ def test_empty_and_invalid_inputs() -> None:
         M.compute_metrics(np.full((2, 3), 1 / 3), np.array([0, -1]), ["a", "b", "c"])
     with pytest.raises(ValueError, match="expected"):
         M.nll(np.ones(3), np.array([0]))
+
+
+def _drawn_right(conf: np.ndarray, right_prob: np.ndarray,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probs whose top-1 confidence is ``conf`` (class 0 the top), and targets that are
+    class 0 with probability ``right_prob`` (else class 1)."""
+    rng = np.random.default_rng(seed)
+    probs = np.empty((len(conf), 4))
+    probs[:, 0] = conf
+    probs[:, 1:] = ((1 - conf) / 3)[:, None]
+    return probs, np.where(rng.random(len(conf)) < right_prob, 0, 1)
+
+
+def test_ece_if_calibrated_is_chance_level_for_a_calibrated_model() -> None:
+    """A model right exactly as often as it says scores an ECE around the floor, not 0; the
+    floor shrinks with N; an overconfident model lies far above the floor's p95."""
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.3, 1.0, size=400)
+    floor = M.ece_if_calibrated(_drawn_right(conf, conf, 0)[0])
+    assert 0.03 < floor["mean"] < floor["p95"] < 0.12
+    assert M.ece_if_calibrated(_drawn_right(conf, conf, 0)[0]) == floor  # seeded
+    measured = [M.ece(*_drawn_right(conf, conf, s)) for s in range(40)]
+    assert np.mean(measured) == pytest.approx(floor["mean"], rel=0.25)
+    assert np.mean(np.array(measured) <= floor["p95"]) >= 0.85
+    big = rng.uniform(0.3, 1.0, size=6400)
+    assert M.ece_if_calibrated(_drawn_right(big, big, 0)[0])["mean"] < floor["mean"] / 3
+    overconfident = M.ece(*_drawn_right(conf, conf - 0.2, 1))
+    assert overconfident > floor["p95"] + 0.05

@@ -199,6 +199,14 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def ece_floor(m: dict[str, Any]) -> str:
+    """One line setting a measured ECE beside what chance alone gives at that N."""
+    floor = m["ece_if_calibrated"]
+    return (f"a perfectly calibrated model with these confidences would score ece "
+            f"{floor['mean']:.4f} on {m['n']} photos (95% of draws under {floor['p95']:.4f}): "
+            "an ece near that is as calibrated as this many photos can show")
+
+
 def print_summary(result: dict[str, Any]) -> None:
     """A few lines a person reads at a glance."""
     print(f"{result['n']} images in {result['seconds']} s ({result['images_per_second']} img/s),"
@@ -212,6 +220,8 @@ def print_summary(result: dict[str, Any]) -> None:
     print("  " + "  ".join(f"{k} {_f(result[k])}" for k in ("nll", "ece", "brier"))
           + (f"  (at T = 1: nll {_f(result['uncalibrated']['nll'])}  ece "
              f"{_f(result['uncalibrated']['ece'])})" if "uncalibrated" in result else ""))
+    if result.get("ece_if_calibrated"):
+        print(f"  {ece_floor(result)}")
     cov = result["accuracy_at_coverage"]
     print("  accuracy at coverage " + "  ".join(f"{q}: {_f(v)}" for q, v in cov.items()))
     own = result.get("own_renderer")
@@ -239,8 +249,10 @@ def print_summary(result: dict[str, Any]) -> None:
     for name, m in (result.get("groups") or {}).items():
         same = (f"  top1_same_pill {_f(m['top1_same_pill'])}  top5_same_pill "
                 f"{_f(m['top5_same_pill'])}" if "top1_same_pill" in m else "")
+        floor = (f" (calibrated: {m['ece_if_calibrated']['mean']:.3f})"
+                 if m.get("ece_if_calibrated") else "")
         print(f"  [{result['group_by']}={name}] n {m['n']}  top1 {_f(m['top1'])}  "
-              f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}{same}")
+              f"top5 {_f(m['top5'])}  ece {_f(m['ece'])}{floor}{same}")
     print_open_set(result.get("open_set"))
     if "int8_vs_fp32" in result:
         from ..deploy.int8_reference import format_comparison

@@ -400,6 +400,12 @@ def write_report(
         parts.append(f"<p>Model <code>{html.escape(str(result.get('model', '')))}</code> on "
                      f"<code>{html.escape(str(source))}</code>.</p>")
     rows = [[k, result.get(k), HEADLINE_HELP[k]] for k in HEADLINE_HELP]
+    floor = result.get("ece_if_calibrated")
+    if floor:
+        rows.insert(list(HEADLINE_HELP).index("ece") + 1, [
+            "ece if calibrated", floor["mean"],
+            f"what a perfectly calibrated model with these confidences scores on this many "
+            f"photos (95% of draws under {floor['p95']:.4f}): ECE is biased upward on small sets"])
     rows += [[f"accuracy at {float(q):.0%} coverage", v,
               "accuracy on the most confident share of photos"]
              for q, v in (result.get("accuracy_at_coverage") or {}).items()]
