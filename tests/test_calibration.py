@@ -32,7 +32,9 @@ def test_fit_recovers_known_temperature(true_t: float) -> None:
 def test_calibrate_reduces_ece_and_nll() -> None:
     logits, targets = synthetic(3.0)
     fit = calibrate(torch.from_numpy(logits).float(), torch.from_numpy(targets))
-    assert set(fit) == {"temperature", "nll_before", "nll_after", "ece_before", "ece_after", "n"}
+    assert set(fit) == {"temperature", "nll_before", "nll_after", "ece_before", "ece_after",
+                        "ece_if_calibrated", "n"}
+    assert 0 < fit["ece_if_calibrated"] < fit["ece_before"]
     assert fit["n"] == 4000
     assert fit["ece_after"] < fit["ece_before"] / 2
     assert fit["nll_after"] < fit["nll_before"]

@@ -271,6 +271,7 @@ def test_a_crop_run_gets_its_finder_and_its_independent_figures(
     check = card["metrics"]["independent"]
     assert check["n"] == NUM_CLASSES and check["framing"] == "crop"
     assert 0.0 <= check["top1"] <= 1.0 and check["own_val_top1"] is not None
+    assert 0.0 < check["ece_if_calibrated"] < 1.0 and "(a calibrated model: " in out
     assert check["gap_points"] == round(100 * (check["own_val_top1"] - check["top1"]), 1)
     assert "validation" in card["metrics"]  # kept beside it
     # A finder for a whole-photo model is refused before anything trains.

@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"T = {fit['temperature']:.4f} on {fit['n']} images"
           f"{f' x {tta} rotations' if tta > 1 else ''}: "
           f"NLL {fit['nll_before']:.4f} -> {fit['nll_after']:.4f}, "
-          f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f}"
+          f"ECE {fit['ece_before']:.4f} -> {fit['ece_after']:.4f} (a calibrated model: "
+          f"{fit['ece_if_calibrated']:.4f} at this N)"
           + (f"; own-class cosine {record['own_class_cosine']:.4f}"
              if "own_class_cosine" in record else ""))
     if "own_logit_means_fit" in record:

@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         check = independent_check(result.run_dir, args.independent_val,
                                   args.independent_limit)
         gap = "" if check["gap_points"] is None else f"; gap {check['gap_points']:+.1f} points"
+        floor = check["ece_if_calibrated"]
+        floor_text = "n/a" if floor is None else f"{floor:.4f}"
         print(f"independent photos ({check['n']}): top-1 {check['top1']:.4f}, top-5 "
-              f"{check['top5']:.4f}, ECE {check['ece']:.4f} | training renderer's "
+              f"{check['top5']:.4f}, ECE {check['ece']:.4f} (a calibrated model: "
+              f"{floor_text} at this N) | training renderer's "
               f"validation top-1 {result.best_top1:.4f}{gap}")
     return 0

@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import minimize, minimize_scalar
 
 from ..identify.temperature import SizeTemperature
-from .metrics import ece, nll, softmax
+from .metrics import ece, ece_if_calibrated, nll, softmax
 
 T_MIN, T_MAX = 0.05, 20.0  # search bounds; a fit at a bound means the data cannot pin T
 SLOPE_BOUND = 3.0  # |d ln T / d ln px|: a steeper fit means the sizes cannot pin the slope
@@ -87,7 +87,9 @@ def fit_temperature(logits: np.ndarray | torch.Tensor, targets: np.ndarray | tor
 
 def calibrate(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
               ) -> dict[str, Any]:
-    """Fit T and measure it: ``{temperature, nll_before, nll_after, ece_before, ece_after, n}``.
+    """Fit T and measure it: ``{temperature, nll_before, nll_after, ece_before, ece_after,
+    ece_if_calibrated, n}`` (the last ECE but one: what a perfectly calibrated model with the
+    fitted confidences scores on this many images, :func:`~.metrics.ece_if_calibrated`).
 
     "Before" is T = 1 (raw softmax). Fitting and measuring on the same data shows how much
     scaling helps; judge it on separate data with ``rxvision evaluate``.
@@ -101,6 +103,7 @@ def calibrate(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Ten
         "nll_after": nll(after, targets),
         "ece_before": ece(before, targets),
         "ece_after": ece(after, targets),
+        "ece_if_calibrated": ece_if_calibrated(after)["mean"],
         "n": len(targets),
     }
 

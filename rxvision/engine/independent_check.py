@@ -40,7 +40,8 @@ def own_renderer_gap(card: dict[str, Any], top1: float | None) -> dict[str, Any]
 def independent_check(run: str | Path, data: str | Path, limit: int | None = None,
                       batch_size: int = 32) -> dict[str, Any]:
     """Evaluate ``run`` on independent photos (one pass, the card's calibration) and store
-    ``metrics.independent`` = {data, n, top1, top5, ece, own_val_top1, gap_points} in its
+    ``metrics.independent`` = {data, n, top1, top5, ece, ece_if_calibrated (the ECE a
+    perfectly calibrated model scores on that many photos), own_val_top1, gap_points} in its
     card. A crop model is evaluated behind its own pill finder."""
     backend = load_backend(run)
     images = subset(load_dataset(data), limit)
@@ -53,6 +54,7 @@ def independent_check(run: str | Path, data: str | Path, limit: int | None = Non
     gap = own_renderer_gap(card, result["top1"]) or {}
     check = {"data": str(data), "n": result["n"], "framing": model_framing(card),
              "top1": result["top1"], "top5": result["top5"], "ece": result["ece"],
+             "ece_if_calibrated": (result["ece_if_calibrated"] or {}).get("mean"),
              "own_val_top1": gap.get("val_top1"), "gap_points": gap.get("gap_points")}
     update_card(run, metrics={**(card.get("metrics") or {}), "independent": check})
     return check
