@@ -214,3 +214,24 @@ def test_ece_if_calibrated_is_chance_level_for_a_calibrated_model() -> None:
     assert M.ece_if_calibrated(_drawn_right(big, big, 0)[0])["mean"] < floor["mean"] / 3
     overconfident = M.ece(*_drawn_right(conf, conf - 0.2, 1))
     assert overconfident > floor["p95"] + 0.05
+
+
+def test_consistency_bands_hold_a_calibrated_model_and_narrow_with_n() -> None:
+    """Per bin, a calibrated model's accuracy falls inside the 90% band about 90% of the time
+    (checked over bins and seeds); bands are wider for fewer samples; empty bins are NaN."""
+    rng = np.random.default_rng(4)
+    conf = rng.uniform(0.4, 0.95, size=600)
+    probs = _drawn_right(conf, conf, 0)[0]
+    low, high = M.consistency_bands(probs)
+    assert np.isnan(low[:5]).all() and np.isnan(high[:5]).all()  # no confidence under 0.33
+    filled = ~np.isnan(low)
+    assert (low[filled] <= high[filled]).all()
+    inside = []
+    for seed in range(30):
+        bins = M.calibration_bins(*_drawn_right(conf, conf, seed))
+        inside.append((bins["accuracy"][filled] >= low[filled] - 1e-9)
+                      & (bins["accuracy"][filled] <= high[filled] + 1e-9))
+    assert 0.8 <= np.mean(inside) <= 1.0
+    few_low, few_high = M.consistency_bands(probs[:60])
+    both = filled & ~np.isnan(few_low)
+    assert np.mean((few_high - few_low)[both]) > 1.5 * np.mean((high - low)[both])

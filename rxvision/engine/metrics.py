@@ -189,6 +189,20 @@ def ece(probs: np.ndarray, targets: np.ndarray, n_bins: int = ECE_BINS) -> float
     return float((gap * bins["count"][filled]).sum() / n)
 
 
+def _calibrated_draws(conf: np.ndarray, n_bins: int, draws: int, seed: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right answers per confidence bin when each sample is right with probability equal to
+    its confidence: ``(right (draws, n_bins), count (n_bins,), confidence sum (n_bins,))``."""
+    idx = _confidence_bin(conf, n_bins)
+    member = np.zeros((len(conf), n_bins))
+    member[np.arange(len(conf)), idx] = 1.0
+    rng = np.random.default_rng(seed)
+    right = [(rng.random((min(100, draws - start), len(conf))) < conf) @ member
+             for start in range(0, draws, 100)]  # 100 draws at a time bounds the memory
+    return (np.concatenate(right), member.sum(axis=0),
+            np.bincount(idx, weights=conf, minlength=n_bins))
+
+
 def ece_if_calibrated(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = ECE_DRAWS,
                       seed: int = 0) -> dict[str, float]:
     """The ECE a perfectly calibrated model with these top-1 confidences would score on this
@@ -200,17 +214,24 @@ def ece_if_calibrated(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = EC
     Returns ``{"mean", "p95"}`` of the drawn ECEs (seeded: the same inputs, the same figures).
     """
     conf = np.asarray(probs, dtype=np.float64).max(axis=1)
-    idx = _confidence_bin(conf, n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    member = np.zeros((len(conf), n_bins))
-    member[np.arange(len(conf)), idx] = 1.0
-    rng = np.random.default_rng(seed)
-    gaps = []
-    for start in range(0, draws, 100):  # (100, N) draws at a time bounds the memory
-        right = rng.random((min(100, draws - start), len(conf))) < conf
-        gaps.append(np.abs(right @ member - conf_sum).sum(axis=1) / max(len(conf), 1))
-    drawn = np.concatenate(gaps)
+    right, _, conf_sum = _calibrated_draws(conf, n_bins, draws, seed)
+    drawn = np.abs(right - conf_sum).sum(axis=1) / max(len(conf), 1)
     return {"mean": float(drawn.mean()), "p95": float(np.percentile(drawn, 95))}
+
+
+def consistency_bands(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = ECE_DRAWS,
+                      seed: int = 0, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Per confidence bin, the range of accuracy a perfectly calibrated model with these
+    confidences shows in ``level`` of draws (the reliability diagram's consistency bars,
+    Broecker & Smith 2007): ``(low, high)``, NaN for empty bins."""
+    conf = np.asarray(probs, dtype=np.float64).max(axis=1)
+    right, count, _ = _calibrated_draws(conf, n_bins, draws, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = right / count
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(accuracy, [tail, 100 - tail], axis=0)
+    empty = count == 0
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
 
 def brier(probs: np.ndarray, targets: np.ndarray) -> float:

@@ -65,9 +65,13 @@ def plot_reliability(pred: Predictions, temperature: float | np.ndarray, path: P
                bottom=bins["accuracy"][filled], width=width * 0.95, color="#dd8452", alpha=0.5,
                label="gap to confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        low, high = M.consistency_bands(probs)
+        ax.vlines(centers[filled], low[filled], high[filled], color="k", linewidth=1.6,
+                  label="a calibrated model here (90% of draws)")
         title = ("before calibration (T = 1)" if i == 0
                  else f"after calibration (T = {M.describe_temperature(t)})")
-        ax.set_title(f"{title}\nECE = {M.ece(probs, targets):.4f}", fontsize=10)
+        ax.set_title(f"{title}\nECE = {M.ece(probs, targets):.4f} (a calibrated model: "
+                     f"{M.ece_if_calibrated(probs)['mean']:.4f})", fontsize=10)
         ax.set_xlabel("confidence (top-1 probability)")
         ax.set_ylabel("accuracy")
         ax.set_xlim(0, 1)
