@@ -266,6 +266,39 @@ def test_offered_hits_that_match_the_typed_text_equally_follow_the_photo(
         assert all(scores[lab] == best for lab in offered[:2])  # still best text match first
 
 
+def test_the_cards_offered_photo_weight_lets_the_photo_reorder_close_text_matches(
+    library_model: Path, tmp_path: Path
+) -> None:
+    """"TEVA 7239" typed while the photo is sure of temazepam: contradicted. Irbesartan (TEVA
+    7239) matches the text best and olanzapine (TEVA 5770) less; by the text alone (no
+    weight in the card) irbesartan is offered first. With the card's offered_photo_weight
+    the photo's 1e4-fold preference for olanzapine moves it ahead; weights that are not a
+    finite number >= 0 are refused when the model loads."""
+    from rxvision.library.search import search
+
+    scores = {h.facts.label: h.score for h in
+              search(Identifier.load(library_model).answers.library, imprint="TEVA 7239")}
+    assert scores[IRBESARTAN] > scores[OLANZAPINE]
+    typed = TypedFacts.parse(imprint="TEVA 7239")
+    probs = {TEMAZEPAM: 0.99, OLANZAPINE: 1e-4, IRBESARTAN: 1e-8}
+
+    def offered(model: Path) -> list[str]:
+        ident = Identifier.load(model)
+        result = ident.decide(_log_probs(ident, probs), 0.0, typed=typed)
+        assert result.typed["contradicted"]
+        return [h["label"] for h in result.library_hits]
+
+    by_text = offered(library_model)
+    assert by_text.index(IRBESARTAN) < by_text.index(OLANZAPINE)
+    weighed = offered(_with_typed_rule(library_model, tmp_path, offered_photo_weight=1.0))
+    assert weighed.index(OLANZAPINE) < weighed.index(IRBESARTAN)
+    assert sorted(weighed) == sorted(by_text)  # the same hits, in another order
+    for bad in (-0.1, "heavy", float("inf")):
+        model = _with_typed_rule(library_model, tmp_path / str(bad), offered_photo_weight=bad)
+        with pytest.raises(IdentifierError, match="offered_photo_weight"):
+            Identifier.load(model)
+
+
 def _with_typed_rule(library_model: Path, tmp_path: Path, **rule: object) -> Path:
     """A copy of the library model whose card has the given typed-imprint settings."""
     model = tmp_path / "typed-rule"

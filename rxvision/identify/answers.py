@@ -65,8 +65,12 @@ if TYPE_CHECKING:
 SHORTLIST = 50  # photo candidates whose typed-fact likelihood is computed exactly
 CONTRADICTION = 0.1  # best fused candidate's L below this: the typed facts contradict
 OFFERED_HITS = 5  # library hits offered when the typed facts contradict the photo
-# ... chosen among the search's first OFFERED_POOL: equal text matches in the photo's order
+# ... chosen among the search's first OFFERED_POOL, ordered by text score plus the card's
+# identification.offered_photo_weight times the photo's log-probability (floored at
+# OFFERED_PHOTO_FLOOR, so pills the photo rules out all weigh alike); equal keys in the
+# photo's order. Weight 0 (a card without it): text order, the photo breaking ties.
 OFFERED_POOL = 50
+OFFERED_PHOTO_FLOOR = -50.0
 _CACHE_SIZE = 4096
 
 
@@ -132,6 +136,7 @@ class Answers:
         self._lock = threading.Lock()
         self._blocks: dict[str, dict[str, Any]] = {}
         self._in_library: np.ndarray | None = None
+        self.offered_photo_weight = 0.0  # the Identifier sets the card's fitted weight
         if library is not None:
             known = set(library.labels())
             self._in_library = np.array([label in known for label in labels], dtype=bool)
@@ -269,8 +274,11 @@ class Answers:
 
     def offered_hits(self, fusion: TypedFusion) -> list[dict[str, Any]]:
         """The library pills to offer when typed facts contradict the photo: the search's
-        best text matches first, and pills the text matches equally well (several imprints
-        one character from a typo) in the order the photo prefers them, not by label."""
+        best text matches, each weighed by the photo (``offered_photo_weight`` per unit of
+        log-probability, fitted on calibration photos by
+        ``benchmarks/fit_offered_order.py``), and pills that come out equal (several
+        imprints one character from a typo) in the order the photo prefers them, not by
+        label."""
         typed = fusion.typed
         hits = search(self._require_library(), imprint=typed.imprint, color=typed.color,
                       shape=typed.shape, limit=OFFERED_POOL)
@@ -280,7 +288,13 @@ class Answers:
             i = self._index.get(label)
             return float(photo[i]) if i is not None else -math.inf
 
-        hits.sort(key=lambda h: (-h.score, -photo_lp(h.facts.label)))  # stable: search order
+        weight = self.offered_photo_weight
+
+        def order(hit: Any) -> tuple[float, float]:
+            lp = photo_lp(hit.facts.label)
+            return -(hit.score + weight * max(lp, OFFERED_PHOTO_FLOOR)), -lp
+
+        hits.sort(key=order)  # stable: search order last
         return [{**_hit_dict(h), "rank": k} for k, h in enumerate(hits[:OFFERED_HITS], 1)]
 
     def _blocks_for(self, labels: list[str]) -> dict[str, dict[str, Any]]:

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -297,6 +298,7 @@ class Identifier:
         # Drug facts, look-alikes and typed-fact fusion from the artifact's library.sqlite
         # (library=None), another library file, or none (False).
         self.answers = Answers.for_model(self.labels, card, path, library)
+        self.answers.offered_photo_weight = offered_photo_weight(settings)
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -583,6 +585,23 @@ class Identifier:
 
         model = self._torch_model("explain()")
         return explain_image(model, self.transform, self.decode(image))
+
+
+def offered_photo_weight(settings: dict[str, Any]) -> float:
+    """The card's weight of the photo's log-probability when ordering the library pills
+    offered after typed facts contradict the photo (0 without one: text order).
+
+    Raises:
+        IdentifierError: not a finite number >= 0.
+    """
+    value = settings.get("offered_photo_weight", 0.0)
+    try:
+        weight = float(value)
+    except (TypeError, ValueError) as exc:
+        raise IdentifierError(f"offered_photo_weight must be a number, got {value!r}") from exc
+    if not (math.isfinite(weight) and weight >= 0.0):
+        raise IdentifierError(f"offered_photo_weight must be a finite number >= 0, got {weight}")
+    return weight
 
 
 def typed_imprint_rule(settings: dict[str, Any], abstain_threshold: float,
