@@ -88,8 +88,8 @@ def fit_temperature(logits: np.ndarray | torch.Tensor, targets: np.ndarray | tor
 def calibrate(logits: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
               ) -> dict[str, Any]:
     """Fit T and measure it: ``{temperature, nll_before, nll_after, ece_before, ece_after,
-    ece_if_calibrated, n}`` (the last ECE but one: what a perfectly calibrated model with the
-    fitted confidences scores on this many images, :func:`~.metrics.ece_if_calibrated`).
+    ece_if_calibrated, n}``; ``ece_if_calibrated`` is what a perfectly calibrated model with
+    the fitted confidences scores on this many images (:func:`~.metrics.ece_if_calibrated`).
 
     "Before" is T = 1 (raw softmax). Fitting and measuring on the same data shows how much
     scaling helps; judge it on separate data with ``rxvision evaluate``.
