@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from typing import Any
 
 import numpy as np
 from imprint_fused import store_identification  # this folder: run as a script
-from photo_plus_typed import SEED, photo_log_probs, typed_variants
+from photo_plus_typed import SEED, typed_variants
 from scipy.optimize import minimize
+from typed_photo_power import load_photos
 
-from rxvision.data import load_dataset
-from rxvision.engine.evaluate import subset
 from rxvision.identify.answers import OFFERED_PHOTO_FLOOR, OFFERED_POOL
 from rxvision.identify.identifier import Identifier
 from rxvision.library.groups import twin_labels
@@ -37,17 +37,18 @@ from rxvision.library.search import search
 Case = tuple[np.ndarray, np.ndarray, np.ndarray]  # text scores, photo log-probs, right
 
 
-def contradicted_cases(ident: Identifier, labels: list[str], rows: list, scores: list[float]
-                       ) -> list[Case]:
-    """Per typed variant the card judges contradicted: the search's hits' text scores, the
-    photo's (floored) log-probabilities of them, and which hits are the right pill."""
+def contradicted_cases(ident: Identifier, photos: dict[str, Any]) -> list[Case]:
+    """Per typed variant the card judges contradicted (``photos``: from
+    :func:`typed_photo_power.load_photos`): the search's hits' text scores, the photo's
+    (floored) log-probabilities of them, and which hits are the right pill."""
     lib = ident.answers.library
     index = {label: i for i, label in enumerate(ident.labels)}
-    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
-    others, twins, rng = list(facts.values()), twin_labels(lib), random.Random(SEED)
+    twins, rng = twin_labels(lib), random.Random(SEED)
     cases = []
-    for label, row, score in zip(labels, rows, scores, strict=True):
-        variants = typed_variants(facts[label], others, rng)
+    for sample, row, score in zip(photos["samples"], photos["log_probs"], photos["scores"],
+                                  strict=True):
+        label = sample.label
+        variants = typed_variants(photos["facts"][label], photos["others"], rng)
         if row is None:
             continue
         for name, typed in variants.items():
@@ -89,18 +90,13 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="a crop model with a drug library")
     ap.add_argument("--data", required=True, help="calibration photos (render-independent)")
     ap.add_argument("--limit", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--write", action="store_true",
                     help="store the fitted weight in the card (identification)")
     args = ap.parse_args()
     ident = Identifier.load(args.model)
     if ident.answers.library is None:
         sys.exit(f"{args.model} has no drug library: nothing is offered without one")
-    index = set(ident.labels)
-    samples = [s for s in subset(load_dataset(args.data), args.limit, seed=SEED).samples
-               if s.label in index]
-    rows, scores = photo_log_probs(ident, [s.path for s in samples], args.batch)
-    cases = contradicted_cases(ident, [s.label for s in samples], rows, scores)
+    cases = contradicted_cases(ident, load_photos(ident, args.data, args.limit))
     usable = sum(bool(c[2].any()) for c in cases)
     if usable < 20:
         sys.exit(f"only {usable} contradicted cases with the right pill among the hits: "

@@ -69,6 +69,15 @@ def one_wrong(text: str, rng: random.Random) -> str:
     return text[:i] + new + text[i + 1 :]
 
 
+def library_facts(ident: Identifier) -> dict[str, DrugFacts]:
+    """Each label's drug facts in the model's library (its first reference's), from which
+    the typed variants are built."""
+    library = ident.answers.library
+    assert library is not None
+    return {label: refs[0].facts
+            for label, refs in library.references_for(ident.labels).items()}
+
+
 def typed_variants(
     facts: DrugFacts, others: list[DrugFacts], rng: random.Random
 ) -> dict[str, TypedFacts | None]:
@@ -254,7 +263,7 @@ def main() -> None:
         lp, ood_scores = photo_log_probs(ident, [s.path for s in samples], args.batch_size,
                                          own)
     forward_s = time.perf_counter() - t0
-    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+    facts = library_facts(ident)
     twins = twin_labels(lib)
     counts, decide_ms = count_decisions(ident, samples, lp, ood_scores, facts, twins,
                                         random.Random(SEED), args.group_by, own, read)

@@ -18,7 +18,12 @@ from __future__ import annotations
 import argparse
 import random
 
-from photo_plus_typed import SEED, count_decisions, photo_log_probs  # this folder: a script
+from photo_plus_typed import (  # this folder: a script
+    SEED,
+    count_decisions,
+    library_facts,
+    photo_log_probs,
+)
 
 from rxvision.data import load_dataset
 from rxvision.engine.evaluate import subset
@@ -52,7 +57,7 @@ def main() -> None:
     samples = [s for s in subset(load_dataset(args.data), args.limit, seed=SEED).samples
                if s.label in index]
     log_probs, scores = photo_log_probs(ident, [s.path for s in samples], 16)
-    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+    facts = library_facts(ident)
     twins = twin_labels(lib)
     print(f"{len(samples)} photos; per variant: top-1, answered, wrong answers, "
           "'not sure' because the typed facts match none of the likely pills")

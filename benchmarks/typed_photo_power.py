@@ -22,7 +22,12 @@ import random
 from typing import Any
 
 import numpy as np
-from photo_plus_typed import SEED, photo_log_probs, typed_variants  # this folder: a script
+from photo_plus_typed import (  # this folder: a script
+    SEED,
+    library_facts,
+    photo_log_probs,
+    typed_variants,
+)
 
 from rxvision.artifact import read_card, update_card
 from rxvision.data import load_dataset
@@ -60,8 +65,7 @@ def load_photos(ident: Identifier, manifest: str, limit: int) -> dict[str, Any]:
     samples = [s for s in subset(load_dataset(manifest), limit, seed=SEED).samples
                if s.label in index]
     log_probs, scores = photo_log_probs(ident, [s.path for s in samples], 16)
-    lib = ident.answers.library
-    facts = {label: refs[0].facts for label, refs in lib.references_for(ident.labels).items()}
+    facts = library_facts(ident)
     return {"samples": samples, "log_probs": log_probs, "scores": scores, "facts": facts,
             "others": list(facts.values())}
 
